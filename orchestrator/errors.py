@@ -1,0 +1,64 @@
+"""Errors a user can cause, and the exit codes they end in.
+
+The CLI turns a `UserError` into one line on stderr and its exit code; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+# sysexits-style codes, so scripts can tell "fix your input" from "try again later".
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad input, bad manifest, bad config
+EXIT_UNAVAILABLE = 69  # Redis (or another service) cannot be reached
+
+
+class UserError(Exception):
+    """Something the user can fix; the message is the whole story, on one line."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(UserError):
+    """A setting is invalid: the message names the field and where it came from."""
+
+
+class ManifestError(UserError):
+    """A manifest line is invalid: the message is `file:line: field: reason`."""
+
+    def __init__(self, path: str, line: int | None, field: str, reason: str) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {field}: {reason}" if field else f"{where}: {reason}")
+        self.path = path
+        self.line = line
+        self.field = field
+        self.reason = reason
+
+
+class UnknownTaskError(UserError):
+    """A task name outside the registry (the allow-list)."""
+
+
+class ServiceUnavailable(UserError):
+    """Redis cannot be reached or refused us; retrying later may help."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+def run_cli(command: Callable[[], int]) -> int:
+    """Run a CLI command, turning a `UserError` into one stderr line and its exit code."""
+    try:
+        return command()
+    except UserError as exc:
+        print(f"orchestrator: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orchestrator: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,78 @@
+"""The job contract: a manifest line as planners write it, and the envelope on Redis.
+
+A manifest line (`JobSpec`) is what a user or a planner asks for; the envelope (`Job`)
+adds the identity and provenance every later record carries. Both are plain JSON, never
+pickle: whoever can write to Redis must not be able to run code on a worker.
+
+They are TypedDicts validated by pydantic rather than BaseModels: dispatch validates
+every line of manifests a million lines long, and a TypedDict validates about twice as
+fast and comes out as the dict the envelope is encoded from, without a dump step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, NotRequired, cast
+
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, TypeAdapter, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
+
+JobId = Annotated[str, Field(pattern=r"^\S+$", min_length=1, max_length=200)]
+
+
+@with_config(ConfigDict(extra="allow"))
+class JobMeta(TypedDict, total=False):
+    """Scheduling hints the conductor understands; any other field is kept as it is."""
+
+    pool: str  # pin the job to this pool
+    priority: int
+    rate_limit: list[str]  # extra token buckets the job must pass
+    timeout: PositiveFloat  # seconds before the worker gives up on it
+    max_tries: PositiveInt
+
+
+@with_config(ConfigDict(extra="forbid"))
+class JobSpec(TypedDict):
+    """One manifest line: `{"task", "args", "kwargs"?, "meta"?, "id"?}`."""
+
+    task: str
+    args: list[Any]
+    kwargs: NotRequired[dict[str, Any]]
+    meta: NotRequired[JobMeta]
+    id: NotRequired[JobId]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Job(TypedDict):
+    """The envelope on a backlog: the spec plus its id, batch and dispatch time."""
+
+    id: JobId
+    batch: str
+    task: str
+    args: list[Any]
+    kwargs: NotRequired[dict[str, Any]]
+    meta: NotRequired[JobMeta]
+    dispatched_at: float
+
+
+JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
+JOB: TypeAdapter[Job] = TypeAdapter(Job)
+
+
+def spec(task: str, *args: Any, meta: Mapping[str, Any] | None = None, **kwargs: Any) -> JobSpec:
+    """A manifest line from Python, the way planners build them.
+
+    `meta` is a plain mapping because its free user fields are not part of `JobMeta`'s
+    declared keys; the writer validates the line before it reaches a manifest.
+    """
+    line: JobSpec = {"task": task, "args": list(args)}
+    if kwargs:
+        line["kwargs"] = kwargs
+    if meta:
+        line["meta"] = cast(JobMeta, dict(meta))
+    return line
+
+
+def derived_job_id(batch: str, line_number: int) -> str:
+    """The id of a line that names none: `<manifest stem>:<line number>` (1-based)."""
+    return f"{batch}:{line_number}"

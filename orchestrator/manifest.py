@@ -1,0 +1,181 @@
+"""Manifest files: versioned names that never overwrite, a validating writer, and a
+streaming reader that holds one line at a time (a million-line manifest costs no more
+memory than a ten-line one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from orchestrator.errors import ManifestError, UserError
+from orchestrator.job import JOB_SPEC, JobSpec, derived_job_id
+from orchestrator.registry import TaskRegistry
+
+SUFFIX = ".jsonl"
+_NAME_PART = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def get_next_filename(workflow: str, mode: str, directory: Path) -> Path:
+    """Reserve and return `<directory>/<workflow>_<mode>_NN.jsonl`, NN the next free number.
+
+    The file is created empty with O_EXCL, so two planners running at once can never be
+    handed the same name; numbers are two digits and simply grow past 99.
+    """
+    for part, label in ((workflow, "workflow"), (mode, "mode")):
+        if not _NAME_PART.match(part):
+            raise UserError(
+                f"invalid {label} name {part!r}: use lower-case letters, digits, _ and -"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"^{re.escape(workflow)}_{re.escape(mode)}_(\d+){re.escape(SUFFIX)}$")
+    taken = [int(m.group(1)) for p in directory.iterdir() if (m := pattern.match(p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        path = directory / f"{workflow}_{mode}_{number:02d}{SUFFIX}"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            number += 1
+            continue
+        return path
+
+
+class ManifestWriter:
+    """Writes validated lines to a reserved manifest path, all or nothing.
+
+    Lines go to a temporary file that replaces the reserved (empty) name only when the
+    whole plan succeeded; on any error the reservation is removed, so no half-written
+    manifest is ever left for `dispatch` to pick up.
+    """
+
+    def __init__(self, path: Path, registry: TaskRegistry) -> None:
+        self.path = path
+        self.registry = registry
+        self.count = 0
+        self.tasks: dict[str, int] = {}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, line: JobSpec) -> None:
+        where = f"{self.path} (job {self.count + 1})"
+        try:
+            checked = JOB_SPEC.validate_python(line)
+        except ValidationError as exc:
+            raise ManifestError(where, None, *_first_problem(exc)) from None
+        problem = _task_problem(self.registry, checked)
+        if problem:
+            raise ManifestError(where, None, *problem)
+        self._file.write(orjson.dumps(checked) + b"\n")
+        self.count += 1
+        self.tasks[checked["task"]] = self.tasks.get(checked["task"], 0) + 1
+
+    def write_all(self, lines: Iterable[JobSpec]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._file.close()
+        if kind is None and self.count:
+            os.replace(self._tmp, self.path)
+            return
+        self._tmp.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        if kind is None:
+            raise UserError(f"the plan produced no jobs; nothing written to {self.path}")
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestLine:
+    number: int
+    job_id: str
+    spec: JobSpec
+
+
+def read_manifest(
+    path: Path, registry: TaskRegistry, batch: str, max_line_bytes: int
+) -> Iterator[ManifestLine]:
+    """Yield every line of a manifest validated, or raise `ManifestError` at the first bad one.
+
+    Blank lines are skipped but still counted, so line numbers match an editor's. A line
+    naming no `id` gets `<batch>:<line>`; an explicit id may not take that reserved form
+    nor repeat within the manifest.
+    """
+    shown = str(path)
+    if not path.exists():
+        raise ManifestError(shown, None, "", "no such file")
+    if not path.is_file():
+        raise ManifestError(shown, None, "", "not a regular file")
+    reserved = re.compile(rf"^{re.escape(batch)}:\d+$")
+    given_ids: dict[str, int] = {}
+    count = 0
+    with path.open("rb") as file:
+        number = 0
+        while raw := file.readline(max_line_bytes + 1):
+            number += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                raise ManifestError(
+                    shown, number, "line", f"longer than the limit of {max_line_bytes} bytes"
+                )
+            if raw.isspace():
+                continue
+            try:
+                spec = JOB_SPEC.validate_json(raw)
+            except ValidationError as exc:
+                raise ManifestError(shown, number, *_first_problem(exc)) from None
+            problem = _task_problem(registry, spec)
+            if problem:
+                raise ManifestError(shown, number, *problem)
+            job_id = spec.get("id")
+            if job_id is None:
+                job_id = derived_job_id(batch, number)
+            else:
+                if reserved.match(job_id):
+                    raise ManifestError(
+                        shown, number, "id", f"{job_id!r} has the form reserved for derived ids"
+                    )
+                if job_id in given_ids:
+                    raise ManifestError(
+                        shown,
+                        number,
+                        "id",
+                        f"{job_id!r} repeats the id of line {given_ids[job_id]}",
+                    )
+                given_ids[job_id] = number
+            count += 1
+            yield ManifestLine(number, job_id, spec)
+    if count == 0:
+        raise ManifestError(shown, None, "", "the manifest holds no jobs")
+
+
+def _task_problem(registry: TaskRegistry, spec: JobSpec) -> tuple[str, str] | None:
+    definition = registry.get(spec["task"])
+    if definition is None:
+        return "task", registry.unknown_reason(spec["task"])
+    reason = definition.signature_problem(spec["args"], spec.get("kwargs", {}))
+    return ("args", reason) if reason else None
+
+
+def _first_problem(exc: ValidationError) -> tuple[str, str]:
+    error: Any = exc.errors(include_url=False)[0]
+    if error["type"] == "json_invalid":
+        return "json", f"invalid JSON ({error['ctx']['error']})"
+    field = ".".join(str(part) for part in error["loc"]) or "line"
+    if error["type"] == "extra_forbidden":
+        return field, "unknown field (a line has task, args, kwargs, meta, id)"
+    return field, str(error["msg"])

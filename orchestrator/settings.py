@@ -1,0 +1,189 @@
+"""The one settings object: defaults < `orchestrator.toml` < environment < CLI flags.
+
+Environment variables carry the `ORCHESTRATOR_` prefix (nested fields use `__`, lists
+and tables are JSON), except `REDIS_URL`, honoured as the de-facto standard name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from orchestrator.errors import ConfigError
+from orchestrator.keys import backlog_name
+
+ENV_PREFIX = "ORCHESTRATOR_"
+CONFIG_ENV = "ORCHESTRATOR_CONFIG"
+DEFAULT_CONFIG_FILE = "orchestrator.toml"
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class PoolSettings(BaseModel):
+    """A worker pool; pools are tried in `order`, lowest first (metal before cloud)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    order: int = Field(ge=0)
+    queue: str | None = None  # arq queue key; default built by Keys.pool_queue(name)
+    spill_after: float = Field(default=0.0, ge=0)  # seconds a job waits before it may go here
+    max_in_flight: PositiveInt | None = None  # cap on jobs forwarded here and not finished
+
+
+class RoutingRule(BaseModel):
+    """`task` glob → pool; rules are checked in order before anything else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str = Field(min_length=1)
+    pool: str
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `rate` tokens a second, holding at most `burst`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate: PositiveFloat
+    burst: PositiveInt = 1
+
+
+def _default_pools() -> list[PoolSettings]:
+    return [PoolSettings(name="metal", order=0), PoolSettings(name="cloud", order=1)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        toml_file=DEFAULT_CONFIG_FILE,
+    )
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("ORCHESTRATOR_REDIS_URL", "REDIS_URL", "redis_url"),
+    )
+    namespace: str = Field(default="orc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    backlogs: list[str] = Field(default_factory=lambda: ["backlog:default"], min_length=1)
+    pools: list[PoolSettings] = Field(default_factory=_default_pools, min_length=1)
+    rules: list[RoutingRule] = Field(default_factory=list)
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
+    heartbeat_interval: PositiveFloat = 5.0
+    manifests_dir: Path = Path("manifests")
+    max_line_bytes: PositiveInt = 1_048_576
+    crud_database: Path = Path("data/crud.db")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"scheme {scheme!r} is not one of redis://, rediss://, unix:// "
+                f"(got {redact_url(url)})"
+            )
+        return url
+
+    @field_validator("backlogs")
+    @classmethod
+    def _backlog_names(cls, names: list[str]) -> list[str]:
+        normalised = [backlog_name(n) for n in names]
+        if len(set(normalised)) != len(normalised):
+            raise ValueError("a backlog is listed twice")
+        return normalised
+
+    @model_validator(mode="after")
+    def _pools_consistent(self) -> Settings:
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be unique, got {names}")
+        orders = [p.order for p in self.pools]
+        if len(set(orders)) != len(orders):
+            raise ValueError(f"pool orders must be unique, got {orders}")
+        for rule in self.rules:
+            if rule.pool not in names:
+                raise ValueError(f"rule for {rule.task!r} names unknown pool {rule.pool!r}")
+        return self
+
+    @property
+    def ordered_pools(self) -> list[PoolSettings]:
+        return sorted(self.pools, key=lambda p: p.order)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, turning any validation problem into one `ConfigError` line.
+
+    `config_file` (or `$ORCHESTRATOR_CONFIG`) must exist when given; the default
+    `orchestrator.toml` in the working directory is read only if present.
+    """
+    path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    cls: type[Settings] = Settings
+    if path is not None:
+        # The TOML path is class configuration in pydantic-settings; a subclass is
+        # the supported way to point it elsewhere at run time.
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+        cls = type("Settings", (Settings,), {"model_config": config})
+    source = str(path or DEFAULT_CONFIG_FILE)
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    except ValueError as exc:  # a malformed TOML file or JSON environment value
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        env = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else ""
+        problems.append(f"{field}: {error['msg']} (from {env} or {source})")
+    return "invalid configuration: " + "; ".join(problems)

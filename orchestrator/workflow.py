@@ -1,0 +1,116 @@
+"""Workflows: each `workflows/<name>/plan.py` turns CLI arguments into a manifest.
+
+A plan module defines `WORKFLOW = Workflow(...)`: a name, its modes (each a function
+from the parsed options to job specs) and the options it takes. Discovery imports the
+plan modules of the installed `workflows` package; nothing else needs registering. The
+same module also runs on its own (`python workflows/<name>/plan.py ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from orchestrator.errors import run_cli
+from orchestrator.job import JobSpec
+from orchestrator.manifest import ManifestWriter, get_next_filename
+from orchestrator.registry import TaskRegistry, default_registry
+
+WORKFLOWS_PACKAGE = "workflows"
+
+Planner = Callable[[argparse.Namespace], Iterable[JobSpec]]
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    path: Path
+    mode: str
+    count: int
+    tasks: dict[str, int]
+
+    def summary(self) -> str:
+        tasks = ", ".join(f"{name} x{n}" for name, n in sorted(self.tasks.items()))
+        return f"wrote {self.path}: {self.count} jobs ({tasks}), mode {self.mode}"
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    summary: str
+    modes: Mapping[str, Planner]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        """Add this workflow's options (its modes, with their docstrings, and its own)."""
+        modes = "; ".join(
+            f"{name}: {(inspect.getdoc(planner) or '').splitlines()[0]}"
+            for name, planner in self.modes.items()
+        )
+        parser.add_argument(
+            "--mode",
+            choices=list(self.modes),
+            default=next(iter(self.modes)),
+            help=f"what to plan (default: %(default)s). {modes}",
+        )
+        parser.add_argument(
+            "--manifests-dir",
+            type=Path,
+            default=None,
+            help="where to write the manifest (default: the manifests_dir setting, ./manifests)",
+        )
+        self.add_arguments(parser)
+
+    def plan(
+        self, options: argparse.Namespace, manifests_dir: Path, registry: TaskRegistry
+    ) -> PlanResult:
+        """Write the manifest of `options.mode` under a fresh versioned name."""
+        mode: str = options.mode
+        path = get_next_filename(self.name, mode, manifests_dir)
+        with ManifestWriter(path, registry) as writer:
+            for line in self.modes[mode](options):
+                # Provenance on every line, so receipts and `verify` can group by it.
+                meta = cast(dict[str, Any], line.setdefault("meta", {}))
+                meta.setdefault("workflow", self.name)
+                meta.setdefault("mode", mode)
+                writer.write(line)
+        return PlanResult(path, mode, writer.count, dict(writer.tasks))
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """`python workflows/<name>/plan.py ...`: the planner on its own."""
+        parser = argparse.ArgumentParser(
+            prog=f"python workflows/{self.name}/plan.py", description=self.summary
+        )
+        self.configure(parser)
+        options = parser.parse_args(argv)
+
+        def plan() -> int:
+            from orchestrator.settings import load_settings
+
+            directory = options.manifests_dir or load_settings().manifests_dir
+            print(self.plan(options, directory, default_registry()).summary())
+            return 0
+
+        return run_cli(plan)
+
+
+def discover_workflows(package: str = WORKFLOWS_PACKAGE) -> dict[str, Workflow]:
+    """Every `<package>/<name>/plan.py` that defines `WORKFLOW`, by name."""
+    root = importlib.import_module(package)
+    found: dict[str, Workflow] = {}
+    for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):
+        if not info.ispkg:
+            continue
+        module = importlib.import_module(f"{package}.{info.name}.plan")
+        workflow = getattr(module, "WORKFLOW", None)
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"{module.__name__} defines no WORKFLOW = Workflow(...)")
+        if workflow.name != info.name:
+            raise ValueError(f"{module.__name__}: WORKFLOW.name must be {info.name!r}")
+        found[workflow.name] = workflow
+    return found

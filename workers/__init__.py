@@ -1,0 +1,1 @@
+"""Worker processes of the pools and the task code they run."""

@@ -1,0 +1,1 @@
+"""Workflows: one folder each, with a `plan.py` defining `WORKFLOW`."""
