@@ -6,6 +6,7 @@ and tables are JSON), except `REDIS_URL`, honoured as the de-facto standard name
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -161,6 +162,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
         cls = type("Settings", (Settings,), {"model_config": config})
     source = str(path or DEFAULT_CONFIG_FILE)
+    if unknown := _unknown_variables():
+        suggestions = difflib.get_close_matches(
+            unknown[0], [ENV_PREFIX + name.upper() for name in Settings.model_fields], n=1
+        )
+        hint = f"; did you mean {suggestions[0]}?" if suggestions else ""
+        raise ConfigError(f"{unknown[0]} is not a setting{hint}")
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -183,7 +190,27 @@ def redact_url(url: str) -> str:
 def _describe(exc: ValidationError, source: str) -> str:
     problems = []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        env = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else ""
-        problems.append(f"{field}: {error['msg']} (from {env} or {source})")
+        loc = [str(part) for part in error["loc"]]
+        if loc and loc[0] in _ALIASES:
+            loc[0] = _ALIASES[loc[0]]
+        field = ".".join(loc) or "settings"
+        variable = _ENV_NAMES.get(loc[0], ENV_PREFIX + loc[0].upper()) if loc else ENV_PREFIX + "*"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{field}: {message} (from {variable} or {source})")
     return "invalid configuration: " + "; ".join(problems)
+
+
+def _unknown_variables() -> list[str]:
+    """`ORCHESTRATOR_*` variables that set nothing: almost always a typo worth an error."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | _OTHER_VARIABLES
+    return sorted(
+        name
+        for name in os.environ
+        if name.startswith(ENV_PREFIX) and name.split("__", 1)[0] not in known
+    )
+
+
+_ALIASES = {"ORCHESTRATOR_REDIS_URL": "redis_url", "REDIS_URL": "redis_url"}
+_ENV_NAMES = {"redis_url": "REDIS_URL or ORCHESTRATOR_REDIS_URL"}
+# Read by other parts of the program, not by Settings.
+_OTHER_VARIABLES = {CONFIG_ENV, "ORCHESTRATOR_REDIS_SERVER"}

@@ -1,0 +1,176 @@
+"""Dispatch against a real Redis: what a user sees, and what lands on the backlog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from orchestrator.keys import Keys
+from tests.conftest import UNREACHABLE, CliRunner
+
+GOOD = '{"task": "system.echo", "args": ["hi"]}'
+BACKLOG = "backlog:stress"
+
+
+def manifest(tmp_path: Path, *lines: str, name: str = "batch_a_01.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def backlog(sync_redis: redis.Redis, keys: Keys, name: str = BACKLOG) -> list[dict[str, object]]:
+    return [orjson.loads(raw) for raw in sync_redis.lrange(keys.backlog(name), 0, -1)]
+
+
+def test_dispatch_queues_envelopes_in_manifest_order(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path = manifest(
+        tmp_path,
+        '{"task": "system.sleep", "args": [1.5], "meta": {"pool": "metal", "owner": "ana"}}',
+        '{"task": "system.echo", "args": [1, "two"], "id": "given-id"}',
+    )
+    result = run_cli("dispatch", str(path), "--backlog", "stress")
+    assert result.code == 0, result.err
+    assert result.out == f"queued 2 jobs of {path} (batch batch_a_01) on backlog:stress\n"
+    first, second = backlog(sync_redis, keys)
+    assert first["id"] == "batch_a_01:1"
+    assert first["meta"] == {"pool": "metal", "owner": "ana"}
+    assert (first["task"], first["args"], first["batch"]) == ("system.sleep", [1.5], "batch_a_01")
+    assert second["id"] == "given-id"
+    record = sync_redis.hgetall(keys.batch("batch_a_01"))
+    assert record[b"manifest"] == str(path.resolve()).encode()
+    assert (record[b"backlog"], record[b"total"], record[b"queued"]) == (b"backlog:stress", b"2", b"2")
+    assert record[b"complete"] == b"1"
+    assert sync_redis.zscore(keys.batches, "batch_a_01") is not None
+
+
+def test_dispatching_twice_queues_nothing_new_and_says_so(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path = manifest(tmp_path, GOOD, GOOD, GOOD)
+    assert run_cli("dispatch", str(path), "--backlog", BACKLOG).code == 0
+    again = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert again.code == 0
+    assert again.out.startswith("nothing new: all 3 jobs of")
+    assert sync_redis.llen(keys.backlog(BACKLOG)) == 3
+
+
+def test_an_interrupted_dispatch_is_finished_by_dispatching_again(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path = manifest(tmp_path, *[GOOD] * 2500)
+    assert run_cli("dispatch", str(path), "--backlog", BACKLOG).code == 0
+    # Simulate a crash after the first chunk: forget that the later ids were queued.
+    sync_redis.ltrim(keys.backlog(BACKLOG), 0, 999)
+    sync_redis.srem(keys.batch_job_ids("batch_a_01"), *[f"batch_a_01:{n}" for n in range(1001, 2501)])
+    again = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert again.out.startswith(f"queued 1500 jobs of {path}"), again.out
+    assert "1000 were already queued" in again.out
+    ids = [job["id"] for job in backlog(sync_redis, keys)]
+    assert ids == [f"batch_a_01:{n}" for n in range(1, 2501)]
+
+
+def test_same_name_with_other_content_is_refused(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    first = manifest(tmp_path, GOOD)
+    assert run_cli("dispatch", str(first), "--backlog", BACKLOG).code == 0
+    (tmp_path / "elsewhere").mkdir()
+    other = manifest(tmp_path / "elsewhere", GOOD, GOOD)
+    result = run_cli("dispatch", str(other), "--backlog", BACKLOG)
+    assert result.code == 2
+    assert "already dispatched from a different manifest" in result.err
+    assert "--batch" in result.err
+    assert sync_redis.llen(keys.backlog(BACKLOG)) == 1
+    renamed = run_cli("dispatch", str(other), "--backlog", BACKLOG, "--batch", "batch_a_01_b")
+    assert renamed.code == 0
+    assert [job["id"] for job in backlog(sync_redis, keys)][1:] == ["batch_a_01_b:1", "batch_a_01_b:2"]
+
+
+def test_same_batch_to_another_backlog_is_refused(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path = manifest(tmp_path, GOOD)
+    assert run_cli("dispatch", str(path), "--backlog", BACKLOG).code == 0
+    result = run_cli("dispatch", str(path), "--backlog", "backlog:other")
+    assert result.code == 2
+    assert "was dispatched to backlog:stress, not backlog:other" in result.err
+    assert sync_redis.llen(keys.backlog("backlog:other")) == 0
+
+
+def test_dry_run_validates_and_queues_nothing(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path = manifest(tmp_path, GOOD, GOOD)
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG, "--dry-run")
+    assert result.code == 0
+    assert "is valid: 2 jobs; dry run, nothing queued" in result.out
+    assert sync_redis.keys(f"{{{keys.namespace}}}:*") == []
+
+
+BAD_MANIFESTS = [
+    pytest.param(None, "missing.jsonl: no such file", id="missing-file"),
+    pytest.param([], "the manifest holds no jobs", id="empty-file"),
+    pytest.param([GOOD, "{not json"], ":2: json: invalid JSON", id="invalid-json"),
+    pytest.param([GOOD, '{"task": "system.nope", "args": []}'], ":2: task: unknown task", id="unknown-task"),
+    pytest.param([GOOD, '{"task": "system.echo", "args": {"a": 1}}'], ":2: args: Input should be", id="wrong-type"),
+    pytest.param([GOOD, '{"task": "system.sleep", "args": []}'], ":2: args: system.sleep: missing", id="arity"),
+    pytest.param([GOOD, '{"task": "system.echo", "args": ["' + "x" * 300 + '"]}'], ":2: line: longer than", id="long-line"),
+    pytest.param([GOOD, '{"task": "system.echo", "args": [], "meta": []}'], ":2: meta: Input should be", id="bad-meta"),
+]
+
+
+@pytest.mark.parametrize(("lines", "message"), BAD_MANIFESTS)
+def test_bad_manifest_is_one_line_exit_2_and_nothing_queued(
+    run_cli: CliRunner,
+    sync_redis: redis.Redis,
+    keys: Keys,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lines: list[str] | None,
+    message: str,
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_MAX_LINE_BYTES", "200")
+    sync_redis.rpush(keys.backlog(BACKLOG), b"earlier work")
+    path = tmp_path / "missing.jsonl" if lines is None else manifest(tmp_path, *lines)
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.count("\n") == 1
+    assert result.err.startswith(f"orchestrator: error: {path}")
+    assert message in result.err
+    assert sync_redis.lrange(keys.backlog(BACKLOG), 0, -1) == [b"earlier work"]
+    assert not sync_redis.exists(keys.batch(path.stem))
+
+
+def test_unreachable_redis_is_one_line_and_exit_69(run_cli: CliRunner, tmp_path: Path) -> None:
+    path = manifest(tmp_path, GOOD)
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG, "--redis-url", UNREACHABLE)
+    assert result.code == 69
+    assert result.err.startswith("orchestrator: error: cannot reach Redis at redis://127.0.0.1:1/0")
+    assert result.err.count("\n") == 1
+    assert "Traceback" not in result.err
+
+
+def test_invalid_backlog_name_is_a_usage_error(run_cli: CliRunner, tmp_path: Path) -> None:
+    path = manifest(tmp_path, GOOD)
+    result = run_cli("dispatch", str(path), "--backlog", "not valid")
+    assert result.code == 2
+    assert "invalid backlog name 'not valid'" in result.err
+
+
+def test_dispatch_logs_a_json_event_with_manifest_and_backlog(
+    run_cli: CliRunner, redis_url: str, tmp_path: Path
+) -> None:
+    path = manifest(tmp_path, GOOD)
+    result = run_cli("-v", "dispatch", str(path), "--backlog", BACKLOG)
+    events = [orjson.loads(line) for line in result.err.splitlines()]
+    (event,) = [e for e in events if e["event"] == "dispatched"]
+    assert event["manifest"] == str(path)
+    assert event["backlog"] == BACKLOG
+    assert event["queued"] == 1
+    assert event["level"] == "info"

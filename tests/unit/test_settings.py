@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.settings import load_settings, redact_url
+
+
+def test_defaults_put_metal_before_cloud() -> None:
+    settings = load_settings()
+    assert [p.name for p in settings.ordered_pools] == ["metal", "cloud"]
+    assert settings.backlogs == ["backlog:default"]
+
+
+def test_redis_url_is_honoured_and_prefixed_variable_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/1")
+    assert load_settings().redis_url == "redis://cache:6379/1"
+    monkeypatch.setenv("ORCHESTRATOR_REDIS_URL", "rediss://secure:6380/0")
+    assert load_settings().redis_url == "rediss://secure:6380/0"
+    assert load_settings(redis_url="unix:///run/redis.sock").redis_url == "unix:///run/redis.sock"
+
+
+def test_toml_file_is_read_and_environment_overrides_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "orchestrator.toml").write_text(
+        'backlogs = ["stress", "backlog:default"]\n'
+        "heartbeat_interval = 2.5\n"
+        "[[pools]]\nname = \"metal\"\norder = 0\n"
+        "[[pools]]\nname = \"cloud\"\norder = 1\nspill_after = 30\nmax_in_flight = 3\n"
+        "[[rules]]\ntask = \"image.*\"\npool = \"cloud\"\n"
+        "[rate_limits.\"task:system.sleep\"]\nrate = 5\nburst = 1\n"
+    )
+    settings = load_settings()
+    assert settings.backlogs == ["backlog:stress", "backlog:default"]
+    assert settings.pools[1].spill_after == 30
+    assert settings.rules[0].pool == "cloud"
+    assert settings.rate_limits["task:system.sleep"].rate == 5
+    monkeypatch.setenv("ORCHESTRATOR_HEARTBEAT_INTERVAL", "1")
+    assert load_settings().heartbeat_interval == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("ORCHESTRATOR_HEARTBEAT_INTERVAL", "soon", "heartbeat_interval: Input should be a valid number"),
+        ("ORCHESTRATOR_HEARTBEAT_INTERVAL", "-1", "heartbeat_interval: Input should be greater than 0"),
+        ("REDIS_URL", "http://localhost", "redis_url: scheme 'http' is not one of"),
+        ("ORCHESTRATOR_POOLS", '[{"name": "metal", "order": 0}, {"name": "metal", "order": 1}]', "unique"),
+        ("ORCHESTRATOR_RULES", '[{"task": "image.*", "pool": "gpu"}]', "unknown pool 'gpu'"),
+        ("ORCHESTRATOR_BACKLOGS", '["no spaces"]', "backlogs: invalid backlog name"),
+        ("ORCHESTRATOR_HEARTBEAT_INTERVALL", "1", "did you mean ORCHESTRATOR_HEARTBEAT_INTERVAL?"),
+    ],
+)
+def test_invalid_setting_is_one_line_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert expected in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_explicit_config_file_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text('namespace = "prod"\n')
+    assert load_settings(path).namespace == "prod"
+
+
+def test_passwords_never_reach_messages() -> None:
+    assert redact_url("redis://app:s3cret@db:6379/0") == "redis://app:***@db:6379/0"
+    assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
