@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,9 +31,7 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
     """
     shown = redact_url(url)
     try:
-        client = Redis.from_url(
-            url, socket_connect_timeout=5, socket_keepalive=True, client_name=name
-        )
+        client = open_client(url, name=name)
     except ValueError as exc:
         raise ServiceUnavailable(f"invalid Redis URL {shown}: {exc}") from None
     try:
@@ -45,6 +51,46 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
         if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
             raise ServiceUnavailable(f"Redis at {shown} denied a command: {exc}") from None
         raise
+
+
+def open_client(url: str, *, name: str = "orchestrator") -> Redis:
+    """A client whose connections pack commands with hiredis.
+
+    redis-py's asyncio connections pack in pure Python even when hiredis is installed
+    (its sync ones do not); on the dispatch path that packing was a third of the time.
+    """
+    pool = ConnectionPool.from_url(
+        url, socket_connect_timeout=5, socket_keepalive=True, client_name=name
+    )
+    pool.connection_class = _HIREDIS_PACKING.get(pool.connection_class, pool.connection_class)
+    return Redis.from_pool(pool)
+
+
+class _HiredisPacking:
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+class _Connection(_HiredisPacking, Connection):
+    pass
+
+
+class _SSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class _UnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+_HIREDIS_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _Connection,
+    SSLConnection: _SSLConnection,
+    UnixDomainSocketConnection: _UnixConnection,
+}
 
 
 async def _server_version(client: Redis) -> tuple[int, ...]:

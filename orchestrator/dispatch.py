@@ -1,38 +1,46 @@
 """Dispatch: queue a manifest's jobs on a backlog, all validated first, each exactly once.
 
-Two passes keep both promises at constant memory. The first, in a worker thread,
-validates every line and spools the encoded envelopes to an anonymous temporary file
-(so what is queued is exactly what was validated, even if the manifest changes
-meanwhile); nothing touches Redis until the whole manifest is known to be good. The
-second streams the spool to Redis in chunks, each chunk one Lua script that skips ids
-the batch already queued — so dispatching a manifest again, or finishing a dispatch
-that a crash cut short, queues nothing twice.
+Validation (a worker thread) and upload (the event loop) run side by side: each chunk
+of validated envelopes is pushed to a private *staging* list while the next is being
+validated, so Redis works on one core while Python validates on the other. Nothing
+reaches the backlog until every line is known to be good; a bad line deletes the
+staging list and the backlog never sees the batch. Only then is the staging list
+committed onto the backlog by a Lua script, one slice at a time, behind the batch's
+cursor (see `lua/commit_staged.lua`) — so dispatching a manifest again, or finishing a
+dispatch a crash cut short, queues nothing twice. Memory stays constant: at most a few
+chunks are in flight between the thread and the loop.
+
+A batch is identified by its name and the SHA-256 of its manifest: the same name with
+other content is refused rather than silently merged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import anyio
-import orjson
+import anyio.from_thread
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
 
 from orchestrator.errors import UserError
+from orchestrator.job import EnvelopeEncoder
 from orchestrator.keys import Keys
 from orchestrator.manifest import read_manifest
 from orchestrator.registry import TaskRegistry
 from orchestrator.scripts import script
 
-CHUNK = 1000  # jobs per script call: well under Lua's unpack() limit of ~8000 values
-CHUNKS_PER_ROUND_TRIP = 16
+CHUNK = 2000  # envelopes per RPUSH to the staging list
+CHUNKS_IN_FLIGHT = 4  # between the validating thread and the uploading loop
+COMMIT_SLICE = 20_000  # jobs moved per commit script call: bounded time inside Redis
+STAGING_TTL = 3600  # seconds: a crashed dispatch's staging list expires on its own
 _BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,149}$")
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total or 0 when unknown)
@@ -72,21 +80,28 @@ async def dispatch_manifest(
             "digits and _ . : -; rename the file or pass --batch NAME"
         )
     dispatched_at = time.time()
-    with tempfile.TemporaryFile() as spool:
-        total, digest, resolved = await anyio.to_thread.run_sync(
-            _validate_and_spool,
-            path,
-            registry,
-            batch,
-            max_line_bytes,
-            dispatched_at,
-            spool,
-            progress,
-        )
+    staging = keys.staging(batch, uuid.uuid4().hex)
+    send, receive = anyio.create_memory_object_stream[list[bytes]](CHUNKS_IN_FLIGHT)
+    try:
+        try:
+            async with anyio.create_task_group() as tasks:
+                if dry_run:
+                    tasks.start_soon(_discard, receive)
+                else:
+                    tasks.start_soon(_stage, redis, staging, receive)
+                total, digest, resolved = await anyio.to_thread.run_sync(
+                    _validate, path, registry, batch, max_line_bytes, dispatched_at, send, progress
+                )
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
         if dry_run:
             return DispatchResult(str(path), batch, backlog, total, 0, dry_run=True)
         await _claim(redis, keys, batch, backlog, resolved, total, digest, dispatched_at)
-        queued = await _push(redis, keys, batch, backlog, spool, total, progress)
+        queued = await _commit(redis, keys, batch, backlog, staging, total, progress)
+    finally:
+        if not dry_run:
+            with anyio.CancelScope(shield=True):
+                await redis.delete(staging)
     finished = {"dispatched_at": time.time(), "complete": 1}
     await redis.hset(keys.batch(batch), mapping=finished)  # type: ignore[misc]  # redis-py stub
     log.info(
@@ -95,26 +110,58 @@ async def dispatch_manifest(
     return DispatchResult(str(path), batch, backlog, total, queued)
 
 
-def _validate_and_spool(
+def _validate(
     path: Path,
     registry: TaskRegistry,
     batch: str,
     max_line_bytes: int,
     dispatched_at: float,
-    spool: IO[bytes],
+    send: MemoryObjectSendStream[list[bytes]],
     progress: Progress | None,
 ) -> tuple[int, str, str]:
-    """Pass one: every line validated and its envelope spooled as `id\\nenvelope\\n`."""
+    """In a worker thread: validate every line, handing envelopes over chunk by chunk.
+
+    Closing `send` (also on error) tells the uploader that no more chunks come.
+    """
     total = 0
-    for line in read_manifest(path, registry, batch, max_line_bytes):
-        envelope = dict(line.spec, id=line.job_id, batch=batch, dispatched_at=dispatched_at)
-        spool.write(line.job_id.encode() + b"\n" + orjson.dumps(envelope) + b"\n")
-        total += 1
-        if progress and total % 50_000 == 0:
-            progress("validating", total, 0)
-    spool.flush()
-    spool.seek(0)
+    encoder = EnvelopeEncoder(batch, dispatched_at)
+    with send:
+        chunk: list[bytes] = []
+        for line in read_manifest(path, registry, batch, max_line_bytes):
+            chunk.append(encoder.encode(line.raw, line.job_id, line.derived_id))
+            if len(chunk) == CHUNK:
+                anyio.from_thread.run(send.send, chunk)
+                chunk = []
+                total += CHUNK
+                if progress and total % 50_000 == 0:
+                    progress("validating", total, 0)
+        if chunk:
+            anyio.from_thread.run(send.send, chunk)
+            total += len(chunk)
     return total, _sha256(path), str(path.resolve())
+
+
+async def _stage(
+    redis: Redis, staging: str, receive: MemoryObjectReceiveStream[list[bytes]]
+) -> None:
+    async with receive:
+        async for chunk in receive:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(staging, *chunk)
+                pipe.expire(staging, STAGING_TTL)
+                await pipe.execute()
+
+
+async def _discard(receive: MemoryObjectReceiveStream[list[bytes]]) -> None:
+    async with receive:
+        async for _ in receive:
+            pass
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that started it: a bad line, or Redis going away mid-upload."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _sha256(path: Path) -> str:
@@ -152,49 +199,28 @@ async def _claim(
         )
 
 
-async def _push(
+async def _commit(
     redis: Redis,
     keys: Keys,
     batch: str,
     backlog: str,
-    spool: IO[bytes],
+    staging: str,
     total: int,
     progress: Progress | None,
 ) -> int:
-    """Pass two: stream the spool into the backlog, many chunks per round trip."""
-    push = script(redis, "push_jobs")
-    script_keys = [keys.batch_job_ids(batch), keys.backlog(backlog), keys.batch(batch)]
-    queued = done = 0
-    rounds = _rounds(spool)
-    while True:
-        chunks = await anyio.to_thread.run_sync(next, rounds, None)
-        if chunks is None:
-            break
-        async with redis.pipeline(transaction=False) as pipe:
-            for ids, envelopes in chunks:
-                # On a pipeline this only buffers the EVALSHA; the reply comes from execute().
-                await push(keys=script_keys, args=[len(ids), *ids, *envelopes], client=pipe)
-            results = await pipe.execute()
-        queued += sum(int(r) for r in results)
-        done += sum(len(ids) for ids, _ in chunks)
+    """Move the staging list onto the backlog behind the batch's cursor."""
+    commit = script(redis, "commit_staged")
+    script_keys = [staging, keys.backlog(backlog), keys.batch(batch)]
+    moved = queued = 0
+    while moved < total:
+        taken, pushed = await commit(keys=script_keys, args=[moved, COMMIT_SLICE])
+        if taken == 0:
+            raise UserError(
+                f"batch {batch!r}: the staging list vanished after {moved} of {total} jobs "
+                "(expired or deleted); dispatch the manifest again to finish"
+            )
+        moved += int(taken)
+        queued += int(pushed)
         if progress:
-            progress("queueing", done, total)
+            progress("queueing", moved, total)
     return queued
-
-
-def _rounds(spool: IO[bytes]) -> Iterator[list[tuple[list[bytes], list[bytes]]]]:
-    """The spool as lists of (ids, envelopes) chunks, one list per Redis round trip."""
-    while True:
-        chunks = []
-        for _ in range(CHUNKS_PER_ROUND_TRIP):
-            ids: list[bytes] = []
-            envelopes: list[bytes] = []
-            while len(ids) < CHUNK and (job_id := spool.readline()):
-                ids.append(job_id[:-1])
-                envelopes.append(spool.readline()[:-1])
-            if not ids:
-                break
-            chunks.append((ids, envelopes))
-        if not chunks:
-            return
-        yield chunks

@@ -46,12 +46,13 @@ class Keys:
         return f"{self._root}:backlogs"
 
     def batch(self, batch_id: str) -> str:
-        """Hash describing one dispatched manifest (path, digest, backlog, counts)."""
+        """Hash describing one dispatched manifest (path, digest, backlog, counts); its
+        `queued` count is the cursor that makes dispatch idempotent."""
         return f"{self._root}:batch:{batch_id}"
 
-    def batch_job_ids(self, batch_id: str) -> str:
-        """Set of the job ids a batch has queued: what makes dispatch idempotent."""
-        return f"{self._root}:batch:{batch_id}:ids"
+    def staging(self, batch_id: str, token: str) -> str:
+        """List one dispatch fills while it validates, before anything reaches a backlog."""
+        return f"{self._root}:staging:{batch_id}:{token}"
 
     @property
     def batches(self) -> str:

@@ -13,7 +13,7 @@ import inspect
 import pkgutil
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar, cast
 
@@ -47,24 +47,14 @@ def task(function: F | None = None, *, name: str | None = None) -> Any:
 class TaskDef:
     name: str
     function: TaskFunction
-    _shapes: dict[tuple[int, tuple[str, ...]], str | None] = field(
-        default_factory=dict, compare=False, repr=False
-    )
 
     def signature_problem(self, args: list[Any], kwargs: Mapping[str, Any]) -> str | None:
-        """Why these arguments cannot call the task, or None when they can.
-
-        Manifests repeat one call shape many times, so the answer is cached per shape
-        (argument count and keyword names) rather than binding every line.
-        """
-        shape = (len(args), tuple(sorted(kwargs)))
-        if shape not in self._shapes:
-            try:
-                inspect.signature(self.function).bind(*args, **kwargs)
-                self._shapes[shape] = None
-            except TypeError as exc:
-                self._shapes[shape] = f"{self.name}: {exc}"
-        return self._shapes[shape]
+        """Why these arguments cannot call the task, or None when they can."""
+        try:
+            inspect.signature(self.function).bind(*args, **kwargs)
+        except TypeError as exc:
+            return f"{self.name}: {exc}"
+        return None
 
 
 class TaskRegistry(Mapping[str, TaskDef]):

@@ -43,7 +43,11 @@ def test_dispatch_queues_envelopes_in_manifest_order(
     assert second["id"] == "given-id"
     record = sync_redis.hgetall(keys.batch("batch_a_01"))
     assert record[b"manifest"] == str(path.resolve()).encode()
-    assert (record[b"backlog"], record[b"total"], record[b"queued"]) == (b"backlog:stress", b"2", b"2")
+    assert (record[b"backlog"], record[b"total"], record[b"queued"]) == (
+        b"backlog:stress",
+        b"2",
+        b"2",
+    )
     assert record[b"complete"] == b"1"
     assert sync_redis.zscore(keys.batches, "batch_a_01") is not None
 
@@ -64,9 +68,9 @@ def test_an_interrupted_dispatch_is_finished_by_dispatching_again(
 ) -> None:
     path = manifest(tmp_path, *[GOOD] * 2500)
     assert run_cli("dispatch", str(path), "--backlog", BACKLOG).code == 0
-    # Simulate a crash after the first chunk: forget that the later ids were queued.
+    # Rewind to where a crash after the first 1000 jobs would have left the batch.
     sync_redis.ltrim(keys.backlog(BACKLOG), 0, 999)
-    sync_redis.srem(keys.batch_job_ids("batch_a_01"), *[f"batch_a_01:{n}" for n in range(1001, 2501)])
+    sync_redis.hset(keys.batch("batch_a_01"), "queued", 1000)
     again = run_cli("dispatch", str(path), "--backlog", BACKLOG)
     assert again.out.startswith(f"queued 1500 jobs of {path}"), again.out
     assert "1000 were already queued" in again.out
@@ -88,7 +92,10 @@ def test_same_name_with_other_content_is_refused(
     assert sync_redis.llen(keys.backlog(BACKLOG)) == 1
     renamed = run_cli("dispatch", str(other), "--backlog", BACKLOG, "--batch", "batch_a_01_b")
     assert renamed.code == 0
-    assert [job["id"] for job in backlog(sync_redis, keys)][1:] == ["batch_a_01_b:1", "batch_a_01_b:2"]
+    assert [job["id"] for job in backlog(sync_redis, keys)][1:] == [
+        "batch_a_01_b:1",
+        "batch_a_01_b:2",
+    ]
 
 
 def test_same_batch_to_another_backlog_is_refused(
@@ -116,11 +123,29 @@ BAD_MANIFESTS = [
     pytest.param(None, "missing.jsonl: no such file", id="missing-file"),
     pytest.param([], "the manifest holds no jobs", id="empty-file"),
     pytest.param([GOOD, "{not json"], ":2: json: invalid JSON", id="invalid-json"),
-    pytest.param([GOOD, '{"task": "system.nope", "args": []}'], ":2: task: unknown task", id="unknown-task"),
-    pytest.param([GOOD, '{"task": "system.echo", "args": {"a": 1}}'], ":2: args: Input should be", id="wrong-type"),
-    pytest.param([GOOD, '{"task": "system.sleep", "args": []}'], ":2: args: system.sleep: missing", id="arity"),
-    pytest.param([GOOD, '{"task": "system.echo", "args": ["' + "x" * 300 + '"]}'], ":2: line: longer than", id="long-line"),
-    pytest.param([GOOD, '{"task": "system.echo", "args": [], "meta": []}'], ":2: meta: Input should be", id="bad-meta"),
+    pytest.param(
+        [GOOD, '{"task": "system.nope", "args": []}'], ":2: task: unknown task", id="unknown-task"
+    ),
+    pytest.param(
+        [GOOD, '{"task": "system.echo", "args": {"a": 1}}'],
+        ":2: args: Input should be",
+        id="wrong-type",
+    ),
+    pytest.param(
+        [GOOD, '{"task": "system.sleep", "args": []}'],
+        ":2: args: system.sleep: missing",
+        id="arity",
+    ),
+    pytest.param(
+        [GOOD, '{"task": "system.echo", "args": ["' + "x" * 300 + '"]}'],
+        ":2: line: longer than",
+        id="long-line",
+    ),
+    pytest.param(
+        [GOOD, '{"task": "system.echo", "args": [], "meta": []}'],
+        ":2: meta: Input should be",
+        id="bad-meta",
+    ),
 ]
 
 

@@ -21,7 +21,7 @@ def test_every_key_carries_the_namespace_hash_tag() -> None:
         keys.backlog("backlog:stress"),
         keys.backlogs,
         keys.batch("b"),
-        keys.batch_job_ids("b"),
+        keys.staging("b", "t"),
         keys.batches,
         keys.pool_queue("metal"),
     ]

@@ -11,7 +11,9 @@ def test_system_tasks_are_discovered_by_category_and_name() -> None:
 
 
 def test_unknown_task_is_refused_with_a_suggestion() -> None:
-    with pytest.raises(UnknownTaskError, match="unknown task 'system.ecko'.*did you mean 'system.echo'"):
+    with pytest.raises(
+        UnknownTaskError, match=r"unknown task 'system\.ecko'.*did you mean 'system\.echo'"
+    ):
         default_registry().require("system.ecko")
 
 
@@ -33,7 +35,7 @@ def test_task_decorator_refuses_sync_functions_and_bad_names() -> None:
 
     with pytest.raises(ValueError, match="invalid task name"):
         task(name="Image Resize")(resize)
-    assert task(name="image.resize")(resize).__orchestrator_task__ == "image.resize"  # type: ignore[attr-defined]
+    assert task(name="image.resize")(resize).__orchestrator_task__ == "image.resize"
 
 
 def test_registry_is_an_allow_list_not_an_importer() -> None:

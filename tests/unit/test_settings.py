@@ -28,10 +28,10 @@ def test_toml_file_is_read_and_environment_overrides_it(
     (tmp_path / "orchestrator.toml").write_text(
         'backlogs = ["stress", "backlog:default"]\n'
         "heartbeat_interval = 2.5\n"
-        "[[pools]]\nname = \"metal\"\norder = 0\n"
-        "[[pools]]\nname = \"cloud\"\norder = 1\nspill_after = 30\nmax_in_flight = 3\n"
-        "[[rules]]\ntask = \"image.*\"\npool = \"cloud\"\n"
-        "[rate_limits.\"task:system.sleep\"]\nrate = 5\nburst = 1\n"
+        '[[pools]]\nname = "metal"\norder = 0\n'
+        '[[pools]]\nname = "cloud"\norder = 1\nspill_after = 30\nmax_in_flight = 3\n'
+        '[[rules]]\ntask = "image.*"\npool = "cloud"\n'
+        '[rate_limits."task:system.sleep"]\nrate = 5\nburst = 1\n'
     )
     settings = load_settings()
     assert settings.backlogs == ["backlog:stress", "backlog:default"]
@@ -45,10 +45,22 @@ def test_toml_file_is_read_and_environment_overrides_it(
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("ORCHESTRATOR_HEARTBEAT_INTERVAL", "soon", "heartbeat_interval: Input should be a valid number"),
-        ("ORCHESTRATOR_HEARTBEAT_INTERVAL", "-1", "heartbeat_interval: Input should be greater than 0"),
+        (
+            "ORCHESTRATOR_HEARTBEAT_INTERVAL",
+            "soon",
+            "heartbeat_interval: Input should be a valid number",
+        ),
+        (
+            "ORCHESTRATOR_HEARTBEAT_INTERVAL",
+            "-1",
+            "heartbeat_interval: Input should be greater than 0",
+        ),
         ("REDIS_URL", "http://localhost", "redis_url: scheme 'http' is not one of"),
-        ("ORCHESTRATOR_POOLS", '[{"name": "metal", "order": 0}, {"name": "metal", "order": 1}]', "unique"),
+        (
+            "ORCHESTRATOR_POOLS",
+            '[{"name": "metal", "order": 0}, {"name": "metal", "order": 1}]',
+            "unique",
+        ),
         ("ORCHESTRATOR_RULES", '[{"task": "image.*", "pool": "gpu"}]', "unknown pool 'gpu'"),
         ("ORCHESTRATOR_BACKLOGS", '["no spaces"]', "backlogs: invalid backlog name"),
         ("ORCHESTRATOR_HEARTBEAT_INTERVALL", "1", "did you mean ORCHESTRATOR_HEARTBEAT_INTERVAL?"),
