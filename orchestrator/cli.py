@@ -30,8 +30,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         settings = load_settings(options.config, redis_url=options.redis_url)
-        level = options.log_level or ("info" if options.verbose else "warning")
-        configure_logging(level, settings.log_format, sys.stderr)
+        if getattr(options, "service", False):
+            # Services: their log is their output.
+            configure_logging(options.log_level or settings.log_level, settings.log_format)
+        else:
+            # One-shot commands keep stdout for their result.
+            level = options.log_level or ("info" if options.verbose else "warning")
+            configure_logging(level, settings.log_format, sys.stderr)
         return command(options, settings)
 
     return run_cli(run)
@@ -52,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_plan(commands)
     _add_dispatch(commands)
+    _add_conductor(commands)
+    _add_worker(commands)
     return parser
 
 
@@ -102,10 +109,10 @@ def _add_plan(commands: Any) -> None:
 
 
 def _plan(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.registry import default_registry
+    from orchestrator.registry import task_registry
 
     directory = options.manifests_dir or settings.manifests_dir
-    result = options.workflow.plan(options, directory, default_registry())
+    result = options.workflow.plan(options, directory, task_registry(tuple(settings.task_packages)))
     print(result.summary())
     return EXIT_OK
 
@@ -139,9 +146,10 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.connection import connect
     from orchestrator.dispatch import DispatchResult, dispatch_manifest
     from orchestrator.progress import LineProgress
-    from orchestrator.registry import default_registry
+    from orchestrator.registry import task_registry
 
     progress = LineProgress()
+    registry = task_registry(tuple(settings.task_packages))
 
     async def dispatch() -> DispatchResult:
         if options.dry_run:
@@ -150,7 +158,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 Keys(settings.namespace),
                 options.manifest,
                 options.backlog,
-                default_registry(),
+                registry,
                 batch=options.batch,
                 max_line_bytes=settings.max_line_bytes,
                 dry_run=True,
@@ -162,7 +170,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 Keys(settings.namespace),
                 options.manifest,
                 options.backlog,
-                default_registry(),
+                registry,
                 batch=options.batch,
                 max_line_bytes=settings.max_line_bytes,
                 progress=progress,
@@ -185,6 +193,84 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"queued {result.queued} jobs of {where} on {result.backlog}")
     return EXIT_OK
+
+
+def _add_conductor(commands: Any) -> None:
+    conductor = commands.add_parser(
+        "conductor",
+        help="run the conductor: route backlog jobs to the pools (metal first)",
+        description=(
+            "Take jobs off the configured backlogs (and any a dispatch created), apply "
+            "rate limits, and forward each to the first pool in order with a free slot, "
+            "per the routing rules. Runs until SIGTERM/SIGINT; logs one JSON line per "
+            "decision on stdout."
+        ),
+    )
+    _add_common_options(conductor)
+    conductor.set_defaults(command=_conductor, service=True)
+
+
+def _conductor(options: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from orchestrator.conductor import Conductor
+    from orchestrator.connection import connect
+    from orchestrator.registry import task_registry
+
+    registry = task_registry(tuple(settings.task_packages))
+
+    async def conduct() -> None:
+        async with connect(settings.redis_url, name="orchestrator-conductor") as redis:
+            stop = anyio.Event()
+            conductor = Conductor(settings, redis, registry)
+            async with anyio.create_task_group() as tasks:
+
+                async def on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        async for _ in signals:
+                            stop.set()
+                            return
+
+                tasks.start_soon(on_signal)
+                await conductor.run(stop=stop)
+                tasks.cancel_scope.cancel()
+
+    run_async(conduct)
+    return EXIT_OK
+
+
+def _add_worker(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker of one pool (an arq worker on the pool's queue)",
+        description=(
+            "Run the tasks forwarded to POOL, at most --concurrency at once. Publishes a "
+            "heartbeat with its slots, writes a receipt per job, retries failures up to "
+            "max_tries, and dead-letters what still fails. SIGTERM stops taking jobs and "
+            "lets running ones finish within grace_period."
+        ),
+    )
+    worker.add_argument("--pool", required=True, help="pool to serve, e.g. metal or cloud")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=4, help="jobs at once (default: 4)"
+    )
+    worker.add_argument("--burst", action="store_true", help="exit once the pool's queue is empty")
+    _add_common_options(worker)
+    worker.set_defaults(command=_worker, service=True)
+
+
+def _worker(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.worker import run_worker
+
+    run_async(lambda: run_worker(settings, options.pool, options.concurrency, burst=options.burst))
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _backlog(text: str) -> str:

@@ -54,7 +54,12 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
 
 
 def open_client(url: str, *, name: str = "orchestrator") -> Redis:
-    """A client whose connections pack commands with hiredis.
+    """A client on `open_pool`; closing the client closes the pool."""
+    return Redis.from_pool(open_pool(url, name=name))
+
+
+def open_pool(url: str, *, name: str = "orchestrator") -> ConnectionPool:
+    """A connection pool whose connections pack commands with hiredis.
 
     redis-py's asyncio connections pack in pure Python even when hiredis is installed
     (its sync ones do not); on the dispatch path that packing was a third of the time.
@@ -63,7 +68,7 @@ def open_client(url: str, *, name: str = "orchestrator") -> Redis:
         url, socket_connect_timeout=5, socket_keepalive=True, client_name=name
     )
     pool.connection_class = _HIREDIS_PACKING.get(pool.connection_class, pool.connection_class)
-    return Redis.from_pool(pool)
+    return pool
 
 
 class _HiredisPacking:

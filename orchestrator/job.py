@@ -54,6 +54,7 @@ class Job(TypedDict):
     kwargs: NotRequired[dict[str, Any]]
     meta: NotRequired[JobMeta]
     dispatched_at: float
+    rate_paid: NotRequired[bool]  # set by the conductor once the job's rate limits passed
 
 
 JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
@@ -94,6 +95,11 @@ class EnvelopeEncoder:
         if add_id:
             return body + b',"id":' + orjson.dumps(job_id) + self._suffix
         return body + self._suffix
+
+
+def mark_paid(raw: bytes) -> bytes:
+    """The envelope with `rate_paid` set, by splicing (the conductor never re-encodes)."""
+    return raw.rstrip()[:-1] + b',"rate_paid":true}'
 
 
 def derived_job_id(batch: str, line_number: int) -> str:

@@ -59,6 +59,76 @@ class Keys:
         """Sorted set of batch ids scored by first dispatch time."""
         return f"{self._root}:batches"
 
+    @property
+    def root(self) -> str:
+        """The hash-tagged prefix, for Lua scripts that derive per-pool keys from it
+        (the same names as the methods below build; they all share one slot)."""
+        return self._root
+
     def pool_queue(self, pool: str) -> str:
         """The arq queue (a sorted set) a pool's workers consume."""
         return f"{self._root}:queue:{pool}"
+
+    def arq_job_id(self, job_id: str) -> str:
+        """The id of a job in arq, whose own keys (`arq:job:<id>`) are not namespaced."""
+        return f"{self.namespace}:{job_id}"
+
+    # --- the conductor ---------------------------------------------------------------
+
+    def processing(self, conductor_id: str) -> str:
+        """List of jobs one conductor has taken and not yet forwarded (reliable queue)."""
+        return f"{self._root}:processing:{conductor_id}"
+
+    def conductor(self, conductor_id: str) -> str:
+        """A conductor's heartbeat; when it expires, its processing list is recovered."""
+        return f"{self._root}:conductor:{conductor_id}"
+
+    @property
+    def conductors(self) -> str:
+        return f"{self._root}:conductors"
+
+    @property
+    def ready(self) -> str:
+        """Jobs taken before and due again (recovered, released from deferral): served first."""
+        return f"{self._root}:ready"
+
+    def waiting(self, pool: str) -> str:
+        """Jobs that may only run on `pool` (a rule or a pin) while it is full."""
+        return f"{self._root}:waiting:{pool}"
+
+    @property
+    def deferred(self) -> str:
+        """Sorted set of envelopes scored by the unix time (ms) they are due again."""
+        return f"{self._root}:deferred"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter list: JSON records of jobs that will not be run again by themselves."""
+        return f"{self._root}:dead"
+
+    def bucket(self, name: str) -> str:
+        """A rate limit's GCRA state (its theoretical arrival time)."""
+        return f"{self._root}:bucket:{name}"
+
+    @property
+    def events(self) -> str:
+        """Pub/sub channel on which workers announce freed slots."""
+        return f"{self._root}:events"
+
+    # --- the pools -------------------------------------------------------------------
+
+    def inflight(self, pool: str) -> str:
+        """Sorted set of job ids forwarded to `pool` and not finished, scored by time."""
+        return f"{self._root}:inflight:{pool}"
+
+    def workers(self, pool: str) -> str:
+        """Set of the worker ids that have announced themselves in `pool`."""
+        return f"{self._root}:workers:{pool}"
+
+    def worker(self, pool: str, worker_id: str) -> str:
+        """A worker's heartbeat hash (slots, running, host, pid, …), with a TTL."""
+        return f"{self._root}:worker:{pool}:{worker_id}"
+
+    def receipts(self, batch_id: str) -> str:
+        """Hash of job id → receipt (JSON) for one batch."""
+        return f"{self._root}:receipts:{batch_id}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar, cast
 
-from orchestrator.errors import UnknownTaskError
+from orchestrator.errors import UnknownTaskError, UserError
 
 TASKS_PACKAGE = "workers.tasks"
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -62,19 +62,20 @@ class TaskRegistry(Mapping[str, TaskDef]):
         self._tasks = dict(tasks)
 
     @classmethod
-    def discover(cls, package: str = TASKS_PACKAGE) -> TaskRegistry:
-        """Import every module of the tasks package and collect its `@task` functions."""
-        root = importlib.import_module(package)
+    def discover(cls, *packages: str) -> TaskRegistry:
+        """Import every module of the tasks packages and collect their `@task` functions."""
         tasks: dict[str, TaskDef] = {}
-        for info in pkgutil.iter_modules(root.__path__, prefix=f"{package}."):
-            module = importlib.import_module(info.name)
-            for value in vars(module).values():
-                task_name = getattr(value, _MARK, None)
-                if task_name is None or getattr(value, "__module__", None) != info.name:
-                    continue
-                if task_name in tasks:
-                    raise ValueError(f"task {task_name!r} is defined twice ({info.name})")
-                tasks[task_name] = TaskDef(task_name, value)
+        for package in packages or (TASKS_PACKAGE,):
+            root = importlib.import_module(package)
+            for info in pkgutil.iter_modules(root.__path__, prefix=f"{package}."):
+                module = importlib.import_module(info.name)
+                for value in vars(module).values():
+                    task_name = getattr(value, _MARK, None)
+                    if task_name is None or getattr(value, "__module__", None) != info.name:
+                        continue
+                    if task_name in tasks:
+                        raise ValueError(f"task {task_name!r} is defined twice ({info.name})")
+                    tasks[task_name] = TaskDef(task_name, value)
         return cls(tasks)
 
     def require(self, name: str) -> TaskDef:
@@ -99,6 +100,14 @@ class TaskRegistry(Mapping[str, TaskDef]):
 
 
 @cache
+def task_registry(packages: tuple[str, ...] = (TASKS_PACKAGE,)) -> TaskRegistry:
+    """The registry of the given task packages, built once per process."""
+    try:
+        return TaskRegistry.discover(*packages)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"task_packages: cannot import {exc.name!r}") from None
+
+
 def default_registry() -> TaskRegistry:
-    """The registry of the installed `workers.tasks` package, built once per process."""
-    return TaskRegistry.discover()
+    """The registry of the installed `workers.tasks` package."""
+    return task_registry()

@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     rules: list[RoutingRule] = Field(default_factory=list)
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
     heartbeat_interval: PositiveFloat = 5.0
+    # Where task code is looked up (the allow-list); tests and plugins may add packages.
+    task_packages: list[str] = Field(default_factory=lambda: ["workers.tasks"], min_length=1)
+    max_tries: PositiveInt = 3  # runs of a job before it is dead-lettered
+    retry_delay: float = Field(default=1.0, ge=0)  # seconds, times the attempt number
+    # Longest a job may run; also how long a dead worker's job stays claimed before
+    # another worker may run it (arq's in-progress timeout is this plus 10 s).
+    job_timeout: PositiveFloat = 600.0
+    grace_period: float = Field(default=30.0, ge=0)  # SIGTERM: let running jobs finish
+    intake_batch: PositiveInt = 200  # jobs a conductor takes and routes per round trip
+    idle_block: PositiveFloat = 5.0  # seconds one BLMOVE waits while every backlog is empty
     manifests_dir: Path = Path("manifests")
     max_line_bytes: PositiveInt = 1_048_576
     crud_database: Path = Path("data/crud.db")

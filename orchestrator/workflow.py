@@ -20,7 +20,7 @@ from typing import Any, cast
 from orchestrator.errors import run_cli
 from orchestrator.job import JobSpec
 from orchestrator.manifest import ManifestWriter, get_next_filename
-from orchestrator.registry import TaskRegistry, default_registry
+from orchestrator.registry import TaskRegistry, task_registry
 
 WORKFLOWS_PACKAGE = "workflows"
 
@@ -92,8 +92,10 @@ class Workflow:
         def plan() -> int:
             from orchestrator.settings import load_settings
 
-            directory = options.manifests_dir or load_settings().manifests_dir
-            print(self.plan(options, directory, default_registry()).summary())
+            settings = load_settings()
+            directory = options.manifests_dir or settings.manifests_dir
+            registry = task_registry(tuple(settings.task_packages))
+            print(self.plan(options, directory, registry).summary())
             return 0
 
         return run_cli(plan)

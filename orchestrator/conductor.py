@@ -1,0 +1,311 @@
+"""The conductor: takes jobs off the backlogs and forwards them to the pools' arq queues.
+
+One round: release deferred jobs that are due, read the pools' free slots, take at most
+that many jobs (ready jobs first, then jobs waiting for a pool that has room, then the
+backlogs in priority order) into this conductor's processing list, and route them all
+with one atomic script (`lua/forward.lua`). With no free slot it waits for a worker to
+announce one; with nothing to do it blocks in Redis on a `BLMOVE`, so idle costs
+nothing. A job is always in exactly one Redis structure — a backlog, a processing list,
+an arq queue, the deferred set, a waiting list or the dead letters — so a conductor
+that dies loses nothing: a peer sees its heartbeat lapse and puts its processing list
+back on the ready list.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import orjson
+import structlog
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from orchestrator import arq_jobs
+from orchestrator.job import JOB, Job, mark_paid
+from orchestrator.keys import Keys, backlog_name
+from orchestrator.ratelimits import RateLimits
+from orchestrator.receipts import DeadLetter
+from orchestrator.registry import TaskRegistry
+from orchestrator.routing import Router, UnknownPool
+from orchestrator.scripts import script
+from orchestrator.settings import Settings
+
+log = structlog.get_logger("orchestrator.conductor")
+RELEASE_BATCH = 500
+MAX_BACKOFF = 5.0
+
+
+class Conductor:
+    def __init__(self, settings: Settings, redis: Redis, registry: TaskRegistry) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.registry = registry
+        self.keys = Keys(settings.namespace)
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.processing = self.keys.processing(self.id)
+        self.router = Router(settings)
+        self.limits = RateLimits(settings)
+        self.slots_freed = anyio.Event()
+        self.forwarded = 0
+        self._backlogs: list[str] = list(settings.backlogs)
+        self._pool_args: list[Any] = []
+        for pool in settings.ordered_pools:
+            bucket = self.limits.pool_bucket(pool.name)
+            self._pool_args += [
+                pool.name,
+                pool.queue or self.keys.pool_queue(pool.name),
+                pool.max_in_flight or 0,
+                bucket.rate if bucket else 0,
+                bucket.burst if bucket else 1,
+            ]
+        self._capacity_args: list[Any] = [self.keys.root]
+        for pool in settings.ordered_pools:
+            self._capacity_args += [pool.name, pool.max_in_flight or 0]
+        self._forward = script(redis, "forward")
+        self._intake = script(redis, "intake")
+        self._capacity = script(redis, "capacity")
+        self._release = script(redis, "release_due")
+        self._recover = script(redis, "recover")
+        self.log = log.bind(conductor=self.id)
+
+    async def run(self, *, stop: anyio.Event | None = None) -> None:
+        """Conduct until `stop` is set (or the task is cancelled), then hand back what
+        this conductor holds."""
+        stop = stop or anyio.Event()
+        self.log.info("conductor_started", backlogs=self._backlogs)
+        try:
+            await self._beat()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._heartbeat_forever)
+                tasks.start_soon(self._listen_for_slots)
+                tasks.start_soon(self._conduct)
+                await stop.wait()
+                tasks.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._hand_back()
+
+    # --- the main loop ----------------------------------------------------------------
+
+    async def _conduct(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._round()
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self.log.warning("redis_unavailable", error=str(exc), retry_in=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _round(self) -> None:
+        released, next_due_ms = await self._release(
+            keys=[self.keys.deferred, self.keys.ready], args=[RELEASE_BATCH]
+        )
+        if released:
+            self.log.debug("released", jobs=released)
+        wait_cap = self.settings.idle_block if next_due_ms < 0 else max(next_due_ms / 1000, 0.001)
+        free = await self._free_slots()
+        room = sum(max(n, 0) for n in free.values())
+        if room <= 0:
+            await self._wait_for_slots(min(wait_cap, self.settings.heartbeat_interval))
+            return
+        sources = [self.keys.ready]
+        sources += [self.keys.waiting(pool) for pool, n in free.items() if n > 0]
+        sources += [self.keys.backlog(name) for name in self._backlogs]
+        want = min(room, self.settings.intake_batch)
+        taken: list[bytes] = await self._intake(keys=[self.processing], args=[want, *sources])
+        if not taken:
+            taken = await self._block_for_work(wait_cap)
+        if taken:
+            self.log.debug("intake", jobs=len(taken))
+            await self._route(taken)
+
+    async def _block_for_work(self, wait_cap: float) -> list[bytes]:
+        """Idle: wait inside Redis for the first backlog to receive a job.
+
+        With several backlogs only the first can be watched by one BLMOVE, so the wait is
+        kept short enough for the others to be looked at again soon.
+        """
+        timeout = min(wait_cap, self.settings.idle_block)
+        if len(self._backlogs) > 1:
+            timeout = min(timeout, 1.0)
+        source = self.keys.backlog(self._backlogs[0])
+        # redis-py types the timeout as int; Redis 6+ takes fractions of a second.
+        seconds: Any = max(timeout, 0.01)
+        job = await self.redis.blmove(source, self.processing, seconds, "LEFT", "RIGHT")
+        return [job] if job is not None else []
+
+    async def _free_slots(self) -> dict[str, int]:
+        reply = await self._capacity(args=self._capacity_args)
+        names = [pool.name for pool in self.settings.ordered_pools]
+        return {name: int(reply[4 * i]) for i, name in enumerate(names)}
+
+    async def _wait_for_slots(self, at_most: float) -> None:
+        with anyio.move_on_after(at_most):
+            await self.slots_freed.wait()
+        self.slots_freed = anyio.Event()
+
+    # --- routing ----------------------------------------------------------------------
+
+    async def _route(self, taken: Sequence[bytes]) -> None:
+        now = time.time()
+        now_ms = int(now * 1000)
+        args: list[Any] = [
+            self.keys.root,
+            now_ms,
+            arq_jobs.JOB_KEY_PREFIX,
+            arq_jobs.RESULT_KEY_PREFIX,
+            arq_jobs.EXPIRES_MS,
+            len(self._pool_args) // 5,
+            *self._pool_args,
+        ]
+        routed: list[tuple[Job, Any]] = []
+        for raw in taken:
+            job = await self._parse(raw)
+            if job is None:
+                continue
+            try:
+                route = self.router.route(job, now)
+            except UnknownPool as exc:
+                await self._dead_letter(raw, job, "unknown_pool", str(exc))
+                continue
+            buckets = "" if job.get("rate_paid") else self.limits.job_buckets(job)
+            args += [
+                raw,
+                job["id"],
+                self.keys.arq_job_id(job["id"]),
+                arq_jobs.serialize(job, now_ms),
+                ",".join(route.candidates),
+                buckets,
+                mark_paid(raw) if buckets else raw,
+                1 if route.pinned else 0,
+                route.spill_at_ms,
+            ]
+            routed.append((job, route))
+        if not routed:
+            return
+        reply = await self._forward(
+            keys=[self.processing, self.keys.ready, self.keys.deferred], args=args
+        )
+        for index, (job, route) in enumerate(routed):
+            outcome, detail = reply[2 * index].decode(), reply[2 * index + 1]
+            self._report(job, route, outcome, detail)
+
+    def _report(self, job: Job, route: Any, outcome: str, detail: Any) -> None:
+        bound = self.log.bind(job_id=job["id"], task=job["task"], batch=job["batch"])
+        if outcome == "forwarded":
+            pool = detail.decode()
+            self.forwarded += 1
+            bound.info("routed", pool=pool, reason=route.reason(pool, self.router.first))
+            bound.debug("forwarded", pool=pool)
+        elif outcome == "duplicate":
+            bound.info("duplicate", pool=detail.decode(), reason="arq already holds this job id")
+        elif outcome in ("rate_limited", "pool_rate_limited", "spill_wait"):
+            retry_after = max(int(detail) / 1000 - time.time(), 0.0)
+            bound.info(outcome, retry_after=round(retry_after, 3))
+        elif outcome == "waiting":
+            bound.info("waiting", pool=detail.decode(), reason=f"{route.kind}: pool full")
+        else:
+            bound.debug("requeued", reason="every pool full")
+        if unknown := self.limits.unknown(job):
+            bound.warning("unknown_rate_limit", names=unknown)
+
+    async def _parse(self, raw: bytes) -> Job | None:
+        """The envelope, or None after dead-lettering a payload that cannot run."""
+        try:
+            job = JOB.validate_json(raw)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in error["loc"]) or "payload"
+            await self._dead_letter(raw, None, "invalid_payload", f"{where}: {error['msg']}")
+            return None
+        if job["task"] not in self.registry:
+            await self._dead_letter(
+                raw, job, "unknown_task", self.registry.unknown_reason(job["task"])
+            )
+            return None
+        return job
+
+    async def _dead_letter(self, raw: bytes, job: Job | None, reason: str, error: str) -> None:
+        payload: Any = job if job is not None else raw.decode(errors="replace")
+        record = DeadLetter(
+            job_id=job["id"] if job else None,
+            reason=reason,
+            error=error,
+            at=time.time(),
+            payload=payload,
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.keys.dead, orjson.dumps(record))
+            pipe.lrem(self.processing, 1, raw)  # type: ignore[arg-type]  # bytes are fine
+            await pipe.execute()
+        self.log.warning("dead_lettered", job_id=record["job_id"], reason=reason, error=error)
+
+    # --- liveness and recovery --------------------------------------------------------
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self._beat()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self.log.warning("heartbeat_failed", error=str(exc))
+
+    async def _beat(self) -> None:
+        """Renew this conductor's heartbeat, learn new backlogs, recover dead peers."""
+        ttl = max(1, math.ceil(self.settings.heartbeat_interval * 3))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.conductor(self.id), time.time(), ex=ttl)
+            pipe.sadd(self.keys.conductors, self.id)
+            pipe.smembers(self.keys.conductors)
+            pipe.smembers(self.keys.backlogs)
+            _, _, peers, backlogs = await pipe.execute()
+        known = set(self._backlogs)
+        for name in sorted(b.decode() for b in backlogs):
+            if name not in known:
+                self._backlogs.append(backlog_name(name))
+                self.log.info("backlog_found", backlog=name)
+        for peer in sorted(p.decode() for p in peers):
+            if peer != self.id and not await self.redis.exists(self.keys.conductor(peer)):
+                moved = await self._take_back(peer)
+                self.log.warning("recovered", peer=peer, jobs=moved)
+
+    async def _take_back(self, conductor_id: str) -> int:
+        keys = [
+            self.keys.processing(conductor_id),
+            self.keys.ready,
+            self.keys.conductors,
+            self.keys.conductor(conductor_id),
+        ]
+        return int(await self._recover(keys=keys, args=[conductor_id]))
+
+    async def _hand_back(self) -> None:
+        """Stopping: what this conductor took and did not forward goes back to ready."""
+        try:
+            moved = await self._take_back(self.id)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self.log.warning("stop_without_hand_back", error=str(exc))
+            return
+        self.log.info("conductor_stopped", forwarded=self.forwarded, handed_back=moved)
+
+    async def _listen_for_slots(self) -> None:
+        """Wake the loop when a worker announces freed slots (a job ended, a worker came)."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.keys.events)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.slots_freed.set()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await anyio.sleep(1.0)

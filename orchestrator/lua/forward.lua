@@ -1,0 +1,145 @@
+-- Route a conductor's batch of taken jobs, atomically: rate limits, pool choice,
+-- forward into the pool's arq queue, and ack (remove from the processing list).
+--
+-- Rate limits are GCRA buckets on Redis's clock. A job's own buckets (task and meta)
+-- are *reserved*: a job that cannot pass now is given the next free instant and
+-- deferred until exactly then, marked as paid, so a long rate-limited backlog costs one
+-- deferral per job rather than a retry storm. A pool's bucket only decides whether that
+-- pool may take the job now.
+--
+-- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
+-- ARGV: root, now (ms, client clock, as arq scores use), arq job prefix, arq result
+--   prefix, arq expiry (ms), pool count, then per pool: name, queue, max_in_flight
+--   (0: none), bucket rate (0: none), bucket burst; then per job: raw envelope, job id,
+--   arq job id, arq payload, candidate pools (comma-separated), buckets
+--   ("name rate burst" joined by ";", or ""), paid envelope (stored instead of raw
+--   once its buckets are paid), pinned ("1": may only run on its candidate), spill-at
+--   (ms when a later pool becomes eligible, 0: none)
+-- Returns per job: outcome, detail (pool, or ms due)
+local root = ARGV[1]
+local now_ms = tonumber(ARGV[2])
+local job_prefix, result_prefix, expires = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+
+local function tat_of(key)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  return tat
+end
+
+local function store_tat(key, tat)
+  redis.call('SET', key, string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+end
+
+-- earliest instant (>= now) at which one more event conforms to the bucket
+local function allow_at(key, rate, burst)
+  local allowed = tat_of(key) - (burst - 1) / rate
+  if allowed < now then allowed = now end
+  return allowed
+end
+
+local function charge(key, rate, at)
+  local tat = tat_of(key)
+  if tat < at then tat = at end
+  store_tat(key, tat + 1 / rate)
+end
+
+local pools = {}
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
+  local name = ARGV[i]
+  local slots = 0
+  for _, worker in ipairs(redis.call('SMEMBERS', root .. ':workers:' .. name)) do
+    slots = slots + tonumber(redis.call('HGET', root .. ':worker:' .. name .. ':' .. worker, 'slots') or '0')
+  end
+  local inflight_key = root .. ':inflight:' .. name
+  local inflight = redis.call('ZCARD', inflight_key)
+  local free = slots - inflight
+  local cap = tonumber(ARGV[i + 2])
+  if cap > 0 and cap - inflight < free then free = cap - inflight end
+  pools[name] = {
+    queue = ARGV[i + 1], free = free, inflight = inflight_key,
+    rate = tonumber(ARGV[i + 3]), burst = tonumber(ARGV[i + 4]),
+    bucket = root .. ':bucket:pool:' .. name,
+  }
+  i = i + 5
+end
+
+local out = {}
+while i <= #ARGV do
+  local raw, job_id, arq_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local candidates, buckets, paid = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local pinned, spill_at = ARGV[i + 7] == '1', tonumber(ARGV[i + 8])
+  i = i + 9
+  local stored = raw
+  local outcome, detail
+
+  if buckets ~= '' then
+    local parsed, at = {}, now
+    for spec in string.gmatch(buckets, '[^;]+') do
+      local name, rate, burst = string.match(spec, '^(%S+) (%S+) (%S+)$')
+      local b = {key = root .. ':bucket:' .. name, rate = tonumber(rate), burst = tonumber(burst)}
+      parsed[#parsed + 1] = b
+      local allowed = allow_at(b.key, b.rate, b.burst)
+      if allowed > at then at = allowed end
+    end
+    for _, b in ipairs(parsed) do charge(b.key, b.rate, at) end
+    stored = paid
+    if at > now then
+      outcome, detail = 'rate_limited', math.ceil(at * 1000)
+      redis.call('ZADD', KEYS[3], detail, paid)
+    end
+  end
+
+  if not outcome then
+    local chosen, pool_wait
+    for name in string.gmatch(candidates, '[^,]+') do
+      local pool = pools[name]
+      if pool and pool.free > 0 then
+        if pool.rate > 0 then
+          local allowed = allow_at(pool.bucket, pool.rate, pool.burst)
+          if allowed <= now then
+            charge(pool.bucket, pool.rate, now)
+            chosen = name
+            break
+          elseif not pool_wait or allowed < pool_wait then
+            pool_wait = allowed
+          end
+        else
+          chosen = name
+          break
+        end
+      end
+    end
+    if chosen then
+      local pool = pools[chosen]
+      if redis.call('EXISTS', job_prefix .. arq_id, result_prefix .. arq_id) > 0 then
+        outcome, detail = 'duplicate', chosen
+      else
+        redis.call('SET', job_prefix .. arq_id, payload, 'PX', expires)
+        redis.call('ZADD', pool.queue, now_ms, arq_id)
+        redis.call('ZADD', pool.inflight, now_ms, job_id)
+        pool.free = pool.free - 1
+        outcome, detail = 'forwarded', chosen
+      end
+    elseif pool_wait then
+      outcome, detail = 'pool_rate_limited', math.ceil(pool_wait * 1000)
+      redis.call('ZADD', KEYS[3], detail, stored)
+    elseif spill_at > 0 then
+      outcome, detail = 'spill_wait', spill_at
+      redis.call('ZADD', KEYS[3], spill_at, stored)
+    elseif pinned then
+      local first = string.match(candidates, '^[^,]+')
+      outcome, detail = 'waiting', first
+      redis.call('RPUSH', root .. ':waiting:' .. first, stored)
+    else
+      outcome, detail = 'full', ''
+      redis.call('LPUSH', KEYS[2], stored)
+    end
+  end
+  redis.call('LREM', KEYS[1], 1, raw)
+  out[#out + 1] = outcome
+  out[#out + 1] = detail
+end
+return out

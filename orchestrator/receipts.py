@@ -1,0 +1,73 @@
+"""Receipts: what became of each job, written by the worker that ran it.
+
+A batch's receipts live in one hash (job id → JSON), so `verify` reads a batch in a
+few HSCANs and a re-run of the same job overwrites its receipt instead of adding a
+second one. Finishing a job is one MULTI: the receipt, the pool's in-flight slot given
+back, the dead letter when it failed for good, and a wake-up for the conductors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired
+
+import orjson
+from redis.asyncio import Redis
+from typing_extensions import TypedDict
+
+from orchestrator.keys import Keys
+
+Status = Literal["succeeded", "failed", "retrying", "dead"]
+RESULT_LIMIT = 1024  # bytes of a task's result kept in its receipt
+
+
+class Receipt(TypedDict):
+    job_id: str
+    batch: str
+    task: str
+    status: Status
+    pool: str
+    worker: str
+    attempt: int
+    started_at: float
+    ended_at: float
+    duration: float
+    error: str | None
+    result: NotRequired[Any]
+
+
+class DeadLetter(TypedDict):
+    """A job that will not run again by itself, with why and what it last looked like."""
+
+    job_id: str | None
+    reason: str  # failed | interrupted | invalid_payload | unknown_task | unknown_pool
+    error: str
+    at: float
+    payload: Any  # the envelope (parsed when it could be) or the raw text
+    receipt: NotRequired[Receipt]
+
+
+def result_summary(result: Any) -> Any:
+    """The result as kept in a receipt: itself when small and JSON, else a truncated text."""
+    try:
+        encoded = orjson.dumps(result)
+    except TypeError:
+        return repr(result)[:RESULT_LIMIT]
+    return (
+        result if len(encoded) <= RESULT_LIMIT else encoded[:RESULT_LIMIT].decode(errors="replace")
+    )
+
+
+async def record(
+    redis: Redis, keys: Keys, receipt: Receipt, *, finished: bool, dead: DeadLetter | None = None
+) -> None:
+    """Write a receipt; when the job is `finished` (succeeded or dead) give its slot back."""
+    async with redis.pipeline(transaction=True) as pipe:
+        encoded = orjson.dumps(receipt).decode()
+        pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], encoded)
+        if finished:
+            pipe.zrem(keys.inflight(receipt["pool"]), receipt["job_id"])
+        if dead is not None:
+            pipe.rpush(keys.dead, orjson.dumps(dead))
+        if finished:
+            pipe.publish(keys.events, receipt["pool"])
+        await pipe.execute()
