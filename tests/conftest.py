@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -20,6 +21,9 @@ import redis.asyncio
 from orchestrator import cli
 from orchestrator.keys import Keys
 from orchestrator.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from tests.stack import Stack
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
@@ -97,3 +101,23 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+StackFactory = Callable[..., "Stack"]
+
+
+@pytest.fixture
+def stack(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[StackFactory]:
+    """`stack(**settings)` builds a Stack of real processes; all are stopped afterwards."""
+    from tests.stack import Stack
+
+    made: list[Stack] = []
+
+    def make(**settings: object) -> Stack:
+        built = Stack(redis_url, namespace, tmp_path, dict(settings))
+        made.append(built)
+        return built
+
+    yield make
+    for built in made:
+        built.stop()
