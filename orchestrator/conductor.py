@@ -1,9 +1,10 @@
 """The conductor: takes jobs off the backlogs and forwards them to the pools' arq queues.
 
-One round: release deferred jobs that are due, read the pools' free slots, take at most
-that many jobs (ready jobs first, then jobs waiting for a pool that has room, then the
-backlogs in priority order) into this conductor's processing list, and route them all
-with one atomic script (`lua/forward.lua`). With no free slot it waits for a worker to
+One round is two scripts. The first (`lua/intake.lua`) releases deferred jobs that are
+due, reads the pools' free slots and takes at most that many jobs (ready jobs first,
+then jobs waiting for a pool that has room, then the backlogs in priority order) into
+this conductor's processing list; the second (`lua/forward.lua`) routes them all
+atomically. With no free slot it waits for a worker to
 announce one; with nothing to do it blocks in Redis on a `BLMOVE`, so idle costs
 nothing. A job is always in exactly one Redis structure — a backlog, a processing list,
 an arq queue, the deferred set, a waiting list or the dead letters — so a conductor
@@ -67,13 +68,16 @@ class Conductor:
                 bucket.rate if bucket else 0,
                 bucket.burst if bucket else 1,
             ]
-        self._capacity_args: list[Any] = [self.keys.root]
+        self._intake_args: list[Any] = [
+            self.keys.root,
+            settings.intake_batch,
+            RELEASE_BATCH,
+            len(settings.pools),
+        ]
         for pool in settings.ordered_pools:
-            self._capacity_args += [pool.name, pool.max_in_flight or 0]
+            self._intake_args += [pool.name, pool.max_in_flight or 0]
         self._forward = script(redis, "forward")
         self._intake = script(redis, "intake")
-        self._capacity = script(redis, "capacity")
-        self._release = script(redis, "release_due")
         self._recover = script(redis, "recover")
         self.log = log.bind(conductor=self.id)
 
@@ -108,23 +112,15 @@ class Conductor:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _round(self) -> None:
-        released, next_due_ms = await self._release(
-            keys=[self.keys.deferred, self.keys.ready], args=[RELEASE_BATCH]
+        taken, next_due_ms, free = await self._intake(
+            keys=[self.processing, self.keys.ready, self.keys.deferred],
+            args=[*self._intake_args, *(self.keys.backlog(name) for name in self._backlogs)],
         )
-        if released:
-            self.log.debug("released", jobs=released)
         wait_cap = self.settings.idle_block if next_due_ms < 0 else max(next_due_ms / 1000, 0.001)
-        free = await self._free_slots()
-        room = sum(max(n, 0) for n in free.values())
-        if room <= 0:
-            await self._wait_for_slots(min(wait_cap, self.settings.heartbeat_interval))
-            return
-        sources = [self.keys.ready]
-        sources += [self.keys.waiting(pool) for pool, n in free.items() if n > 0]
-        sources += [self.keys.backlog(name) for name in self._backlogs]
-        want = min(room, self.settings.intake_batch)
-        taken: list[bytes] = await self._intake(keys=[self.processing], args=[want, *sources])
         if not taken:
+            if sum(max(int(n), 0) for n in free) <= 0:
+                await self._wait_for_slots(min(wait_cap, self.settings.heartbeat_interval))
+                return
             taken = await self._block_for_work(wait_cap)
         if taken:
             self.log.debug("intake", jobs=len(taken))
@@ -144,11 +140,6 @@ class Conductor:
         seconds: Any = max(timeout, 0.01)
         job = await self.redis.blmove(source, self.processing, seconds, "LEFT", "RIGHT")
         return [job] if job is not None else []
-
-    async def _free_slots(self) -> dict[str, int]:
-        reply = await self._capacity(args=self._capacity_args)
-        names = [pool.name for pool in self.settings.ordered_pools]
-        return {name: int(reply[4 * i]) for i, name in enumerate(names)}
 
     async def _wait_for_slots(self, at_most: float) -> None:
         with anyio.move_on_after(at_most):

@@ -121,6 +121,10 @@ class Keys:
         """Sorted set of job ids forwarded to `pool` and not finished, scored by time."""
         return f"{self._root}:inflight:{pool}"
 
+    def pool_wake(self, pool: str) -> str:
+        """Pub/sub channel on which the conductor tells a pool's workers that jobs wait."""
+        return f"{self._root}:wake:{pool}"
+
     def workers(self, pool: str) -> str:
         """Set of the worker ids that have announced themselves in `pool`."""
         return f"{self._root}:workers:{pool}"

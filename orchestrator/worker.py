@@ -24,6 +24,8 @@ import structlog
 from arq.connections import ArqRedis
 from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import __version__
 from orchestrator.connection import connect, open_pool
@@ -38,6 +40,9 @@ log = structlog.get_logger("orchestrator.worker")
 # arq's own ceiling on a job's runs; ours (`max_tries`) is enforced in `_runner`, which
 # must get to see a job that ran out of tries so that it can dead-letter it.
 ARQ_MAX_TRIES = 1_000_000
+# Longest pause between two polls of the pool's queue when no wake-up comes (arq's
+# default period is 0.5 s); a forward wakes the worker at once.
+POLL_DELAY = 0.5
 
 
 @dataclass
@@ -72,28 +77,100 @@ async def run_worker(
             job_serializer=orjson.dumps,
             job_deserializer=orjson.loads,
         )
-        worker = Worker(
-            functions,
-            queue_name=keys.pool_queue(pool),
-            redis_pool=arq_redis,
-            burst=burst,
-            max_jobs=concurrency,
-            job_timeout=settings.job_timeout,
-            max_tries=ARQ_MAX_TRIES,
-            poll_delay=0.1,
-            job_completion_wait=int(settings.grace_period),
-            job_serializer=orjson.dumps,
-            job_deserializer=orjson.loads,
-            ctx={"worker_state": state},
-        )
+
+        def make_worker() -> Worker:
+            return _WakeableWorker(
+                wake,
+                functions,
+                queue_name=keys.pool_queue(pool),
+                redis_pool=arq_redis,
+                burst=burst,
+                max_jobs=concurrency,
+                job_timeout=settings.job_timeout,
+                max_tries=ARQ_MAX_TRIES,
+                poll_delay=0.001,  # the real pause is _WakeableWorker's wait
+                job_completion_wait=int(settings.grace_period),
+                job_serializer=orjson.dumps,
+                job_deserializer=orjson.loads,
+                ctx={"worker_state": state},
+            )
+
+        wake = asyncio.Event()
         log.info("worker_started", pool=pool, worker=state.worker_id, slots=concurrency)
-        async with _heartbeat(redis, keys, settings.heartbeat_interval, state):
-            with suppress(asyncio.CancelledError):
-                await worker.async_run()
-            await worker.close()
+        async with (
+            _heartbeat(redis, keys, settings.heartbeat_interval, state),
+            _wake_on_forward(redis, keys.pool_wake(pool), wake),
+        ):
+            backoff = 0.5
+            while True:
+                worker = make_worker()
+                try:
+                    await worker.async_run()
+                except asyncio.CancelledError:
+                    pass  # SIGTERM/SIGINT, after the drain
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    # Redis went away: running jobs are abandoned to arq's in-progress
+                    # timeout (they run again elsewhere), and the worker starts afresh.
+                    log.warning("redis_unavailable", error=str(exc), retry_in=backoff)
+                    for running in worker.tasks.values():
+                        running.cancel()
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                with suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                    await worker.close()
+                break
         await arq_redis.aclose()
     log.info("worker_stopped", pool=pool, worker=state.worker_id, jobs=state.done)
     return state
+
+
+class _WakeableWorker(Worker):
+    """An arq worker that polls its queue as soon as the conductor forwards a job.
+
+    arq polls a queue on a fixed period; the conductor only forwards as many jobs as a
+    pool has free slots, so a worker would sit idle for up to a period after every
+    job. Here the pause after each poll ends early on the pool's wake channel. It hooks
+    `_poll_iteration`, an arq internal: arq is pinned below 0.29 for this reason.
+    """
+
+    def __init__(self, wake: asyncio.Event, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = wake
+        self._read = 0
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        self._read = len(job_ids)
+        await super().start_jobs(job_ids)
+
+    async def _poll_iteration(self) -> None:
+        self._wake.clear()
+        self._read = 0
+        await super()._poll_iteration()
+        if self._read < self.queue_read_limit:  # the queue is drained: pause until woken
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_DELAY)
+
+
+@asynccontextmanager
+async def _wake_on_forward(redis: Redis, channel: str, wake: asyncio.Event) -> AsyncIterator[None]:
+    async def listen() -> None:
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            wake.set()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await anyio.sleep(1.0)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(listen)
+        try:
+            yield
+        finally:
+            tasks.cancel_scope.cancel()
 
 
 def _runner(

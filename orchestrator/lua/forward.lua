@@ -15,7 +15,8 @@
 --   ("name rate burst" joined by ";", or ""), paid envelope (stored instead of raw
 --   once its buckets are paid), pinned ("1": may only run on its candidate), spill-at
 --   (ms when a later pool becomes eligible, 0: none)
--- Returns per job: outcome, detail (pool, or ms due)
+-- Returns per job: outcome, detail (pool, or ms due). Each pool that received jobs is
+-- told so on its wake channel (`<root>:wake:<pool>`), so its workers poll at once.
 local root = ARGV[1]
 local now_ms = tonumber(ARGV[2])
 local job_prefix, result_prefix, expires = ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -121,6 +122,7 @@ while i <= #ARGV do
         redis.call('ZADD', pool.queue, now_ms, arq_id)
         redis.call('ZADD', pool.inflight, now_ms, job_id)
         pool.free = pool.free - 1
+        pool.sent = (pool.sent or 0) + 1
         outcome, detail = 'forwarded', chosen
       end
     elseif pool_wait then
@@ -141,5 +143,10 @@ while i <= #ARGV do
   redis.call('LREM', KEYS[1], 1, raw)
   out[#out + 1] = outcome
   out[#out + 1] = detail
+end
+for name, pool in pairs(pools) do
+  if pool.sent then
+    redis.call('PUBLISH', root .. ':wake:' .. name, pool.sent)
+  end
 end
 return out

@@ -1,11 +1,64 @@
--- Take up to ARGV[1] jobs into a conductor's processing list, trying the sources in
--- the order given (ready jobs, then pools' waiting lists, then backlogs by priority).
--- KEYS[1] processing list; ARGV[1] how many, ARGV[2 ..] source lists
-local want = tonumber(ARGV[1])
+-- One intake step of a conductor, in one round trip:
+--   1. move deferred jobs that are due (on Redis's clock) onto the ready list;
+--   2. count each pool's free slots: live heartbeat slots minus jobs forwarded and not
+--      finished, within max_in_flight (workers whose heartbeat lapsed are forgotten);
+--   3. take at most that many jobs (and at most ARGV[2]) into the processing list:
+--      ready jobs first, then the waiting lists of pools with room, then the backlogs
+--      in priority order.
+-- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
+-- ARGV: key root, most jobs to take, most deferred jobs to release, pool count, then
+--   per pool: name, max_in_flight (0: none); then the backlog lists in priority order
+-- Returns: {taken jobs, ms until the next deferred job is due (-1: none), free slots
+--   per pool in the order given}
+local root = ARGV[1]
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, job in ipairs(due) do
+  redis.call('RPUSH', KEYS[2], job)
+  redis.call('ZREM', KEYS[3], job)
+end
+local next_due = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local wait = -1
+if next_due[2] then
+  wait = math.max(0, tonumber(next_due[2]) - now_ms)
+end
+
+local free, room, sources = {}, 0, {KEYS[2]}
+local npools = tonumber(ARGV[4])
+for p = 0, npools - 1 do
+  local name, cap = ARGV[5 + 2 * p], tonumber(ARGV[6 + 2 * p])
+  local set = root .. ':workers:' .. name
+  local slots = 0
+  for _, worker in ipairs(redis.call('SMEMBERS', set)) do
+    local s = redis.call('HGET', root .. ':worker:' .. name .. ':' .. worker, 'slots')
+    if s then
+      slots = slots + tonumber(s)
+    else
+      redis.call('SREM', set, worker)
+    end
+  end
+  local inflight = redis.call('ZCARD', root .. ':inflight:' .. name)
+  local n = slots - inflight
+  if cap > 0 and cap - inflight < n then
+    n = cap - inflight
+  end
+  free[#free + 1] = n
+  if n > 0 then
+    room = room + n
+    sources[#sources + 1] = root .. ':waiting:' .. name
+  end
+end
+for i = 5 + 2 * npools, #ARGV do
+  sources[#sources + 1] = ARGV[i]
+end
+
+local want = math.min(room, tonumber(ARGV[2]))
 local taken = {}
-for i = 2, #ARGV do
+for _, source in ipairs(sources) do
   while #taken < want do
-    local job = redis.call('LMOVE', ARGV[i], KEYS[1], 'LEFT', 'RIGHT')
+    local job = redis.call('LMOVE', source, KEYS[1], 'LEFT', 'RIGHT')
     if not job then
       break
     end
@@ -15,4 +68,4 @@ for i = 2, #ARGV do
     break
   end
 end
-return taken
+return {taken, wait, free}
