@@ -1,0 +1,56 @@
+"""`orchestrator conductor`: the service that routes backlog jobs to the pools."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import anyio
+
+from orchestrator.commands.common import add_common_options, run_async
+from orchestrator.errors import EXIT_OK
+from orchestrator.settings import Settings
+
+
+def register(commands: Any) -> None:
+    conductor = commands.add_parser(
+        "conductor",
+        help="run the conductor: route backlog jobs to the pools (metal first)",
+        description=(
+            "Take jobs off the configured backlogs (and any a dispatch created), apply "
+            "rate limits, and forward each to the first pool in order with a free slot, "
+            "per the routing rules. Runs until SIGTERM/SIGINT; logs one JSON line per "
+            "decision on stdout."
+        ),
+    )
+    add_common_options(conductor)
+    conductor.set_defaults(command=_conductor, service=True)
+
+
+def _conductor(options: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from orchestrator.conductor import Conductor
+    from orchestrator.connection import connect
+    from orchestrator.registry import task_registry
+
+    registry = task_registry(tuple(settings.task_packages))
+
+    async def conduct() -> None:
+        async with connect(settings.redis_url, name="orchestrator-conductor") as redis:
+            stop = anyio.Event()
+            conductor = Conductor(settings, redis, registry)
+            async with anyio.create_task_group() as tasks:
+
+                async def on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        async for _ in signals:
+                            stop.set()
+                            return
+
+                tasks.start_soon(on_signal)
+                await conductor.run(stop=stop)
+                tasks.cancel_scope.cancel()
+
+    run_async(conduct)
+    return EXIT_OK

@@ -1,0 +1,90 @@
+"""`orchestrator dispatch MANIFEST --backlog NAME`: validate, then queue every job once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from orchestrator.commands.common import add_common_options, backlog_arg, run_async
+from orchestrator.errors import EXIT_OK
+from orchestrator.keys import Keys
+from orchestrator.settings import Settings
+
+
+def register(commands: Any) -> None:
+    dispatch = commands.add_parser(
+        "dispatch",
+        help="validate a manifest and queue its jobs on a backlog",
+        description=(
+            "Validate every line of MANIFEST, then queue its jobs on a Redis backlog. "
+            "Nothing is queued if any line is bad. Each job is queued once: dispatching "
+            "the same manifest again queues nothing new (and finishes an interrupted run)."
+        ),
+    )
+    dispatch.add_argument("manifest", type=Path, metavar="MANIFEST", help="a .jsonl manifest")
+    dispatch.add_argument(
+        "--backlog",
+        required=True,
+        type=backlog_arg,
+        help="backlog to queue on, e.g. backlog:stress (a bare 'stress' means the same)",
+    )
+    dispatch.add_argument(
+        "--batch", help="batch name, and prefix of derived job ids (default: the file's stem)"
+    )
+    dispatch.add_argument("--dry-run", action="store_true", help="validate only; queue nothing")
+    add_common_options(dispatch)
+    dispatch.set_defaults(command=_dispatch)
+
+
+def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.connection import connect
+    from orchestrator.dispatch import DispatchResult, dispatch_manifest
+    from orchestrator.progress import LineProgress
+    from orchestrator.registry import task_registry
+
+    progress = LineProgress()
+    registry = task_registry(tuple(settings.task_packages))
+
+    async def dispatch() -> DispatchResult:
+        if options.dry_run:
+            return await dispatch_manifest(
+                None,  # type: ignore[arg-type]  # a dry run never touches Redis
+                Keys(settings.namespace),
+                options.manifest,
+                options.backlog,
+                registry,
+                batch=options.batch,
+                max_line_bytes=settings.max_line_bytes,
+                dry_run=True,
+                progress=progress,
+            )
+        async with connect(settings.redis_url, name="orchestrator-dispatch") as redis:
+            return await dispatch_manifest(
+                redis,
+                Keys(settings.namespace),
+                options.manifest,
+                options.backlog,
+                registry,
+                batch=options.batch,
+                max_line_bytes=settings.max_line_bytes,
+                progress=progress,
+            )
+
+    try:
+        result = run_async(dispatch)
+    finally:
+        progress.close()
+    where = f"{result.manifest} (batch {result.batch})"
+    if result.dry_run:
+        print(f"{where} is valid: {result.total} jobs; dry run, nothing queued")
+    elif result.queued == 0:
+        print(f"nothing new: all {result.total} jobs of {where} were already on {result.backlog}")
+    elif result.already_queued:
+        print(
+            f"queued {result.queued} jobs of {where} on {result.backlog}; "
+            f"{result.already_queued} were already queued"
+        )
+    else:
+        print(f"queued {result.queued} jobs of {where} on {result.backlog}")
+    return EXIT_OK

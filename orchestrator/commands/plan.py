@@ -1,0 +1,35 @@
+"""`orchestrator plan WORKFLOW`: write a workflow's jobs to a new manifest."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from orchestrator.commands.common import add_common_options
+from orchestrator.errors import EXIT_OK
+from orchestrator.settings import Settings
+
+
+def register(commands: Any) -> None:
+    from orchestrator.workflow import discover_workflows
+
+    plan = commands.add_parser(
+        "plan",
+        help="write a workflow's jobs to a new manifest under manifests/",
+        description="Plan a batch: write manifests/<workflow>_<mode>_NN.jsonl (never overwriting).",
+    )
+    workflows = plan.add_subparsers(title="workflows", metavar="WORKFLOW", required=True)
+    for name, workflow in discover_workflows().items():
+        sub = workflows.add_parser(name, help=workflow.summary, description=workflow.summary)
+        workflow.configure(sub)
+        add_common_options(sub)
+        sub.set_defaults(command=_plan, workflow=workflow)
+
+
+def _plan(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.registry import task_registry
+
+    directory = options.manifests_dir or settings.manifests_dir
+    result = options.workflow.plan(options, directory, task_registry(tuple(settings.task_packages)))
+    print(result.summary())
+    return EXIT_OK

@@ -1,0 +1,37 @@
+"""`orchestrator worker --pool NAME`: one worker process of a pool."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from orchestrator.commands.common import add_common_options, positive_int, run_async
+from orchestrator.errors import EXIT_OK
+from orchestrator.settings import Settings
+
+
+def register(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker of one pool (an arq worker on the pool's queue)",
+        description=(
+            "Run the tasks forwarded to POOL, at most --concurrency at once. Publishes a "
+            "heartbeat with its slots, writes a receipt per job, retries failures up to "
+            "max_tries, and dead-letters what still fails. SIGTERM stops taking jobs and "
+            "lets running ones finish within grace_period."
+        ),
+    )
+    worker.add_argument("--pool", required=True, help="pool to serve, e.g. metal or cloud")
+    worker.add_argument(
+        "--concurrency", type=positive_int, default=4, help="jobs at once (default: 4)"
+    )
+    worker.add_argument("--burst", action="store_true", help="exit once the pool's queue is empty")
+    add_common_options(worker)
+    worker.set_defaults(command=_worker, service=True)
+
+
+def _worker(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.worker import run_worker
+
+    run_async(lambda: run_worker(settings, options.pool, options.concurrency, burst=options.burst))
+    return EXIT_OK
