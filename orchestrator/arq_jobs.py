@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import orjson
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
+from arq.jobs import SerializationError, serialize_job
 
 from orchestrator.job import Job
 
 JOB_KEY_PREFIX = job_key_prefix
 RESULT_KEY_PREFIX = result_key_prefix
 EXPIRES_MS = expires_extra_ms
+__all__ = ["EXPIRES_MS", "JOB_KEY_PREFIX", "RESULT_KEY_PREFIX", "SerializationError", "serialize"]
 
 
 def serialize(job: Job, enqueue_time_ms: int) -> bytes:

@@ -28,6 +28,7 @@ import structlog
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import arq_jobs
@@ -43,6 +44,8 @@ from orchestrator.settings import Settings
 log = structlog.get_logger("orchestrator.conductor")
 RELEASE_BATCH = 500
 MAX_BACKOFF = 5.0
+STALLED_BLOCK = 0.25  # seconds; see _round
+REAP_AGE_MS = 10_000
 
 
 class Conductor:
@@ -79,6 +82,7 @@ class Conductor:
         self._forward = script(redis, "forward")
         self._intake = script(redis, "intake")
         self._recover = script(redis, "recover")
+        self._reaper = script(redis, "reap")
         self.log = log.bind(conductor=self.id)
 
     async def run(self, *, stop: anyio.Event | None = None) -> None:
@@ -110,9 +114,14 @@ class Conductor:
                 self.log.warning("redis_unavailable", error=str(exc), retry_in=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            except ResponseError as exc:
+                # A script refused (a bug, or a server without a needed command): keep
+                # the jobs where they are, say so loudly, and try again later.
+                self.log.error("redis_error", error=str(exc), retry_in=MAX_BACKOFF)
+                await anyio.sleep(MAX_BACKOFF)
 
     async def _round(self) -> None:
-        taken, next_due_ms, free = await self._intake(
+        taken, next_due_ms, free, stalled, now_ms = await self._intake(
             keys=[self.processing, self.keys.ready, self.keys.deferred],
             args=[*self._intake_args, *(self.keys.backlog(name) for name in self._backlogs)],
         )
@@ -121,10 +130,19 @@ class Conductor:
             if sum(max(int(n), 0) for n in free) <= 0:
                 await self._wait_for_slots(min(wait_cap, self.settings.heartbeat_interval))
                 return
-            taken = await self._block_for_work(wait_cap)
+            # Jobs wait for a pool that is full while another idles: watch the backlog
+            # only briefly, so a freed slot of the full pool is not left unused.
+            taken = await self._block_for_work(
+                min(wait_cap, STALLED_BLOCK) if stalled else wait_cap
+            )
+            now_ms = int(time.time() * 1000)
         if taken:
             self.log.debug("intake", jobs=len(taken))
-            await self._route(taken)
+            hold_until = await self._route(taken, int(now_ms))
+            if hold_until is not None:
+                # Some jobs could go nowhere yet and went back to the head of the line:
+                # taking them again at once would spin. Wait for a slot or their time.
+                await self._wait_for_slots(max(hold_until - time.time(), 0.001))
 
     async def _block_for_work(self, wait_cap: float) -> list[bytes]:
         """Idle: wait inside Redis for the first backlog to receive a job.
@@ -148,9 +166,9 @@ class Conductor:
 
     # --- routing ----------------------------------------------------------------------
 
-    async def _route(self, taken: Sequence[bytes]) -> None:
-        now = time.time()
-        now_ms = int(now * 1000)
+    async def _route(self, taken: Sequence[bytes], now_ms: int) -> float | None:
+        """Route the taken jobs; returns when to look again if some could go nowhere yet."""
+        now = now_ms / 1000
         args: list[Any] = [
             self.keys.root,
             now_ms,
@@ -171,11 +189,16 @@ class Conductor:
                 await self._dead_letter(raw, job, "unknown_pool", str(exc))
                 continue
             buckets = "" if job.get("rate_paid") else self.limits.job_buckets(job)
+            try:
+                payload = arq_jobs.serialize(job, now_ms)
+            except arq_jobs.SerializationError as exc:  # e.g. an int beyond 64 bits
+                await self._dead_letter(raw, job, "unserializable", str(exc))
+                continue
             args += [
                 raw,
                 job["id"],
                 self.keys.arq_job_id(job["id"]),
-                arq_jobs.serialize(job, now_ms),
+                payload,
                 ",".join(route.candidates),
                 buckets,
                 mark_paid(raw) if buckets else raw,
@@ -184,13 +207,19 @@ class Conductor:
             ]
             routed.append((job, route))
         if not routed:
-            return
+            return None
         reply = await self._forward(
             keys=[self.processing, self.keys.ready, self.keys.deferred], args=args
         )
+        hold_until: float | None = None
         for index, (job, route) in enumerate(routed):
             outcome, detail = reply[2 * index].decode(), reply[2 * index + 1]
             self._report(job, route, outcome, detail)
+            if outcome == "full":
+                hold_until = min(hold_until or math.inf, now + self.settings.heartbeat_interval)
+            elif outcome == "spill_wait":
+                hold_until = min(hold_until or math.inf, int(detail) / 1000)
+        return hold_until
 
     def _report(self, job: Job, route: Any, outcome: str, detail: Any) -> None:
         bound = self.log.bind(job_id=job["id"], task=job["task"], batch=job["batch"])
@@ -201,6 +230,8 @@ class Conductor:
             bound.debug("forwarded", pool=pool)
         elif outcome == "duplicate":
             bound.info("duplicate", pool=detail.decode(), reason="arq already holds this job id")
+        elif outcome == "stale":
+            bound.warning("stale", reason="recovered by a peer while this conductor held it")
         elif outcome in ("rate_limited", "pool_rate_limited", "spill_wait"):
             retry_after = max(int(detail) / 1000 - time.time(), 0.0)
             bound.info(outcome, retry_after=round(retry_after, 3))
@@ -236,10 +267,15 @@ class Conductor:
             at=time.time(),
             payload=payload,
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.keys.dead, orjson.dumps(record))
-            pipe.lrem(self.processing, 1, raw)  # type: ignore[arg-type]  # bytes are fine
-            await pipe.execute()
+        # Only the holder dead-letters: a peer may have recovered the job meanwhile.
+        if not await self.redis.lrem(self.processing, 1, raw):  # type: ignore[arg-type,misc]
+            return
+        try:
+            encoded = orjson.dumps(record)
+        except TypeError:  # what made the job unserializable makes its record so too
+            record["payload"] = raw.decode(errors="replace")
+            encoded = orjson.dumps(record)
+        await self.redis.rpush(self.keys.dead, encoded)  # type: ignore[misc]
         self.log.warning("dead_lettered", job_id=record["job_id"], reason=reason, error=error)
 
     # --- liveness and recovery --------------------------------------------------------
@@ -268,22 +304,37 @@ class Conductor:
                 self.log.info("backlog_found", backlog=name)
         for peer in sorted(p.decode() for p in peers):
             if peer != self.id and not await self.redis.exists(self.keys.conductor(peer)):
-                moved = await self._take_back(peer)
-                self.log.warning("recovered", peer=peer, jobs=moved)
+                moved = await self._take_back(peer, forget=True)
+                if moved:
+                    self.log.warning("recovered", peer=peer, jobs=moved)
+        await self._reap()
 
-    async def _take_back(self, conductor_id: str) -> int:
+    async def _reap(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for pool in self.settings.ordered_pools:
+            lost = await self._reaper(
+                keys=[self.keys.inflight(pool.name), self.keys.dead, self.keys.events],
+                args=[arq_jobs.JOB_KEY_PREFIX, self.keys.root, REAP_AGE_MS, now_ms, pool.name],
+            )
+            for job_id in lost:
+                self.log.warning(
+                    "dead_lettered", job_id=job_id.decode(), pool=pool.name, reason="lost"
+                )
+
+    async def _take_back(self, conductor_id: str, *, forget: bool) -> int:
         keys = [
             self.keys.processing(conductor_id),
             self.keys.ready,
             self.keys.conductors,
             self.keys.conductor(conductor_id),
         ]
-        return int(await self._recover(keys=keys, args=[conductor_id]))
+        args = [conductor_id, "forget" if forget else "keep"]
+        return int(await self._recover(keys=keys, args=args))
 
     async def _hand_back(self) -> None:
         """Stopping: what this conductor took and did not forward goes back to ready."""
         try:
-            moved = await self._take_back(self.id)
+            moved = await self._take_back(self.id, forget=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.log.warning("stop_without_hand_back", error=str(exc))
             return

@@ -125,7 +125,7 @@ def _validate(
     """
     total = 0
     encoder = EnvelopeEncoder(batch, dispatched_at)
-    with send:
+    try:
         chunk: list[bytes] = []
         for line in read_manifest(path, registry, batch, max_line_bytes):
             chunk.append(encoder.encode(line.raw, line.job_id, line.derived_id))
@@ -138,6 +138,8 @@ def _validate(
         if chunk:
             anyio.from_thread.run(send.send, chunk)
             total += len(chunk)
+    finally:
+        anyio.from_thread.run_sync(send.close)  # streams are not thread-safe: close on the loop
     return total, _sha256(path), str(path.resolve())
 
 

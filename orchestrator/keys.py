@@ -70,8 +70,9 @@ class Keys:
         return f"{self._root}:queue:{pool}"
 
     def arq_job_id(self, job_id: str) -> str:
-        """The id of a job in arq, whose own keys (`arq:job:<id>`) are not namespaced."""
-        return f"{self.namespace}:{job_id}"
+        """The id of a job in arq. arq's own keys (`arq:job:<id>`) are not namespaced, so
+        the id carries the namespace, hash tag included, to land in the same slot."""
+        return f"{self._root}:{job_id}"
 
     # --- the conductor ---------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -37,6 +38,7 @@ ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
 DEFAULT_CONFIG_FILE = "orchestrator.toml"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_BUCKET_NAME = re.compile(r"^[^\s;,]{1,200}$")
 
 
 class PoolSettings(BaseModel):
@@ -126,6 +128,14 @@ class Settings(BaseSettings):
         if len(set(normalised)) != len(normalised):
             raise ValueError("a backlog is listed twice")
         return normalised
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _bucket_names(cls, limits: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        for name in limits:
+            if not _BUCKET_NAME.match(name):
+                raise ValueError(f"rate limit name {name!r} may not hold spaces, ';' or ','")
+        return limits
 
     @model_validator(mode="after")
     def _pools_consistent(self) -> Settings:

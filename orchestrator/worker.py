@@ -9,7 +9,9 @@ against `max_tries`, and a dead letter for jobs that failed for good.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import signal
 import socket
 import time
 import uuid
@@ -43,6 +45,8 @@ ARQ_MAX_TRIES = 1_000_000
 # Longest pause between two polls of the pool's queue when no wake-up comes (arq's
 # default period is 0.5 s); a forward wakes the worker at once.
 POLL_DELAY = 0.5
+ARQ_TIMEOUT_MARGIN = 5.0
+_PENDING: set[asyncio.Task[None]] = set()  # fire-and-forget tasks, kept from the GC
 
 
 @dataclass
@@ -86,10 +90,12 @@ async def run_worker(
                 redis_pool=arq_redis,
                 burst=burst,
                 max_jobs=concurrency,
-                job_timeout=settings.job_timeout,
+                # arq's own timeout must never beat ours: when it fires, arq fails the
+                # job without our receipt, retry or dead letter.
+                job_timeout=settings.job_timeout + ARQ_TIMEOUT_MARGIN,
                 max_tries=ARQ_MAX_TRIES,
                 poll_delay=0.001,  # the real pause is _WakeableWorker's wait
-                job_completion_wait=int(settings.grace_period),
+                job_completion_wait=math.ceil(settings.grace_period),
                 job_serializer=orjson.dumps,
                 job_deserializer=orjson.loads,
                 ctx={"worker_state": state},
@@ -104,6 +110,7 @@ async def run_worker(
             backoff = 0.5
             while True:
                 worker = make_worker()
+                _drain_on_signal(worker, redis, keys, state)
                 try:
                     await worker.async_run()
                 except asyncio.CancelledError:
@@ -123,6 +130,30 @@ async def run_worker(
         await arq_redis.aclose()
     log.info("worker_stopped", pool=pool, worker=state.worker_id, jobs=state.done)
     return state
+
+
+def _drain_on_signal(worker: Worker, redis: Redis, keys: Keys, state: WorkerState) -> None:
+    """On SIGTERM/SIGINT stop advertising slots first, then let arq drain.
+
+    Otherwise the conductor keeps forwarding to a worker that has stopped taking jobs,
+    and those jobs wait in the pool's queue for a worker that may never come back.
+    """
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        state.slots = 0
+        announcing = loop.create_task(_announce(redis, keys, state))
+        _PENDING.add(announcing)
+        announcing.add_done_callback(_PENDING.discard)
+        worker.handle_sig_wait_for_completion(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def _announce(redis: Redis, keys: Keys, state: WorkerState) -> None:
+    with suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        await redis.hset(keys.worker(state.pool, state.worker_id), "slots", str(state.slots))  # type: ignore[misc]
 
 
 class _WakeableWorker(Worker):

@@ -75,8 +75,13 @@ while i <= #ARGV do
   i = i + 9
   local stored = raw
   local outcome, detail
+  -- Only the conductor still holding the job may route it: a peer may have recovered
+  -- it (our heartbeat lapsed), and then the copy on the ready list is the live one.
+  if redis.call('LREM', KEYS[1], 1, raw) == 0 then
+    outcome, detail = 'stale', ''
+  end
 
-  if buckets ~= '' then
+  if not outcome and buckets ~= '' then
     local parsed, at = {}, now
     for spec in string.gmatch(buckets, '[^;]+') do
       local name, rate, burst = string.match(spec, '^(%S+) (%S+) (%S+)$')
@@ -129,8 +134,9 @@ while i <= #ARGV do
       outcome, detail = 'pool_rate_limited', math.ceil(pool_wait * 1000)
       redis.call('ZADD', KEYS[3], detail, stored)
     elseif spill_at > 0 then
+      -- back to the head of the line: metal may free a slot before the spill time
       outcome, detail = 'spill_wait', spill_at
-      redis.call('ZADD', KEYS[3], spill_at, stored)
+      redis.call('LPUSH', KEYS[2], stored)
     elseif pinned then
       local first = string.match(candidates, '^[^,]+')
       outcome, detail = 'waiting', first
@@ -140,7 +146,6 @@ while i <= #ARGV do
       redis.call('LPUSH', KEYS[2], stored)
     end
   end
-  redis.call('LREM', KEYS[1], 1, raw)
   out[#out + 1] = outcome
   out[#out + 1] = detail
 end

@@ -3,13 +3,13 @@
 --   2. count each pool's free slots: live heartbeat slots minus jobs forwarded and not
 --      finished, within max_in_flight (workers whose heartbeat lapsed are forgotten);
 --   3. take at most that many jobs (and at most ARGV[2]) into the processing list:
---      ready jobs first, then the waiting lists of pools with room, then the backlogs
---      in priority order.
+--      ready jobs first, then from the waiting list of each pool with room (no more
+--      than its room), then the backlogs in priority order.
 -- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
 -- ARGV: key root, most jobs to take, most deferred jobs to release, pool count, then
 --   per pool: name, max_in_flight (0: none); then the backlog lists in priority order
 -- Returns: {taken jobs, ms until the next deferred job is due (-1: none), free slots
---   per pool in the order given}
+--   per pool in the order given, jobs waiting for pools that are full, Redis time (ms)}
 local root = ARGV[1]
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -25,7 +25,8 @@ if next_due[2] then
   wait = math.max(0, tonumber(next_due[2]) - now_ms)
 end
 
-local free, room, sources = {}, 0, {KEYS[2]}
+local free, room, stalled = {}, 0, 0
+local sources = {{KEYS[2], -1}}
 local npools = tonumber(ARGV[4])
 for p = 0, npools - 1 do
   local name, cap = ARGV[5 + 2 * p], tonumber(ARGV[6 + 2 * p])
@@ -45,27 +46,33 @@ for p = 0, npools - 1 do
     n = cap - inflight
   end
   free[#free + 1] = n
+  local waiting = root .. ':waiting:' .. name
   if n > 0 then
     room = room + n
-    sources[#sources + 1] = root .. ':waiting:' .. name
+    sources[#sources + 1] = {waiting, n}
+  else
+    stalled = stalled + redis.call('LLEN', waiting)
   end
 end
 for i = 5 + 2 * npools, #ARGV do
-  sources[#sources + 1] = ARGV[i]
+  sources[#sources + 1] = {ARGV[i], -1}
 end
 
 local want = math.min(room, tonumber(ARGV[2]))
 local taken = {}
 for _, source in ipairs(sources) do
-  while #taken < want do
-    local job = redis.call('LMOVE', source, KEYS[1], 'LEFT', 'RIGHT')
+  local list, limit = source[1], source[2]
+  local from_here = 0
+  while #taken < want and from_here ~= limit do
+    local job = redis.call('LMOVE', list, KEYS[1], 'LEFT', 'RIGHT')
     if not job then
       break
     end
     taken[#taken + 1] = job
+    from_here = from_here + 1
   end
   if #taken >= want then
     break
   end
 end
-return {taken, wait, free}
+return {taken, wait, free, stalled, now_ms}

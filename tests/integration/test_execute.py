@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import StackFactory
-from tests.stack import max_overlap, write_manifest
+from tests.stack import Stack, max_overlap, write_manifest
 
 
 def sleepers(count: int, low: float, high: float, seed: int = 1) -> list[dict[str, object]]:
@@ -154,3 +154,75 @@ def _seconds(timestamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_job_over_its_timeout_gets_a_receipt_and_gives_its_slot_back(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    run = stack(job_timeout=1, max_tries=1)
+    run.worker("metal", 2)
+    run.conductor()
+    run.dispatch(
+        write_manifest(tmp_path / "slow_01.jsonl", [{"task": "system.sleep", "args": [3]}])
+    )
+    (receipt,) = run.wait_for_receipts("slow_01", 1)
+    assert receipt["status"] == "failed"
+    assert receipt["error"].startswith("TimeoutError")
+    assert run.redis.zcard(run.keys.inflight("metal")) == 0
+    (dead,) = [orjson.loads(raw) for raw in run.redis.lrange(run.keys.dead, 0, -1)]
+    assert (dead["job_id"], dead["reason"]) == ("slow_01:1", "failed")
+
+
+def test_unserializable_job_is_dead_lettered_and_the_next_one_runs(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    run = stack()
+    run.worker("metal", 2)
+    conductor = run.conductor()
+    path = tmp_path / "big_01.jsonl"  # JSON allows the integer; orjson (and so arq) does not
+    path.write_text(
+        f'{{"task": "system.echo", "args": [{2**70}]}}\n{{"task": "system.echo", "args": [1]}}\n'
+    )
+    run.dispatch(path)
+    receipts = run.wait_for_receipts("big_01", 1)
+    assert [(r["job_id"], r["status"]) for r in receipts] == [("big_01:2", "succeeded")]
+    assert conductor.poll() is None
+    (event,) = run.events(conductor, "dead_lettered")
+    assert (event["job_id"], event["reason"]) == ("big_01:1", "unserializable")
+
+
+def test_draining_worker_takes_no_new_jobs_and_finishes_its_own(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    run = stack(grace_period=10)
+    metal = run.worker("metal", 2)
+    run.worker("cloud", 2)
+    run.conductor()
+    run.dispatch(write_manifest(tmp_path / "drain_01.jsonl", sleepers(2, 1.5, 1.5)))
+    run.wait_for(lambda: run.redis.zcard(run.keys.inflight("metal")) == 2, "metal busy")
+    metal.send_signal(signal.SIGTERM)
+    run.wait_for(lambda: _slots(run, "metal") == 0, "metal announcing no slots")
+    run.dispatch(write_manifest(tmp_path / "drain_02.jsonl", sleepers(2, 0.1, 0.1)))
+    first = run.wait_for_receipts("drain_01", 2)
+    later = run.wait_for_receipts("drain_02", 2)
+    assert {(r["pool"], r["status"]) for r in first} == {("metal", "succeeded")}
+    assert {(r["pool"], r["status"]) for r in later} == {("cloud", "succeeded")}
+    assert metal.wait(15) == 0
+    assert run.redis.zcard(run.keys.pool_queue("metal")) == 0
+
+
+def test_jobs_waiting_to_spill_stay_in_line_for_metal(stack: StackFactory, tmp_path: Path) -> None:
+    pools = [{"name": "metal", "order": 0}, {"name": "cloud", "order": 1, "spill_after": 30}]
+    run = stack(pools=pools)
+    run.worker("metal", 1)
+    run.worker("cloud", 4)
+    run.conductor()
+    run.dispatch(write_manifest(tmp_path / "patient_01.jsonl", sleepers(6, 0.2, 0.2)))
+    receipts = run.wait_for_receipts("patient_01", 6, timeout=25)
+    assert {r["pool"] for r in receipts} == {"metal"}  # all ran on metal, before 30 s
+    assert run.redis.zcard(run.keys.deferred) == 0
+
+
+def _slots(run: Stack, pool: str) -> int:
+    (worker,) = run.redis.smembers(run.keys.workers(pool))
+    return int(run.redis.hget(run.keys.worker(pool, worker.decode()), "slots") or -1)
