@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from orchestrator import __version__
-from orchestrator.commands import COMMANDS
+from orchestrator.commands import discover
 from orchestrator.commands.common import Command, add_common_options, run_async
 from orchestrator.errors import run_cli
 from orchestrator.logs import configure_logging
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(parser)
     parser.set_defaults(config=None, redis_url=None, verbose=False, log_level=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in COMMANDS:
+    for module in discover():
         module.register(commands)
     return parser
 

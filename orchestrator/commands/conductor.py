@@ -11,6 +11,8 @@ from orchestrator.commands.common import add_common_options, run_async
 from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
 
+ORDER = 30
+
 
 def register(commands: Any) -> None:
     conductor = commands.add_parser(

@@ -11,6 +11,8 @@ from orchestrator.errors import EXIT_OK
 from orchestrator.keys import Keys
 from orchestrator.settings import Settings
 
+ORDER = 20
+
 
 def register(commands: Any) -> None:
     dispatch = commands.add_parser(

@@ -9,6 +9,8 @@ from orchestrator.commands.common import add_common_options
 from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
 
+ORDER = 10
+
 
 def register(commands: Any) -> None:
     from orchestrator.workflow import discover_workflows

@@ -9,6 +9,8 @@ from orchestrator.commands.common import add_common_options, positive_int, run_a
 from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
 
+ORDER = 40
+
 
 def register(commands: Any) -> None:
     worker = commands.add_parser(
