@@ -9,7 +9,13 @@ instead of a WATCH/MULTI round trip per job — so it must write exactly what
 from __future__ import annotations
 
 import orjson
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.constants import (
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.jobs import SerializationError, serialize_job
 
 from orchestrator.job import Job
@@ -17,9 +23,26 @@ from orchestrator.job import Job
 JOB_KEY_PREFIX = job_key_prefix
 RESULT_KEY_PREFIX = result_key_prefix
 EXPIRES_MS = expires_extra_ms
-__all__ = ["EXPIRES_MS", "JOB_KEY_PREFIX", "RESULT_KEY_PREFIX", "SerializationError", "serialize"]
+__all__ = [
+    "EXPIRES_MS",
+    "JOB_KEY_PREFIX",
+    "RESULT_KEY_PREFIX",
+    "SerializationError",
+    "run_keys",
+    "serialize",
+]
 
 
 def serialize(job: Job, enqueue_time_ms: int) -> bytes:
     """arq's payload for `job`: the task by name, the whole envelope as its one argument."""
     return serialize_job(job["task"], (job,), {}, None, enqueue_time_ms, serializer=orjson.dumps)
+
+
+def run_keys(arq_job_id: str) -> list[str]:
+    """Every key arq keeps about one job id: the job, its result, its try counter, its
+    in-progress claim. Deleting them lets the same id run afresh (a dead-letter requeue):
+    otherwise arq's dedupe would drop it, or its old try count would end it at once."""
+    return [
+        prefix + arq_job_id
+        for prefix in (job_key_prefix, result_key_prefix, retry_key_prefix, in_progress_key_prefix)
+    ]

@@ -14,6 +14,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # bad input, bad manifest, bad config
 EXIT_UNAVAILABLE = 69  # Redis (or another service) cannot be reached
+# `verify`: the batch settled with failures, or is not settled yet.
+EXIT_JOBS_FAILED = 1
+EXIT_JOBS_PENDING = 3
 
 
 class UserError(Exception):
