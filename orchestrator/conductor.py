@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator import arq_jobs
 from orchestrator.job import JOB, Job, mark_paid
 from orchestrator.keys import Keys, backlog_name
+from orchestrator.metrics import Metrics
 from orchestrator.ratelimits import RateLimits
 from orchestrator.receipts import DeadLetter
 from orchestrator.registry import TaskRegistry
@@ -49,8 +50,15 @@ REAP_AGE_MS = 10_000
 
 
 class Conductor:
-    def __init__(self, settings: Settings, redis: Redis, registry: TaskRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        registry: TaskRegistry,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.redis = redis
         self.registry = registry
         self.keys = Keys(settings.namespace)
@@ -225,14 +233,20 @@ class Conductor:
         bound = self.log.bind(job_id=job["id"], task=job["task"], batch=job["batch"])
         if outcome == "forwarded":
             pool = detail.decode()
+            reason = route.reason(pool, self.router.first)
             self.forwarded += 1
-            bound.info("routed", pool=pool, reason=route.reason(pool, self.router.first))
+            self.metrics.routed.labels(pool, reason).inc()
+            if reason.endswith("_full_spill"):
+                self.metrics.spillovers.labels(pool).inc()
+            bound.info("routed", pool=pool, reason=reason)
             bound.debug("forwarded", pool=pool)
         elif outcome == "duplicate":
             bound.info("duplicate", pool=detail.decode(), reason="arq already holds this job id")
         elif outcome == "stale":
             bound.warning("stale", reason="recovered by a peer while this conductor held it")
         elif outcome in ("rate_limited", "pool_rate_limited", "spill_wait"):
+            if outcome != "spill_wait":
+                self.metrics.deferrals.labels("task" if outcome == "rate_limited" else "pool").inc()
             retry_after = max(int(detail) / 1000 - time.time(), 0.0)
             bound.info(outcome, retry_after=round(retry_after, 3))
         elif outcome == "waiting":
@@ -276,6 +290,7 @@ class Conductor:
             record["payload"] = raw.decode(errors="replace")
             encoded = orjson.dumps(record)
         await self.redis.rpush(self.keys.dead, encoded)  # type: ignore[misc]
+        self.metrics.dead_letters.labels(reason).inc()
         self.log.warning("dead_lettered", job_id=record["job_id"], reason=reason, error=error)
 
     # --- liveness and recovery --------------------------------------------------------
@@ -291,12 +306,27 @@ class Conductor:
     async def _beat(self) -> None:
         """Renew this conductor's heartbeat, learn new backlogs, recover dead peers."""
         ttl = max(1, math.ceil(self.settings.heartbeat_interval * 3))
+        pools = self.settings.ordered_pools
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.conductor(self.id), time.time(), ex=ttl)
             pipe.sadd(self.keys.conductors, self.id)
             pipe.smembers(self.keys.conductors)
             pipe.smembers(self.keys.backlogs)
-            _, _, peers, backlogs = await pipe.execute()
+            for name in self._backlogs:
+                pipe.llen(self.keys.backlog(name))
+            for pool in pools:
+                pipe.zcard(self.keys.inflight(pool.name))
+                pipe.zcard(pool.queue or self.keys.pool_queue(pool.name))
+            _, _, peers, backlogs, *gauges = await pipe.execute()
+        self.metrics.beat()
+        for name, depth in zip(self._backlogs, gauges, strict=False):
+            self.metrics.backlog_depth.labels(name).set(depth)
+        for index, pool in enumerate(pools):
+            in_flight, queued = gauges[
+                len(self._backlogs) + 2 * index : len(self._backlogs) + 2 * index + 2
+            ]
+            self.metrics.in_flight.labels(pool.name).set(in_flight)
+            self.metrics.queue_depth.labels(pool.name).set(queued)
         known = set(self._backlogs)
         for name in sorted(b.decode() for b in backlogs):
             if name not in known:
@@ -306,6 +336,7 @@ class Conductor:
             if peer != self.id and not await self.redis.exists(self.keys.conductor(peer)):
                 moved = await self._take_back(peer, forget=True)
                 if moved:
+                    self.metrics.recovered.inc(moved)
                     self.log.warning("recovered", peer=peer, jobs=moved)
         await self._reap()
 
@@ -317,6 +348,7 @@ class Conductor:
                 args=[arq_jobs.JOB_KEY_PREFIX, self.keys.root, REAP_AGE_MS, now_ms, pool.name],
             )
             for job_id in lost:
+                self.metrics.dead_letters.labels("lost").inc()
                 self.log.warning(
                     "dead_lettered", job_id=job_id.decode(), pool=pool.name, reason="lost"
                 )

@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     manifests_dir: Path = Path("manifests")
     max_line_bytes: PositiveInt = 1_048_576
     crud_database: Path = Path("data/crud.db")
+    # /healthz and /metrics of conductors and workers; off unless set (containers set it).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

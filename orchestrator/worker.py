@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -34,9 +34,11 @@ from orchestrator.connection import connect, open_pool
 from orchestrator.errors import UserError
 from orchestrator.job import Job
 from orchestrator.keys import Keys
+from orchestrator.metrics import Metrics
 from orchestrator.receipts import DeadLetter, Receipt, record, result_summary
 from orchestrator.registry import TaskDef, task_registry
 from orchestrator.settings import Settings
+from orchestrator.telemetry import serve_telemetry
 
 log = structlog.get_logger("orchestrator.worker")
 # arq's own ceiling on a job's runs; ours (`max_tries`) is enforced in `_runner`, which
@@ -56,6 +58,7 @@ class WorkerState:
     slots: int
     running: int = 0
     done: int = 0
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 async def run_worker(
@@ -106,6 +109,9 @@ async def run_worker(
         async with (
             _heartbeat(redis, keys, settings.heartbeat_interval, state),
             _wake_on_forward(redis, keys.pool_wake(pool), wake),
+            serve_telemetry(
+                settings.metrics_port, redis, state.metrics, settings.heartbeat_interval
+            ),
         ):
             backoff = 0.5
             while True:
@@ -259,13 +265,22 @@ def _runner(
             return {"status": "failed", "error": error}
         finally:
             state.running -= 1
-        await record(redis, keys, receipt("succeeded", None, result), finished=True)
+        final = receipt("succeeded", None, result)
+        await record(redis, keys, final, finished=True)
+        _observe(state, envelope, final)
         state.done += 1
         bound.info("job_succeeded", duration=round(time.time() - started, 6))
         return {"status": "succeeded"}
 
     run.__qualname__ = definition.name
     return run
+
+
+def _observe(state: WorkerState, envelope: Job, receipt: Receipt) -> None:
+    state.metrics.jobs.labels(state.pool, receipt["status"]).inc()
+    state.metrics.duration.labels(state.pool, envelope["task"], receipt["status"]).observe(
+        receipt["duration"]
+    )
 
 
 def _dead(envelope: Job, reason: str, error: str, receipt: Receipt) -> DeadLetter:
@@ -292,6 +307,7 @@ async def _heartbeat(
             pipe.expire(key, max(1, round(interval * 3)))
             pipe.sadd(keys.workers(state.pool), state.worker_id)
             await pipe.execute()
+        state.metrics.beat()
 
     async def beat_forever() -> None:
         while True:

@@ -35,6 +35,7 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.conductor import Conductor
     from orchestrator.connection import connect
     from orchestrator.registry import task_registry
+    from orchestrator.telemetry import serve_telemetry
 
     registry = task_registry(tuple(settings.task_packages))
 
@@ -42,7 +43,12 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
         async with connect(settings.redis_url, name="orchestrator-conductor") as redis:
             stop = anyio.Event()
             conductor = Conductor(settings, redis, registry)
-            async with anyio.create_task_group() as tasks:
+            async with (
+                serve_telemetry(
+                    settings.metrics_port, redis, conductor.metrics, settings.heartbeat_interval
+                ),
+                anyio.create_task_group() as tasks,
+            ):
 
                 async def on_signal() -> None:
                     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

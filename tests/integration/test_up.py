@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -33,11 +34,11 @@ def start_up(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def wait_until(condition: object, timeout: float = 30) -> None:
+def wait_until(condition: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if condition():  # type: ignore[operator]
+            if condition():
                 return
         except redis.ConnectionError:
             pass

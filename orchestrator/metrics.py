@@ -1,0 +1,76 @@
+"""Prometheus metrics of the conductor and the workers, on one registry per process.
+
+Counters are bumped where the decision is made; gauges that mirror Redis (backlog
+depth, jobs in flight, arq queue depth — what an autoscaler such as KEDA scales the
+cloud pool on) are refreshed by the conductor's heartbeat, so a scrape costs no Redis
+round trip.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.routed = Counter(
+            "orchestrator_jobs_routed", "Jobs forwarded to a pool, by reason.",
+            ["pool", "reason"], registry=r,
+        )  # fmt: skip
+        self.spillovers = Counter(
+            "orchestrator_spillovers", "Jobs sent past a full first pool.", ["pool"], registry=r
+        )
+        self.deferrals = Counter(
+            "orchestrator_rate_limit_deferrals",
+            "Jobs deferred by a rate limit (task buckets) or a pool's bucket.",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "orchestrator_dead_letters", "Jobs put on the dead-letter list.", ["reason"], registry=r
+        )
+        self.recovered = Counter(
+            "orchestrator_recovered_jobs", "Jobs taken back from dead conductors.", registry=r
+        )
+        self.backlog_depth = Gauge(
+            "orchestrator_backlog_depth", "Jobs waiting in a backlog.", ["backlog"], registry=r
+        )
+        self.in_flight = Gauge(
+            "orchestrator_in_flight", "Jobs forwarded to a pool and not finished.", ["pool"],
+            registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "orchestrator_pool_queue_depth",
+            "Jobs in a pool's arq queue (queued or running): scale the cloud pool on this.",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        self.jobs = Counter(
+            "orchestrator_jobs_finished", "Jobs a worker finished, by outcome.",
+            ["pool", "status"], registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "orchestrator_job_duration_seconds", "Run time of jobs.", ["pool", "task", "status"],
+            buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._last_beat = time.monotonic()
+        heartbeat_age = Gauge(
+            "orchestrator_heartbeat_age_seconds",
+            "Seconds since this process last renewed its heartbeat in Redis.",
+            registry=r,
+        )
+        heartbeat_age.set_function(self.heartbeat_age)
+
+    def beat(self) -> None:
+        """A heartbeat reached Redis."""
+        self._last_beat = time.monotonic()
+
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self._last_beat
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
