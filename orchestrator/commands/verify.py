@@ -1,0 +1,219 @@
+"""`orchestrator verify MANIFEST`: what became of every job of a batch, and an exit code
+a script can act on (0 all succeeded, 1 settled with failures, 3 not settled yet)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from orchestrator.commands.common import add_common_options, run_async
+from orchestrator.keys import Keys
+from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestrator.verify import Report
+
+ORDER = 50
+
+
+def register(commands: Any) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="compare a manifest with its receipts: done, failed, pending, missing",
+        description=(
+            "Read MANIFEST and its batch's receipts and dead letters, print per task how "
+            "many jobs are done, failed, dead-lettered, pending or missing, which pool ran "
+            "them and how long they took, and write MANIFEST.verify.json beside it. Exit "
+            "0 when every job succeeded, 1 when the batch settled with failures, 3 while "
+            "jobs are pending or missing."
+        ),
+    )
+    verify.add_argument("manifest", type=Path, metavar="MANIFEST", help="a dispatched manifest")
+    verify.add_argument("--batch", help="batch name it was dispatched as (default: file's stem)")
+    verify.add_argument("--json", action="store_true", help="print the JSON report, not tables")
+    verify.add_argument(
+        "--wait",
+        action="store_true",
+        help="poll until no job is pending (nor missing while its dispatch is unfinished)",
+    )
+    verify.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up waiting after SECONDS, exiting 3 (implies --wait)",
+    )
+    add_common_options(verify)
+    verify.set_defaults(command=_verify)
+
+
+def _verify(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.connection import connect
+    from orchestrator.registry import task_registry
+    from orchestrator.verify import Verifier, wait_until_settled, write_report
+
+    registry = task_registry(tuple(settings.task_packages))
+    wait = options.wait or options.timeout is not None
+
+    async def verify() -> tuple[Report, dict[str, Any], Path | None]:
+        async with connect(settings.redis_url, name="orchestrator-verify") as redis:
+            verifier = Verifier(
+                redis,
+                Keys(settings.namespace),
+                options.manifest,
+                registry,
+                batch=options.batch,
+                max_line_bytes=settings.max_line_bytes,
+            )
+            if wait:
+                with _progress_bar() as on_pass:
+                    report = await wait_until_settled(
+                        verifier.check, patience=options.timeout, on_pass=on_pass
+                    )
+            else:
+                report = await verifier.check()
+        document = report.to_json()
+        try:
+            return report, document, await write_report(options.manifest, document)
+        except OSError as exc:  # the verdict stands without its file
+            print(f"orchestrator: warning: cannot write the report: {exc}", file=sys.stderr)
+            return report, document, None
+
+    report: Report
+    document: dict[str, Any]
+    written: Path | None
+    report, document, written = run_async(verify)
+    if wait and report.may_change:
+        totals = report.totals
+        print(
+            f"orchestrator: gave up waiting after {options.timeout:g} s: "
+            f"{totals['pending']} pending, {totals['missing']} missing",
+            file=sys.stderr,
+        )
+    if options.json:
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        _render(report, written)
+    return report.exit_code
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[Report], None] | None]:
+    """A bar of settled jobs on stderr while waiting; nothing when stderr is not a TTY,
+    where it would only fill a log with redraws."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (
+        TextColumn("settled"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task("", total=None)
+
+        def on_pass(report: Report) -> None:
+            totals = report.totals
+            waiting = totals["pending"] + totals["missing"]
+            progress.update(
+                bar,
+                total=totals.total(),
+                completed=totals.total() - waiting,
+                description=f"{totals['pending']} pending, {totals['missing']} missing",
+            )
+
+        yield on_pass
+
+
+def _render(report: Report, written: Path | None) -> None:
+    """Tables for a person, kept within 80 columns."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.verify import OUTCOMES, quantiles
+
+    # No markup: a path or batch name with [brackets] is shown as it is. Soft wrap: a
+    # long path stays whole, to copy.
+    console = Console(highlight=False, markup=False, soft_wrap=True)
+    totals = report.totals
+    console.print(f"batch {report.batch} · {report.manifest} · {_dispatch_state(report)}")
+    outcomes = Table(box=box.SIMPLE, show_edge=False, show_footer=True)
+    outcomes.add_column("task", "all", overflow="fold")
+    labels = [outcome.replace("_", "-") for outcome in OUTCOMES]
+    for label, outcome in zip(labels, OUTCOMES, strict=True):
+        outcomes.add_column(label, str(totals[outcome]), justify="right")
+    outcomes.add_column("total", str(totals.total()), justify="right")
+    times = Table(box=box.SIMPLE, show_edge=False)
+    times.add_column("task", overflow="fold")
+    for heading in ("succeeded", "p50", "p95", "max", "retries"):
+        times.add_column(heading, justify="right")
+    for name, tally in sorted(report.tasks.items()):
+        counts = [str(tally.outcomes[o]) for o in OUTCOMES]
+        outcomes.add_row(name, *counts, str(tally.outcomes.total()))
+        times.add_row(name, *_durations(quantiles(tally.durations)), str(tally.retries))
+    console.print()
+    console.print(outcomes)
+    console.print()
+    console.print(times)
+    console.print()
+    ran = [f"{pool} {_counts(statuses)}" for pool, statuses in sorted(report.pools.items())]
+    console.print(f"pools: {'; '.join(ran) or 'no job has run to an end'}")
+    console.print(_verdict(report))
+    if written is not None:
+        console.print(f"wrote {written}")
+
+
+def _dispatch_state(report: Report) -> str:
+    record, total = report.record, report.totals.total()
+    if record is None:
+        return f"{total} jobs, never dispatched"
+    if record.complete:
+        return f"{total} jobs, all dispatched"
+    return f"{total} jobs, dispatch unfinished ({record.queued} queued)"
+
+
+def _durations(durations: dict[str, float | int] | None) -> list[str]:
+    if durations is None:
+        return ["0", "-", "-", "-"]
+    shown = [f"{durations[name]:.2f}s" for name in ("p50", "p95", "max")]
+    return [str(durations["count"]), *shown]
+
+
+def _counts(statuses: Counter[str]) -> str:
+    return ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+
+
+def _verdict(report: Report) -> str:
+    totals, total = report.totals, report.totals.total()
+    if not report.settled:
+        return f"not settled: {totals['pending']} pending, {totals['missing']} missing of {total}"
+    bad = totals["failed"] + totals["dead_lettered"]
+    if bad:
+        return (
+            f"settled with failures: {totals['failed']} failed, "
+            f"{totals['dead_lettered']} dead-lettered of {total}"
+        )
+    return f"all {total} jobs succeeded"
