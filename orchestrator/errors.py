@@ -6,6 +6,7 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -65,3 +66,8 @@ def run_cli(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("orchestrator: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`orchestrator status --json | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

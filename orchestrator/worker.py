@@ -116,7 +116,7 @@ async def run_worker(
             backoff = 0.5
             while True:
                 worker = make_worker()
-                _drain_on_signal(worker, redis, keys, state)
+                _drain_on_signal(worker, redis, keys, state, _ttl(settings.heartbeat_interval))
                 try:
                     await worker.async_run()
                 except asyncio.CancelledError:
@@ -138,7 +138,9 @@ async def run_worker(
     return state
 
 
-def _drain_on_signal(worker: Worker, redis: Redis, keys: Keys, state: WorkerState) -> None:
+def _drain_on_signal(
+    worker: Worker, redis: Redis, keys: Keys, state: WorkerState, ttl: int
+) -> None:
     """On SIGTERM/SIGINT stop advertising slots first, then let arq drain.
 
     Otherwise the conductor keeps forwarding to a worker that has stopped taking jobs,
@@ -148,7 +150,7 @@ def _drain_on_signal(worker: Worker, redis: Redis, keys: Keys, state: WorkerStat
 
     def on_signal(signum: signal.Signals) -> None:
         state.slots = 0
-        announcing = loop.create_task(_announce(redis, keys, state))
+        announcing = loop.create_task(_announce(redis, keys, state, ttl))
         _PENDING.add(announcing)
         announcing.add_done_callback(_PENDING.discard)
         worker.handle_sig_wait_for_completion(signum)
@@ -157,9 +159,13 @@ def _drain_on_signal(worker: Worker, redis: Redis, keys: Keys, state: WorkerStat
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _announce(redis: Redis, keys: Keys, state: WorkerState) -> None:
+async def _announce(redis: Redis, keys: Keys, state: WorkerState, ttl: int) -> None:
+    key = keys.worker(state.pool, state.worker_id)
     with suppress(RedisConnectionError, RedisTimeoutError, OSError):
-        await redis.hset(keys.worker(state.pool, state.worker_id), "slots", str(state.slots))  # type: ignore[misc]
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "slots", str(state.slots))
+            pipe.expire(key, ttl)  # never leave a heartbeat without its TTL
+            await pipe.execute()
 
 
 class _WakeableWorker(Worker):
@@ -276,6 +282,11 @@ def _runner(
     return run
 
 
+def _ttl(interval: float) -> int:
+    """A heartbeat outlives three missed beats."""
+    return max(1, math.ceil(interval * 3))
+
+
 def _observe(state: WorkerState, envelope: Job, receipt: Receipt) -> None:
     state.metrics.jobs.labels(state.pool, receipt["status"]).inc()
     state.metrics.duration.labels(state.pool, envelope["task"], receipt["status"]).observe(
@@ -304,7 +315,7 @@ async def _heartbeat(
                 "pid": os.getpid(), "slots": state.slots, "running": state.running,
                 "version": __version__, "time": time.time(),
             })  # fmt: skip
-            pipe.expire(key, max(1, round(interval * 3)))
+            pipe.expire(key, _ttl(interval))
             pipe.sadd(keys.workers(state.pool), state.worker_id)
             await pipe.execute()
         state.metrics.beat()

@@ -1,0 +1,76 @@
+"""`orchestrator status [--json | --watch]`: backlogs, pools, rate limits and batches."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from orchestrator.commands.common import add_common_options, positive_int, run_async
+from orchestrator.errors import EXIT_OK
+from orchestrator.settings import Settings
+
+ORDER = 60
+
+
+def register(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show backlogs, pools (metal full? cloud filling?), rate limits and batches",
+        description=(
+            "One consistent snapshot of the service, read atomically in one Redis round "
+            "trip (a few more to count big batches' receipts): backlog depths, the "
+            "conductors' lists, each pool's workers, slots and jobs in flight, rate-limit "
+            "buckets, the latest batches' progress and the dead letters."
+        ),
+    )
+    mode = status.add_mutually_exclusive_group()
+    mode.add_argument("--json", action="store_true", help="print one JSON document")
+    mode.add_argument("--watch", action="store_true", help="a live view, redrawn until Ctrl-C")
+    status.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between redraws with --watch (default: 1)",
+    )
+    status.add_argument(
+        "--batches",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="show the N latest batches (default: 10)",
+    )
+    add_common_options(status)
+    status.set_defaults(command=_status)
+
+
+def _status(options: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from orchestrator.connection import connect
+    from orchestrator.status import Snapshot, StatusReader, to_json
+    from orchestrator.status_view import render, watch
+
+    console = Console()
+
+    async def read() -> Snapshot | None:
+        async with connect(settings.redis_url, name="orchestrator-status") as redis:
+            reader = StatusReader(redis, settings, batches=options.batches)
+            if options.watch:
+                await watch(reader, console, options.interval)
+                return None
+            return await reader.read_exact()
+
+    snapshot = run_async(read)
+    if options.json:
+        print(to_json(snapshot).decode())
+    elif snapshot is not None:
+        console.print(render(snapshot, width=console.width))
+    return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
