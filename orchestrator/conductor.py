@@ -196,7 +196,8 @@ class Conductor:
             except UnknownPool as exc:
                 await self._dead_letter(raw, job, "unknown_pool", str(exc))
                 continue
-            buckets = "" if job.get("rate_paid") else self.limits.job_buckets(job)
+            buckets = self.limits.job_buckets(job)
+            paid = bool(job.get("rate_paid"))
             try:
                 payload = arq_jobs.serialize(job, now_ms)
             except arq_jobs.SerializationError as exc:  # e.g. an int beyond 64 bits
@@ -209,9 +210,10 @@ class Conductor:
                 payload,
                 ",".join(route.candidates),
                 buckets,
-                mark_paid(raw) if buckets else raw,
+                raw if paid or not buckets else mark_paid(raw),
                 1 if route.pinned else 0,
                 route.spill_at_ms,
+                1 if paid else 0,
             ]
             routed.append((job, route))
         if not routed:

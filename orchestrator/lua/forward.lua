@@ -4,8 +4,11 @@
 -- Rate limits are GCRA buckets on Redis's clock. A job's own buckets (task and meta)
 -- are *reserved*: a job that cannot pass now is given the next free instant and
 -- deferred until exactly then, marked as paid, so a long rate-limited backlog costs one
--- deferral per job rather than a retry storm. A pool's bucket only decides whether that
--- pool may take the job now.
+-- deferral per job rather than a retry storm. The forwards themselves are checked
+-- against a second GCRA state per bucket (`…:sent`), so they conform even when a
+-- conductor fell behind and jobs due at different instants come back together: such a
+-- job is deferred again by the little it needs, without a new reservation. A pool's
+-- bucket only decides whether that pool may take the job now.
 --
 -- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
 -- ARGV: root, now (ms, client clock, as arq scores use), arq job prefix, arq result
@@ -14,7 +17,7 @@
 --   arq job id, arq payload, candidate pools (comma-separated), buckets
 --   ("name rate burst" joined by ";", or ""), paid envelope (stored instead of raw
 --   once its buckets are paid), pinned ("1": may only run on its candidate), spill-at
---   (ms when a later pool becomes eligible, 0: none)
+--   (ms when a later pool becomes eligible, 0: none), paid ("1": reserved already)
 -- Returns per job: outcome, detail (pool, or ms due). Each pool that received jobs is
 -- told so on its wake channel (`<root>:wake:<pool>`), so its workers poll at once.
 local root = ARGV[1]
@@ -72,7 +75,8 @@ while i <= #ARGV do
   local raw, job_id, arq_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local candidates, buckets, paid = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local pinned, spill_at = ARGV[i + 7] == '1', tonumber(ARGV[i + 8])
-  i = i + 9
+  local is_paid = ARGV[i + 9] == '1'
+  i = i + 10
   local stored = raw
   local outcome, detail
   -- Only the conductor still holding the job may route it: a peer may have recovered
@@ -81,20 +85,36 @@ while i <= #ARGV do
     outcome, detail = 'stale', ''
   end
 
+  local parsed = {}
   if not outcome and buckets ~= '' then
-    local parsed, at = {}, now
     for spec in string.gmatch(buckets, '[^;]+') do
       local name, rate, burst = string.match(spec, '^(%S+) (%S+) (%S+)$')
-      local b = {key = root .. ':bucket:' .. name, rate = tonumber(rate), burst = tonumber(burst)}
-      parsed[#parsed + 1] = b
-      local allowed = allow_at(b.key, b.rate, b.burst)
-      if allowed > at then at = allowed end
+      local key = root .. ':bucket:' .. name
+      parsed[#parsed + 1] = {key = key, sent = key .. ':sent', rate = tonumber(rate), burst = tonumber(burst)}
     end
-    for _, b in ipairs(parsed) do charge(b.key, b.rate, at) end
     stored = paid
-    if at > now then
-      outcome, detail = 'rate_limited', math.ceil(at * 1000)
-      redis.call('ZADD', KEYS[3], detail, paid)
+    if not is_paid then
+      local at = now
+      for _, b in ipairs(parsed) do
+        local allowed = allow_at(b.key, b.rate, b.burst)
+        if allowed > at then at = allowed end
+      end
+      for _, b in ipairs(parsed) do charge(b.key, b.rate, at) end
+      if at > now then
+        outcome, detail = 'rate_limited', math.ceil(at * 1000)
+        redis.call('ZADD', KEYS[3], detail, paid)
+      end
+    end
+    if not outcome then
+      local at = now
+      for _, b in ipairs(parsed) do
+        local allowed = allow_at(b.sent, b.rate, b.burst)
+        if allowed > at then at = allowed end
+      end
+      if at > now then
+        outcome, detail = 'rate_limited', math.ceil(at * 1000)
+        redis.call('ZADD', KEYS[3], detail, paid)
+      end
     end
   end
 
@@ -126,6 +146,7 @@ while i <= #ARGV do
         redis.call('SET', job_prefix .. arq_id, payload, 'PX', expires)
         redis.call('ZADD', pool.queue, now_ms, arq_id)
         redis.call('ZADD', pool.inflight, now_ms, job_id)
+        for _, b in ipairs(parsed) do charge(b.sent, b.rate, now) end
         pool.free = pool.free - 1
         pool.sent = (pool.sent or 0) + 1
         outcome, detail = 'forwarded', chosen
