@@ -101,7 +101,7 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
     else:
-        _render(report, written)
+        render_report(report, written)
     return report.exit_code
 
 
@@ -147,7 +147,7 @@ def _progress_bar() -> Iterator[Callable[[Report], None] | None]:
         yield on_pass
 
 
-def _render(report: Report, written: Path | None) -> None:
+def render_report(report: Report, written: Path | None) -> None:
     """Tables for a person, kept within 80 columns."""
     from rich import box
     from rich.console import Console

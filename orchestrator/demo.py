@@ -1,0 +1,117 @@
+"""The newcomer's first run: the whole lifecycle on a throw-away stack, in under a minute.
+
+Plan a short `stress_supervisor` rehearsal, dispatch it, watch metal fill and cloud take
+the overflow, verify, and stop everything. Against an embedded Redis in a temporary
+directory (removed afterwards) unless REDIS_URL is set; then under a fresh namespace of
+its own, so it touches nothing of yours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import uuid
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+from rich.live import Live
+
+from orchestrator.connection import connect
+from orchestrator.dispatch import dispatch_manifest
+from orchestrator.keys import Keys
+from orchestrator.local_stack import StackPlan, local_stack
+from orchestrator.redis_server import free_port
+from orchestrator.registry import task_registry
+from orchestrator.settings import Settings
+from orchestrator.status import Snapshot, StatusReader
+from orchestrator.status_view import render
+from orchestrator.verify import Report, Verifier, write_report
+from orchestrator.workflow import discover_workflows
+
+BACKLOG = "backlog:stress"
+METAL, CLOUD = 4, 8
+
+
+async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float]) -> Report:
+    console = Console(highlight=False)
+    embedded = "redis_url" not in settings.model_fields_set
+    namespace = settings.namespace if embedded else f"demo{uuid.uuid4().hex[:6]}"
+    settings = settings.model_copy(
+        update={"namespace": namespace, "heartbeat_interval": 1.0, "backlogs": [BACKLOG]}
+    )
+    registry = task_registry(tuple(settings.task_packages))
+    with tempfile.TemporaryDirectory(prefix="orchestrator-demo-") as tmp:
+        work = Path(tmp)
+        log = (work / "stack.log").open("wb")
+        plan = StackPlan(
+            concurrency={"metal": METAL, "cloud": CLOUD},
+            data_dir=work,
+            redis_port=free_port(),
+            env={
+                "ORCHESTRATOR_NAMESPACE": namespace,
+                "ORCHESTRATOR_HEARTBEAT_INTERVAL": "1",
+                "ORCHESTRATOR_BACKLOGS": f'["{BACKLOG}"]',
+                "ORCHESTRATOR_LOG_FORMAT": "json",
+            },
+            output=log,
+        )
+        console.print(f"[bold]starting[/] Redis ({'embedded' if embedded else 'yours'}), "
+                      f"a conductor, metal x{METAL} and cloud x{CLOUD} slots…")  # fmt: skip
+        async with local_stack(settings, plan) as stack, connect(stack.redis_url) as redis:
+            keys = Keys(namespace)
+            await _until_workers(redis, keys)
+            manifest = await anyio.to_thread.run_sync(
+                _plan, settings.manifests_dir, registry, jobs, seconds
+            )
+            console.print(f"[bold]planned[/] {manifest}: {jobs} sleepers of "
+                          f"{seconds[0]:g}-{seconds[1]:g} s")  # fmt: skip
+            result = await dispatch_manifest(redis, keys, manifest, BACKLOG, registry)
+            console.print(f"[bold]dispatched[/] {result.queued} jobs on {BACKLOG}: metal first, "
+                          "cloud for the overflow")  # fmt: skip
+            report = await _watch(console, StatusReader(redis, settings),
+                                  Verifier(redis, keys, manifest, registry))  # fmt: skip
+            await write_report(manifest, report.to_json())
+            console.print("[bold]stopping[/] the stack…")
+        log.close()
+    return report
+
+
+def _plan(directory: Path, registry: object, jobs: int, seconds: tuple[float, float]) -> Path:
+    workflow = discover_workflows()["system_test"]
+    options = argparse.Namespace(
+        mode="stress_supervisor", count=jobs, seed=None,
+        min_seconds=seconds[0], max_seconds=seconds[1], database=None,
+    )  # fmt: skip
+    return workflow.plan(options, directory, registry).path  # type: ignore[arg-type]
+
+
+async def _until_workers(redis: object, keys: Keys) -> None:
+    with anyio.fail_after(30):
+        while True:
+            counts = [await redis.scard(keys.workers(p)) for p in ("metal", "cloud")]  # type: ignore[attr-defined]
+            if all(counts):
+                return
+            await anyio.sleep(0.1)
+
+
+async def _watch(console: Console, reader: StatusReader, verifier: Verifier) -> Report:
+    """The live view until the batch settles; off a terminal, the frame that shows the
+    spillover best and the last one are printed instead."""
+    busiest: tuple[int, Snapshot] | None = None
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        while True:
+            snapshot = await reader.read()
+            live.update(render(snapshot, width=min(console.width, 100), note="demo"), refresh=True)
+            spilled = sum(p.in_flight for p in snapshot.pools if p.order > 0)
+            if busiest is None or spilled > busiest[0]:
+                busiest = (spilled, snapshot)
+            report = await verifier.check()
+            if not report.may_change:
+                break
+            await anyio.sleep(0.5)
+    if not console.is_terminal and busiest is not None:
+        console.print()
+        console.print("[bold]at the peak of the spillover:[/]")
+        console.print(render(busiest[1], width=100, note="peak"))
+    return report
