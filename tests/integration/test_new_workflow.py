@@ -1,0 +1,96 @@
+"""`orchestrator new-workflow`: a scaffold that works and passes its test as generated,
+and never overwrites anything.
+
+Scaffolds go into a copy of this project's packages, never into the real tree: the
+generated test then runs in a subprocess with the copy first on PYTHONPATH, so the new
+workflow and task are found by the same discovery as in a real checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CliRunner
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    for package in ("orchestrator", "workers", "workflows", "tests"):
+        shutil.copytree(REPO / package, root / package, ignore=ignore)
+    shutil.copy(REPO / "pyproject.toml", root)
+    return root
+
+
+def test_scaffolded_workflow_plans_and_passes_its_generated_test(
+    run_cli: CliRunner, project: Path
+) -> None:
+    result = run_cli("new-workflow", "harvest", "--root", str(project))
+    assert result.code == 0, result.err
+    files = [
+        "workflows/harvest/__init__.py",
+        "workflows/harvest/plan.py",
+        "workers/tasks/harvest.py",
+        "tests/integration/test_workflow_harvest.py",
+    ]
+    assert result.out.splitlines()[1:5] == [f"  {name}" for name in files]
+    assert '  task = "harvest.*"\n  pool = "cloud"' in result.out
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", files[-1]],
+        cwd=project, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout[-3000:]
+    assert "2 passed" in tested.stdout
+    for check in (["check"], ["format", "--check"]):
+        linted = subprocess.run(
+            [sys.executable, "-m", "ruff", *check, *files],
+            cwd=project, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert linted.returncode == 0, linted.stdout
+
+
+def test_category_and_summary_options_and_root_found_from_a_subdirectory(
+    run_cli: CliRunner, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project / "tests")
+    result = run_cli(
+        "new-workflow", "thumbnails", "--category", "image_ops", "--summary", "Small images."
+    )
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"created workflow thumbnails in {project}:")
+    plan = (project / "workflows" / "thumbnails" / "plan.py").read_text()
+    assert plan.startswith('"""thumbnails: Small images.')
+    assert 'spec("image_ops.process"' in plan
+    assert (project / "workers" / "tasks" / "image_ops.py").is_file()
+    assert 'task = "image_ops.*"' in result.out
+
+
+def test_refuses_to_overwrite_and_rejects_bad_names(
+    run_cli: CliRunner, project: Path, tmp_path: Path
+) -> None:
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    taken = run_cli("new-workflow", "system_test", "--root", str(project))
+    assert (taken.code, taken.err) == (
+        2,
+        f"orchestrator: error: {project / 'workflows' / 'system_test'} already exists; "
+        "choose another name (or --category)\n",
+    )
+    clash = run_cli("new-workflow", "checks", "--category", "system", "--root", str(project))
+    assert clash.code == 2
+    assert "workers/tasks/system.py already exists" in clash.err
+    for bad in ("Harvest", "my-flow", "class", "x" * 25):
+        assert run_cli("new-workflow", bad, "--root", str(project)).code == 2
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+    elsewhere = run_cli("new-workflow", "harvest", "--root", str(tmp_path / "empty"))
+    assert elsewhere.code == 2
+    assert "is not an orchestrator project" in elsewhere.err
