@@ -104,12 +104,16 @@ async def _watch(console: Console, reader: StatusReader, verifier: Verifier) -> 
             snapshot = await reader.read()
             live.update(render(snapshot, width=min(console.width, 100), note="demo"), refresh=True)
             spilled = sum(p.in_flight for p in snapshot.pools if p.order > 0)
-            if busiest is None or spilled > busiest[0]:
+            if busiest is None or spilled >= busiest[0]:  # ties: the later, fuller frame
                 busiest = (spilled, snapshot)
             report = await verifier.check()
             if not report.may_change:
                 break
             await anyio.sleep(0.5)
+        if busiest is not None and console.is_terminal:
+            # Leave the moment that tells the story on screen, not the idle end.
+            live.update(render(busiest[1], width=min(console.width, 100),
+                               note="the peak of the spillover"), refresh=True)  # fmt: skip
     if not console.is_terminal and busiest is not None:
         console.print()
         console.print("[bold]at the peak of the spillover:[/]")
