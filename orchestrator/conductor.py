@@ -91,6 +91,7 @@ class Conductor:
         self._intake = script(redis, "intake")
         self._recover = script(redis, "recover")
         self._reaper = script(redis, "reap")
+        self._release_dead = script(redis, "release_dead_workers")
         self.log = log.bind(conductor=self.id)
 
     async def run(self, *, stop: anyio.Event | None = None) -> None:
@@ -343,6 +344,11 @@ class Conductor:
         await self._reap()
 
     async def _reap(self) -> None:
+        freed, _ = await self._release_dead(
+            keys=[self.keys.holders], args=[self.keys.root, arq_jobs.IN_PROGRESS_KEY_PREFIX]
+        )
+        if freed:
+            self.log.warning("worker_lost", jobs=[job.decode() for job in freed], action="rerun")
         now_ms = int(time.time() * 1000)
         for pool in self.settings.ordered_pools:
             lost = await self._reaper(

@@ -134,6 +134,16 @@ class Keys:
         """A worker's heartbeat hash (slots, running, host, pid, …), with a TTL."""
         return f"{self._root}:worker:{pool}:{worker_id}"
 
+    def holding(self, worker_id: str) -> str:
+        """Hash of the arq job ids a worker is running (→ pool), so that a peer can free
+        them for another worker at once when this one dies."""
+        return f"{self._root}:holding:{worker_id}"
+
+    @property
+    def holders(self) -> str:
+        """Hash of worker id → pool, for every worker that may hold jobs."""
+        return f"{self._root}:holders"
+
     def receipts(self, batch_id: str) -> str:
         """Hash of job id → receipt (JSON) for one batch."""
         return f"{self._root}:receipts:{batch_id}"

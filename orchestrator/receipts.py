@@ -58,12 +58,23 @@ def result_summary(result: Any) -> Any:
 
 
 async def record(
-    redis: Redis, keys: Keys, receipt: Receipt, *, finished: bool, dead: DeadLetter | None = None
+    redis: Redis,
+    keys: Keys,
+    receipt: Receipt,
+    *,
+    finished: bool,
+    dead: DeadLetter | None = None,
+    arq_job_id: str | None = None,
 ) -> None:
-    """Write a receipt; when the job is `finished` (succeeded or dead) give its slot back."""
+    """Write a receipt; when the job is `finished` (succeeded or dead) give its slot back.
+
+    The run is over either way, so the worker no longer holds `arq_job_id`.
+    """
     async with redis.pipeline(transaction=True) as pipe:
         encoded = orjson.dumps(receipt).decode()
         pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], encoded)
+        if arq_job_id is not None:
+            pipe.hdel(keys.holding(receipt["worker"]), arq_job_id)
         if finished:
             pipe.zrem(keys.inflight(receipt["pool"]), receipt["job_id"])
         if dead is not None:

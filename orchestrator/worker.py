@@ -225,6 +225,7 @@ def _runner(
         redis: Redis = ctx["redis"]
         meta = envelope.get("meta", {})
         attempt: int = ctx["job_try"]
+        arq_id: str = ctx["job_id"]
         max_tries = meta.get("max_tries") or settings.max_tries
         bound = log.bind(
             job_id=envelope["id"], task=envelope["task"], pool=state.pool, attempt=attempt
@@ -247,12 +248,14 @@ def _runner(
             # Every earlier run ended without an outcome: the process died under it.
             error = f"interrupted: {attempt - 1} runs ended without an outcome"
             final = receipt("failed", error)
-            await record(
-                redis, keys, final, finished=True, dead=_dead(envelope, "interrupted", error, final)
-            )
+            dead = _dead(envelope, "interrupted", error, final)
+            await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
             bound.warning("dead_lettered", reason="interrupted", error=error)
             return {"status": "failed", "error": error}
         state.running += 1
+        # Say which worker holds the job before running it: if the run kills this
+        # process, a conductor frees the job for another worker at once.
+        await redis.hset(keys.holding(state.worker_id), arq_id, state.pool)  # type: ignore[misc]
         try:
             timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
             with anyio.fail_after(timeout):
@@ -260,19 +263,20 @@ def _runner(
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if attempt < max_tries:
-                await record(redis, keys, receipt("retrying", error), finished=False)
+                await record(
+                    redis, keys, receipt("retrying", error), finished=False, arq_job_id=arq_id
+                )
                 bound.warning("job_retrying", error=error, max_tries=max_tries)
                 raise Retry(defer=settings.retry_delay * attempt) from exc
             final = receipt("failed", error)
-            await record(
-                redis, keys, final, finished=True, dead=_dead(envelope, "failed", error, final)
-            )
+            dead = _dead(envelope, "failed", error, final)
+            await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
             bound.warning("dead_lettered", reason="failed", error=error)
             return {"status": "failed", "error": error}
         finally:
             state.running -= 1
         final = receipt("succeeded", None, result)
-        await record(redis, keys, final, finished=True)
+        await record(redis, keys, final, finished=True, arq_job_id=arq_id)
         _observe(state, envelope, final)
         state.done += 1
         bound.info("job_succeeded", duration=round(time.time() - started, 6))
@@ -317,6 +321,7 @@ async def _heartbeat(
             })  # fmt: skip
             pipe.expire(key, _ttl(interval))
             pipe.sadd(keys.workers(state.pool), state.worker_id)
+            pipe.hset(keys.holders, state.worker_id, state.pool)
             await pipe.execute()
         state.metrics.beat()
 

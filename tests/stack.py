@@ -83,12 +83,19 @@ class Stack:
         self.wait_for(settled, f"{count} receipts of {batch}", timeout)
         return self.receipts(batch)
 
-    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    def wait_for(
+        self,
+        condition: Callable[[], bool],
+        what: str,
+        timeout: float = 30,
+        *,
+        deaths_expected: bool = False,
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():
                 return
-            for process in self.processes:
+            for process in [] if deaths_expected else self.processes:
                 if process.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
                     raise AssertionError(
                         f"process died: {self.logs[process.pid].read_text()[-3000:]}"
