@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from orchestrator import __version__
+from orchestrator import __version__, arq_jobs
 from orchestrator.connection import connect, open_pool
 from orchestrator.errors import UserError
 from orchestrator.job import Job
@@ -122,13 +122,15 @@ async def run_worker(
                 except asyncio.CancelledError:
                     pass  # SIGTERM/SIGINT, after the drain
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    # Redis went away: running jobs are abandoned to arq's in-progress
-                    # timeout (they run again elsewhere), and the worker starts afresh.
+                    # Redis went away: the running jobs are given up, and once Redis is
+                    # back their in-progress claims are dropped so that they run again
+                    # at once (here or elsewhere) rather than after arq's job timeout.
                     log.warning("redis_unavailable", error=str(exc), retry_in=backoff)
                     for running in worker.tasks.values():
                         running.cancel()
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
+                    await _release_held(redis, keys, state)
                     continue
                 with suppress(RedisConnectionError, RedisTimeoutError, OSError):
                     await worker.close()
@@ -136,6 +138,20 @@ async def run_worker(
         await arq_redis.aclose()
     log.info("worker_stopped", pool=pool, worker=state.worker_id, jobs=state.done)
     return state
+
+
+async def _release_held(redis: Redis, keys: Keys, state: WorkerState) -> None:
+    """Drop the in-progress claims of the jobs this worker gave up (best effort: if Redis
+    is still away, the next failure brings us back here)."""
+    with suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        held = await redis.hkeys(keys.holding(state.worker_id))  # type: ignore[misc]
+        if held:
+            claims = [arq_jobs.IN_PROGRESS_KEY_PREFIX + job.decode() for job in held]
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*claims)
+                pipe.delete(keys.holding(state.worker_id))
+                await pipe.execute()
+            log.warning("jobs_released", jobs=len(held), reason="redis connection lost")
 
 
 def _drain_on_signal(

@@ -56,9 +56,13 @@ class Stack:
         return process
 
     def worker(self, pool: str, concurrency: int) -> subprocess.Popen[bytes]:
-        before = self.redis.scard(self.keys.workers(pool))
+        before = self.redis.smembers(self.keys.workers(pool))
         process = self.start("worker", "--pool", pool, "--concurrency", str(concurrency))
-        self.wait_for(lambda: self.redis.scard(self.keys.workers(pool)) > before, f"{pool} worker")
+        self.wait_for(
+            lambda: bool(self.redis.smembers(self.keys.workers(pool)) - before),
+            f"{pool} worker",
+            deaths_expected=True,
+        )
         return process
 
     def conductor(self) -> subprocess.Popen[bytes]:
