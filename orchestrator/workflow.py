@@ -101,6 +101,14 @@ class Workflow:
         return run_cli(plan)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts and limits: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def discover_workflows(package: str = WORKFLOWS_PACKAGE) -> dict[str, Workflow]:
     """Every `<package>/<name>/plan.py` that defines `WORKFLOW`, by name."""
     root = importlib.import_module(package)

@@ -11,6 +11,9 @@ import anyio
 
 from orchestrator.keys import backlog_name
 from orchestrator.settings import Settings
+from orchestrator.workflow import positive_int
+
+__all__ = ["Command", "add_common_options", "backlog_arg", "positive_int", "run_async"]
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -43,13 +46,6 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], default=default
     )
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def backlog_arg(text: str) -> str:

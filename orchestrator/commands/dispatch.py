@@ -49,19 +49,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     registry = task_registry(tuple(settings.task_packages))
 
     async def dispatch() -> DispatchResult:
-        if options.dry_run:
-            return await dispatch_manifest(
-                None,  # type: ignore[arg-type]  # a dry run never touches Redis
-                Keys(settings.namespace),
-                options.manifest,
-                options.backlog,
-                registry,
-                batch=options.batch,
-                max_line_bytes=settings.max_line_bytes,
-                dry_run=True,
-                progress=progress,
-            )
-        async with connect(settings.redis_url, name="orchestrator-dispatch") as redis:
+        async def to(redis: Any) -> DispatchResult:
             return await dispatch_manifest(
                 redis,
                 Keys(settings.namespace),
@@ -70,8 +58,14 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 registry,
                 batch=options.batch,
                 max_line_bytes=settings.max_line_bytes,
+                dry_run=options.dry_run,
                 progress=progress,
             )
+
+        if options.dry_run:
+            return await to(None)  # a dry run never touches Redis
+        async with connect(settings.redis_url, name="orchestrator-dispatch") as redis:
+            return await to(redis)
 
     try:
         result = run_async(dispatch)

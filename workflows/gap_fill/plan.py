@@ -32,7 +32,7 @@ from sqlite3 import Connection
 from orchestrator import bible
 from orchestrator.errors import UserError
 from orchestrator.job import JobSpec, spec
-from orchestrator.workflow import Workflow
+from orchestrator.workflow import Workflow, positive_int
 
 DEFAULT_MAX_EDGES = 20  # edges a missing-node job carries: enough evidence, small lines
 
@@ -130,11 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the bible to scan (default: {bible.DEFAULT_DATABASE})",
     )
     parser.add_argument(
-        "--limit", type=_positive, default=None, help="plan at most this many jobs (default: all)"
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="plan at most this many jobs (default: all)",
     )
     parser.add_argument(
         "--max-edges",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_EDGES,
         help=f"edges a missing-node job carries as evidence (default: {DEFAULT_MAX_EDGES})",
     )
@@ -154,13 +157,6 @@ def _plan_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
         raise argparse.ArgumentTypeError("use 1-64 letters, digits, '_', '.' or '-'")
     return text
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 WORKFLOW = Workflow(

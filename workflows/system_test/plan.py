@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from orchestrator.errors import UserError
 from orchestrator.job import JobSpec, spec
-from orchestrator.workflow import Workflow
+from orchestrator.workflow import Workflow, positive_int
 
 
 def stress_supervisor(options: argparse.Namespace) -> Iterator[JobSpec]:
@@ -44,7 +44,7 @@ def crud(options: argparse.Namespace) -> Iterator[JobSpec]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--count", type=_positive, default=10, help="jobs to plan (default: 10)")
+    parser.add_argument("--count", type=positive_int, default=10, help="jobs to plan (default: 10)")
     parser.add_argument(
         "--seed", type=int, default=None, help="stress_supervisor: seed for repeatable durations"
     )
@@ -57,13 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database", default=None, help="crud: SQLite file (default: the crud_database setting)"
     )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 WORKFLOW = Workflow(
