@@ -26,6 +26,7 @@ import anyio
 import orjson
 import structlog
 from pydantic import ValidationError
+from pydantic_core import from_json
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -67,6 +68,7 @@ class Conductor:
         self.router = Router(settings)
         self.limits = RateLimits(settings)
         self.slots_freed = anyio.Event()
+        self._shapes: dict[tuple[str, int, tuple[str, ...]], str | None] = {}
         self.forwarded = 0
         self._backlogs: list[str] = list(settings.backlogs)
         self._pool_args: list[Any] = []
@@ -278,7 +280,7 @@ class Conductor:
     async def _dead_letter(self, raw: bytes, job: Job | None, reason: str, error: str) -> None:
         payload: Any = job if job is not None else raw.decode(errors="replace")
         record = DeadLetter(
-            job_id=job["id"] if job else None,
+            job_id=job["id"] if job else _id_of(raw),
             reason=reason,
             error=error,
             at=time.time(),
@@ -391,3 +393,14 @@ class Conductor:
                             self.slots_freed.set()
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 await anyio.sleep(1.0)
+
+
+def _id_of(raw: bytes) -> str | None:
+    """The id of a payload that is not a valid envelope, when it names one: so that
+    `verify` and `dlq` can still tell which job it was."""
+    try:
+        parsed = from_json(raw)  # lenient like the envelope's own parser (NaN, Infinity)
+    except ValueError:
+        return None
+    job_id = parsed.get("id") if isinstance(parsed, dict) else None
+    return job_id if isinstance(job_id, str) else None

@@ -14,7 +14,7 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -47,10 +47,10 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ServiceUnavailable(f"cannot reach Redis at {shown}: {reason}") from None
-    except ResponseError as exc:
-        if "NOPERM" in str(exc) or "NOAUTH" in str(exc):
-            raise ServiceUnavailable(f"Redis at {shown} denied a command: {exc}") from None
-        raise
+    except NoPermissionError as exc:
+        raise ServiceUnavailable(
+            f"Redis at {shown} denied a command to this user: {exc} (see the README's ACL rule)"
+        ) from None
 
 
 def open_client(url: str, *, name: str = "orchestrator") -> Redis:

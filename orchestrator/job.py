@@ -53,7 +53,7 @@ class Job(TypedDict):
     args: list[Any]
     kwargs: NotRequired[dict[str, Any]]
     meta: NotRequired[JobMeta]
-    dispatched_at: float
+    dispatched_at: Annotated[float, Field(allow_inf_nan=False)]
     rate_paid: NotRequired[bool]  # set by the conductor once the job's rate limits passed
 
 

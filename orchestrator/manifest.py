@@ -5,6 +5,7 @@ memory than a ten-line one).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -137,6 +138,13 @@ def read_manifest(
                 spec = JOB_SPEC.validate_json(raw)
             except ValidationError as exc:
                 raise ManifestError(shown, number, *_first_problem(exc)) from None
+            if _NOT_PORTABLE.search(raw) and (field := _unportable(spec)):
+                raise ManifestError(
+                    shown,
+                    number,
+                    field,
+                    "NaN, Infinity and numbers beyond 64 bits cannot be queued",
+                )
             kwargs = spec.get("kwargs")
             shape = (spec["task"], len(spec["args"]), tuple(kwargs) if kwargs else ())
             if shape not in shapes:
@@ -187,6 +195,32 @@ def _numbered_lines(file: BinaryIO, shown: str, max_line_bytes: int) -> Iterator
             )
     if tail:
         yield number + 1, tail
+
+
+# Cheap screen for what pydantic's parser accepts but JSON does not hold (NaN, Infinity)
+# or the rest of the system cannot carry (integers beyond 64 bits, floats beyond double):
+# only lines that match pay for walking the parsed line.
+_NOT_PORTABLE = re.compile(rb"NaN|Infinity|\d{19}|[eE][+]?\d{3}")
+
+
+def _unportable(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first value JSON does not hold (NaN, Infinity) or the
+    rest of the system cannot carry (integers beyond 64 bits), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "line"
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return path or "line"
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        if found := _unportable(item, f"{path}.{key}" if path else str(key)):
+            return found
+    return None
 
 
 def _task_problem(registry: TaskRegistry, spec: JobSpec) -> tuple[str, str] | None:

@@ -53,9 +53,12 @@ class Router:
             if pinned not in self.names:
                 raise UnknownPool(f"meta.pool {pinned!r} is not a configured pool")
             return Route((pinned,), "pinned")
-        waited = now - job["dispatched_at"]
+        # A dispatch time ahead of ours (clock skew, or a forged envelope) counts as now:
+        # a job must never wait on a clock that is not this one.
+        dispatched = min(job["dispatched_at"], now)
+        waited = now - dispatched
         eligible = tuple(p.name for p in self.pools if waited >= p.spill_after)
-        later = [job["dispatched_at"] + p.spill_after for p in self.pools if waited < p.spill_after]
+        later = [dispatched + p.spill_after for p in self.pools if waited < p.spill_after]
         return Route(eligible, "order", round(min(later) * 1000) if later else 0)
 
     def _rule_for(self, task: str) -> str | None:

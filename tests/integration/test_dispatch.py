@@ -199,3 +199,21 @@ def test_dispatch_logs_a_json_event_with_manifest_and_backlog(
     assert event["backlog"] == BACKLOG
     assert event["queued"] == 1
     assert event["level"] == "info"
+
+
+@pytest.mark.parametrize(
+    ("literal", "field"), [("NaN", "args.1"), ("Infinity", "args.1"), (str(2**64), "args.1")]
+)
+def test_values_the_system_cannot_carry_are_refused_at_dispatch(
+    run_cli: CliRunner,
+    sync_redis: redis.Redis,
+    keys: Keys,
+    tmp_path: Path,
+    literal: str,
+    field: str,
+) -> None:
+    path = manifest(tmp_path, GOOD, f'{{"task": "system.echo", "args": [1, {literal}]}}')
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert result.code == 2
+    assert f":2: {field}: NaN, Infinity and numbers beyond 64 bits" in result.err
+    assert sync_redis.llen(keys.backlog(BACKLOG)) == 0

@@ -179,11 +179,12 @@ def test_unserializable_job_is_dead_lettered_and_the_next_one_runs(
     run = stack()
     run.worker("metal", 2)
     conductor = run.conductor()
-    path = tmp_path / "big_01.jsonl"  # JSON allows the integer; orjson (and so arq) does not
-    path.write_text(
-        f'{{"task": "system.echo", "args": [{2**70}]}}\n{{"task": "system.echo", "args": [1]}}\n'
-    )
-    run.dispatch(path)
+    # JSON allows the integer; orjson (and so arq) does not. Dispatch refuses it, so it
+    # comes straight onto the backlog, as a writer other than dispatch might put it.
+    backlog = run.keys.backlog("backlog:default")
+    for n, arg in ((1, 2**70), (2, 1)):
+        envelope = f'{{"id": "big_01:{n}", "batch": "big_01", "task": "system.echo", '
+        run.redis.rpush(backlog, envelope + f'"args": [{arg}], "dispatched_at": 1.0}}')
     receipts = run.wait_for_receipts("big_01", 1)
     assert [(r["job_id"], r["status"]) for r in receipts] == [("big_01:2", "succeeded")]
     assert conductor.poll() is None

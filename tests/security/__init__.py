@@ -1,0 +1,1 @@
+"""Security properties: no pickle, least-privilege Redis users, TLS URLs, the task allow-list."""
