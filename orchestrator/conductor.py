@@ -117,18 +117,26 @@ class Conductor:
 
     async def _conduct(self) -> None:
         backoff = 0.1
+        owe_hand_back = False
         while True:
             try:
+                if owe_hand_back:
+                    # A round broke off with jobs taken and not routed (the forward is
+                    # atomic, so none of them went anywhere): put them back in line.
+                    await self._take_back(self.id, forget=False)
+                    owe_hand_back = False
                 await self._round()
                 backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.log.warning("redis_unavailable", error=str(exc), retry_in=backoff)
+                owe_hand_back = True
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except ResponseError as exc:
                 # A script refused (a bug, or a server without a needed command): keep
                 # the jobs where they are, say so loudly, and try again later.
                 self.log.error("redis_error", error=str(exc), retry_in=MAX_BACKOFF)
+                owe_hand_back = True
                 await anyio.sleep(MAX_BACKOFF)
 
     async def _round(self) -> None:

@@ -27,6 +27,7 @@ from arq.connections import ArqRedis
 from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import __version__, arq_jobs
@@ -114,15 +115,19 @@ async def run_worker(
             ),
         ):
             backoff = 0.5
+            owe_release = False
             while True:
+                if owe_release:
+                    owe_release = not await _release_held(redis, keys, state)
                 worker = make_worker()
                 _drain_on_signal(worker, redis, keys, state, _ttl(settings.heartbeat_interval))
                 try:
                     await worker.async_run()
                 except asyncio.CancelledError:
                     pass  # SIGTERM/SIGINT, after the drain
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    # Redis went away: the running jobs are given up, and once Redis is
+                except (RedisError, OSError) as exc:
+                    # Redis went away (or answered LOADING, READONLY… while coming back):
+                    # the running jobs are given up, and once Redis is
                     # back their in-progress claims are dropped so that they run again
                     # at once (here or elsewhere) rather than after arq's job timeout.
                     log.warning("redis_unavailable", error=str(exc), retry_in=backoff)
@@ -130,7 +135,7 @@ async def run_worker(
                         running.cancel()
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    await _release_held(redis, keys, state)
+                    owe_release = True
                     continue
                 with suppress(RedisConnectionError, RedisTimeoutError, OSError):
                     await worker.close()
@@ -140,10 +145,10 @@ async def run_worker(
     return state
 
 
-async def _release_held(redis: Redis, keys: Keys, state: WorkerState) -> None:
-    """Drop the in-progress claims of the jobs this worker gave up (best effort: if Redis
-    is still away, the next failure brings us back here)."""
-    with suppress(RedisConnectionError, RedisTimeoutError, OSError):
+async def _release_held(redis: Redis, keys: Keys, state: WorkerState) -> bool:
+    """Drop the in-progress claims of the jobs this worker gave up; False while Redis is
+    still away (the caller tries again before its next start)."""
+    try:
         held = await redis.hkeys(keys.holding(state.worker_id))  # type: ignore[misc]
         if held:
             claims = [arq_jobs.IN_PROGRESS_KEY_PREFIX + job.decode() for job in held]
@@ -152,6 +157,9 @@ async def _release_held(redis: Redis, keys: Keys, state: WorkerState) -> None:
                 pipe.delete(keys.holding(state.worker_id))
                 await pipe.execute()
             log.warning("jobs_released", jobs=len(held), reason="redis connection lost")
+    except (RedisError, OSError):
+        return False
+    return True
 
 
 def _drain_on_signal(

@@ -101,8 +101,9 @@ class Stack:
                 return
             for process in [] if deaths_expected else self.processes:
                 if process.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
+                    text = self.logs[process.pid].read_text()
                     raise AssertionError(
-                        f"process died: {self.logs[process.pid].read_text()[-3000:]}"
+                        f"process died with {process.poll()}: {text[:1500]} … {text[-3000:]}"
                     )
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}")
