@@ -30,6 +30,8 @@ __all__ = [
     "JOB_KEY_PREFIX",
     "RESULT_KEY_PREFIX",
     "SerializationError",
+    "arq_job_timeout",
+    "in_progress_timeout",
     "run_keys",
     "serialize",
 ]
@@ -48,3 +50,17 @@ def run_keys(arq_job_id: str) -> list[str]:
         prefix + arq_job_id
         for prefix in (job_key_prefix, result_key_prefix, retry_key_prefix, in_progress_key_prefix)
     ]
+
+
+# arq's job timeout is ours plus this margin, so that our own timeout always fires
+# first (when arq's fires, it fails the job without our receipt or dead letter).
+TIMEOUT_MARGIN = 5.0
+
+
+def arq_job_timeout(job_timeout: float) -> float:
+    return job_timeout + TIMEOUT_MARGIN
+
+
+def in_progress_timeout(job_timeout: float) -> float:
+    """How long arq's claim on a running job lives (arq: its longest timeout + 10 s)."""
+    return arq_job_timeout(job_timeout) + 10

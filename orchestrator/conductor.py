@@ -94,6 +94,17 @@ class Conductor:
         self._recover = script(redis, "recover")
         self._reaper = script(redis, "reap")
         self._release_dead = script(redis, "release_dead_workers")
+        self._release_args: list[Any] = [
+            self.keys.root,
+            arq_jobs.IN_PROGRESS_KEY_PREFIX,
+            int(arq_jobs.in_progress_timeout(settings.job_timeout) * 1000),
+            int(max(5.0, 3 * settings.heartbeat_interval) * 1000),
+            RELEASE_BATCH,
+            *(
+                f"{pool.name}={pool.queue or self.keys.pool_queue(pool.name)}"
+                for pool in settings.ordered_pools
+            ),
+        ]
         self.log = log.bind(conductor=self.id)
 
     async def run(self, *, stop: anyio.Event | None = None) -> None:
@@ -354,9 +365,7 @@ class Conductor:
         await self._reap()
 
     async def _reap(self) -> None:
-        freed, _ = await self._release_dead(
-            keys=[self.keys.holders], args=[self.keys.root, arq_jobs.IN_PROGRESS_KEY_PREFIX]
-        )
+        freed, _ = await self._release_dead(keys=[self.keys.holders], args=self._release_args)
         if freed:
             self.log.warning("worker_lost", jobs=[job.decode() for job in freed], action="rerun")
         now_ms = int(time.time() * 1000)

@@ -48,7 +48,6 @@ ARQ_MAX_TRIES = 1_000_000
 # Longest pause between two polls of the pool's queue when no wake-up comes (arq's
 # default period is 0.5 s); a forward wakes the worker at once.
 POLL_DELAY = 0.5
-ARQ_TIMEOUT_MARGIN = 5.0
 _PENDING: set[asyncio.Task[None]] = set()  # fire-and-forget tasks, kept from the GC
 
 
@@ -89,6 +88,8 @@ async def run_worker(
         def make_worker() -> Worker:
             return _WakeableWorker(
                 wake,
+                keys.holding(state.worker_id),
+                pool,
                 functions,
                 queue_name=keys.pool_queue(pool),
                 redis_pool=arq_redis,
@@ -96,7 +97,7 @@ async def run_worker(
                 max_jobs=concurrency,
                 # arq's own timeout must never beat ours: when it fires, arq fails the
                 # job without our receipt, retry or dead letter.
-                job_timeout=settings.job_timeout + ARQ_TIMEOUT_MARGIN,
+                job_timeout=arq_jobs.arq_job_timeout(settings.job_timeout),
                 max_tries=ARQ_MAX_TRIES,
                 poll_delay=0.001,  # the real pause is _WakeableWorker's wait
                 job_completion_wait=math.ceil(settings.grace_period),
@@ -193,18 +194,31 @@ async def _announce(redis: Redis, keys: Keys, state: WorkerState, ttl: int) -> N
 
 
 class _WakeableWorker(Worker):
-    """An arq worker that polls its queue as soon as the conductor forwards a job.
+    """An arq worker that polls its queue as soon as the conductor forwards a job, and
+    says which jobs it holds as soon as it has claimed them.
 
     arq polls a queue on a fixed period; the conductor only forwards as many jobs as a
     pool has free slots, so a worker would sit idle for up to a period after every
-    job. Here the pause after each poll ends early on the pool's wake channel. It hooks
-    `_poll_iteration`, an arq internal: arq is pinned below 0.29 for this reason.
+    job. Here the pause after each poll ends early on the pool's wake channel. And a
+    job claimed by a process that then dies stays claimed for arq's job timeout unless
+    someone knows who held it: `run_job` records that first thing, before arq's own
+    reads. It hooks `_poll_iteration` and `run_job`, arq internals: arq is pinned below
+    0.29 for this reason.
     """
 
-    def __init__(self, wake: asyncio.Event, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, wake: asyncio.Event, holding: str, pool: str, *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._wake = wake
+        self._holding = holding
+        self._pool_name = pool
         self._read = 0
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        with suppress(RedisError, OSError):  # Redis away: arq's own read fails next
+            await self.pool.hset(self._holding, job_id, self._pool_name)  # type: ignore[misc]
+        await super().run_job(job_id, score)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         self._read = len(job_ids)
@@ -277,9 +291,6 @@ def _runner(
             bound.warning("dead_lettered", reason="interrupted", error=error)
             return {"status": "failed", "error": error}
         state.running += 1
-        # Say which worker holds the job before running it: if the run kills this
-        # process, a conductor frees the job for another worker at once.
-        await redis.hset(keys.holding(state.worker_id), arq_id, state.pool)  # type: ignore[misc]
         try:
             timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
             with anyio.fail_after(timeout):

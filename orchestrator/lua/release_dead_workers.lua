@@ -5,28 +5,62 @@
 -- deleted here and the job, still in its pool's queue, is taken by the next poll. Its
 -- arq try counter keeps counting, so a job that kills every worker that runs it ends
 -- up dead-lettered as interrupted after max_tries runs.
+--
+-- A worker records what it holds right after arq claims it; a process that dies in
+-- between leaves a claim that no worker holds. Such a claim, older than ARGV[4] ms, is
+-- freed too (the first ARGV[5] jobs of each pool's queue are looked at).
 -- KEYS[1] holders hash (worker id -> pool); ARGV[1] key root, ARGV[2] arq in-progress
--- key prefix
--- Returns the freed arq job ids, then the pools to wake, as {ids, pools}.
+-- key prefix, ARGV[3] arq in-progress timeout (ms), ARGV[4] grace (ms), ARGV[5] how many
+-- queued jobs to look at per pool, ARGV[6 ..] pool queues as "pool=queue key"
+-- Returns {freed arq job ids, pools woken}.
 local root, prefix = ARGV[1], ARGV[2]
-local freed, pools, seen = {}, {}, {}
+local claim_ms, grace_ms, scan = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local freed, pools, woken = {}, {}, {}
+
+local function free(arq_id, pool)
+  redis.call('DEL', prefix .. arq_id)
+  freed[#freed + 1] = arq_id
+  if not woken[pool] then
+    woken[pool] = true
+    pools[#pools + 1] = pool
+  end
+end
+
+local live = {}
 local holders = redis.call('HGETALL', KEYS[1])
 for i = 1, #holders, 2 do
   local worker, pool = holders[i], holders[i + 1]
+  local holding = root .. ':holding:' .. worker
   if redis.call('EXISTS', root .. ':worker:' .. pool .. ':' .. worker) == 0 then
-    local holding = root .. ':holding:' .. worker
     for _, arq_id in ipairs(redis.call('HKEYS', holding)) do
-      redis.call('DEL', prefix .. arq_id)
-      freed[#freed + 1] = arq_id
-      if not seen[pool] then
-        seen[pool] = true
-        pools[#pools + 1] = pool
-      end
+      free(arq_id, pool)
     end
     redis.call('DEL', holding)
     redis.call('HDEL', KEYS[1], worker)
+  else
+    live[#live + 1] = holding
   end
 end
+
+for i = 6, #ARGV do
+  local pool, queue = string.match(ARGV[i], '^([^=]+)=(.+)$')
+  for _, arq_id in ipairs(redis.call('ZRANGE', queue, 0, scan - 1)) do
+    local left = redis.call('PTTL', prefix .. arq_id)
+    if left > 0 and claim_ms - left > grace_ms then
+      local held = false
+      for _, holding in ipairs(live) do
+        if redis.call('HEXISTS', holding, arq_id) == 1 then
+          held = true
+          break
+        end
+      end
+      if not held then
+        free(arq_id, pool)
+      end
+    end
+  end
+end
+
 for _, pool in ipairs(pools) do
   redis.call('PUBLISH', root .. ':wake:' .. pool, 'freed')
 end

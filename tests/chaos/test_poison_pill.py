@@ -34,7 +34,9 @@ def test_poison_pill_is_dead_lettered_after_max_tries(stack: StackFactory, tmp_p
     (dead,) = [orjson.loads(raw) for raw in run.redis.lrange(run.keys.dead, 0, -1)]
     assert (dead["job_id"], dead["reason"]) == ("poison_01:1", "interrupted")
     assert sum(w.poll() == 1 for w in workers) == 3  # three runs, three dead workers
-    run.wait_for(lambda: len(run.receipts("poison_01")) == 11, "the batch", deaths_expected=True)
+    run.wait_for(
+        lambda: len(run.receipts("poison_01")) == 11, "the batch", 60, deaths_expected=True
+    )
     receipts = {r["job_id"]: r for r in run.receipts("poison_01")}
     assert receipts["poison_01:1"]["status"] == "failed"
     assert all(receipts[f"poison_01:{n}"]["status"] == "succeeded" for n in range(2, 12))
