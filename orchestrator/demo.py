@@ -103,7 +103,9 @@ async def _watch(console: Console, reader: StatusReader, verifier: Verifier) -> 
         while True:
             snapshot = await reader.read()
             live.update(render(snapshot, width=min(console.width, 100), note="demo"), refresh=True)
-            spilled = sum(p.in_flight for p in snapshot.pools if p.order > 0)
+            # The frame that tells the story best: the first pool full, most spilled.
+            first_full = int(snapshot.pools[0].free == 0) if snapshot.pools else 0
+            spilled = first_full * 1_000_000 + sum(p.in_flight for p in snapshot.pools[1:])
             if busiest is None or spilled >= busiest[0]:  # ties: the later, fuller frame
                 busiest = (spilled, snapshot)
             report = await verifier.check()

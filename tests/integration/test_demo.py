@@ -30,8 +30,8 @@ def left_behind(directory: Path) -> list[str]:
 def test_demo_runs_the_lifecycle_on_both_pools_and_leaves_nothing_running(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "demo", "--jobs", "16", "--min-seconds", "1",
-         "--max-seconds", "2"],
+        [sys.executable, "-m", "orchestrator", "demo", "--jobs", "16", "--min-seconds", "2",
+         "--max-seconds", "3"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     output, _ = process.communicate(timeout=120)
