@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import arq_jobs
+from orchestrator.connection import on_messages
 from orchestrator.job import JOB, Job, mark_paid
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.metrics import Metrics
@@ -400,16 +401,19 @@ class Conductor:
         self.log.info("conductor_stopped", forwarded=self.forwarded, handed_back=moved)
 
     async def _listen_for_slots(self) -> None:
-        """Wake the loop when a worker announces freed slots (a job ended, a worker came)."""
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self.keys.events)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self.slots_freed.set()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await anyio.sleep(1.0)
+        """Wake the loop when a worker announces freed slots (a job ended, a worker came).
+
+        `_wait_for_slots` replaces the event after each wait, so this hands over a view
+        that always sets the current one."""
+        await on_messages(self.redis, self.keys.events, _Current(self))
+
+
+class _Current:
+    def __init__(self, conductor: Conductor) -> None:
+        self._conductor = conductor
+
+    def set(self) -> None:
+        self._conductor.slots_freed.set()
 
 
 def _id_of(raw: bytes) -> str | None:

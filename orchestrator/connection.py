@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import (
     AbstractConnection,
@@ -51,6 +52,20 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
         raise ServiceUnavailable(
             f"Redis at {shown} denied a command to this user: {exc} (see the README's ACL rule)"
         ) from None
+
+
+async def on_messages(redis: Redis, channel: str, event: Any) -> None:
+    """Set `event` (anything with `set()`) on every message of `channel`, forever,
+    resubscribing after Redis goes away: how workers and conductors wake each other."""
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        event.set()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await anyio.sleep(1.0)
 
 
 def open_client(url: str, *, name: str = "orchestrator") -> Redis:

@@ -16,7 +16,6 @@ other content is refused rather than silently merged.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import uuid
@@ -33,7 +32,7 @@ from redis.asyncio import Redis
 from orchestrator.errors import UserError
 from orchestrator.job import EnvelopeEncoder
 from orchestrator.keys import Keys
-from orchestrator.manifest import read_manifest
+from orchestrator.manifest import manifest_digest, read_manifest
 from orchestrator.registry import TaskRegistry
 from orchestrator.scripts import script
 
@@ -140,7 +139,7 @@ def _validate(
             total += len(chunk)
     finally:
         anyio.from_thread.run_sync(send.close)  # streams are not thread-safe: close on the loop
-    return total, _sha256(path), str(path.resolve())
+    return total, manifest_digest(path), str(path.resolve())
 
 
 async def _stage(
@@ -164,14 +163,6 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that started it: a bad line, or Redis going away mid-upload."""
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def _claim(

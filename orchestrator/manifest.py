@@ -5,6 +5,7 @@ memory than a ten-line one).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -172,6 +173,16 @@ def read_manifest(
             yield ManifestLine(number, job_id, spec, raw, derived)
     if count == 0:
         raise ManifestError(shown, None, "", "the manifest holds no jobs")
+
+
+def manifest_digest(path: Path) -> str:
+    """SHA-256 of a manifest: with its name, what identifies a batch (dispatch records
+    it, verify checks the manifest it reads is the one dispatched)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _numbered_lines(file: BinaryIO, shown: str, max_line_bytes: int) -> Iterator[tuple[int, bytes]]:

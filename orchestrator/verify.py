@@ -13,7 +13,6 @@ the first `queued` jobs were dispatched.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from array import array
@@ -31,7 +30,7 @@ from redis.asyncio import Redis
 
 from orchestrator.errors import EXIT_JOBS_FAILED, EXIT_JOBS_PENDING, EXIT_OK, UserError
 from orchestrator.keys import Keys
-from orchestrator.manifest import ManifestLine, read_manifest
+from orchestrator.manifest import ManifestLine, manifest_digest, read_manifest
 from orchestrator.receipts import Receipt
 from orchestrator.registry import TaskRegistry
 
@@ -261,7 +260,7 @@ class Verifier:
                     found.add(job_id)
 
     async def _check_digest(self, recorded: str) -> None:
-        digest = await anyio.to_thread.run_sync(_sha256, self.manifest)
+        digest = await anyio.to_thread.run_sync(manifest_digest, self.manifest)
         if digest != recorded:
             raise UserError(
                 f"batch {self.batch!r} was dispatched from a different manifest than "
@@ -313,11 +312,3 @@ def _batch_of(letter: dict[str, Any]) -> Any:
         if isinstance(holder := letter.get(part), dict) and "batch" in holder:
             return holder["batch"]
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

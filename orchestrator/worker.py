@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import __version__, arq_jobs
-from orchestrator.connection import connect, open_pool
+from orchestrator.connection import connect, on_messages, open_pool
 from orchestrator.errors import UserError
 from orchestrator.job import Job
 from orchestrator.keys import Keys
@@ -235,19 +235,8 @@ class _WakeableWorker(Worker):
 
 @asynccontextmanager
 async def _wake_on_forward(redis: Redis, channel: str, wake: asyncio.Event) -> AsyncIterator[None]:
-    async def listen() -> None:
-        while True:
-            try:
-                async with redis.pubsub() as pubsub:
-                    await pubsub.subscribe(channel)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            wake.set()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                await anyio.sleep(1.0)
-
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(listen)
+        tasks.start_soon(on_messages, redis, channel, wake)
         try:
             yield
         finally:

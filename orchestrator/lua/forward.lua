@@ -43,6 +43,16 @@ local function allow_at(key, rate, burst)
   return allowed
 end
 
+-- the earliest instant at which every bucket of the job allows it (`field`: key or sent)
+local function all_allow_at(buckets, field)
+  local at = now
+  for _, b in ipairs(buckets) do
+    local allowed = allow_at(b[field], b.rate, b.burst)
+    if allowed > at then at = allowed end
+  end
+  return at
+end
+
 local function charge(key, rate, at)
   local tat = tat_of(key)
   if tat < at then tat = at end
@@ -93,28 +103,18 @@ while i <= #ARGV do
       parsed[#parsed + 1] = {key = key, sent = key .. ':sent', rate = tonumber(rate), burst = tonumber(burst)}
     end
     stored = paid
+    -- Reserve (once), then check that the forward itself conforms.
+    local at = now
     if not is_paid then
-      local at = now
-      for _, b in ipairs(parsed) do
-        local allowed = allow_at(b.key, b.rate, b.burst)
-        if allowed > at then at = allowed end
-      end
+      at = all_allow_at(parsed, 'key')
       for _, b in ipairs(parsed) do charge(b.key, b.rate, at) end
-      if at > now then
-        outcome, detail = 'rate_limited', math.ceil(at * 1000)
-        redis.call('ZADD', KEYS[3], detail, paid)
-      end
     end
-    if not outcome then
-      local at = now
-      for _, b in ipairs(parsed) do
-        local allowed = allow_at(b.sent, b.rate, b.burst)
-        if allowed > at then at = allowed end
-      end
-      if at > now then
-        outcome, detail = 'rate_limited', math.ceil(at * 1000)
-        redis.call('ZADD', KEYS[3], detail, paid)
-      end
+    if at <= now then
+      at = all_allow_at(parsed, 'sent')
+    end
+    if at > now then
+      outcome, detail = 'rate_limited', math.ceil(at * 1000)
+      redis.call('ZADD', KEYS[3], detail, paid)
     end
   end
 
