@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from redis.asyncio import ConnectionPool, Redis
@@ -15,7 +16,7 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -23,12 +24,16 @@ from orchestrator.errors import ServiceUnavailable
 from orchestrator.settings import redact_url
 
 MIN_SERVER = (6, 2)  # BLMOVE and SMISMEMBER
+# Seconds the first reply may take: a server that accepts connections and never answers
+# (not Redis, or a proxy in front of nothing) would otherwise hang every command.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 @asynccontextmanager
 async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redis]:
-    """An open, checked client; any failure to reach Redis inside the block is reported
-    as one `ServiceUnavailable` line naming the (password-free) URL.
+    """An open, checked client; any failure to reach Redis inside the block, or a server
+    at the URL that does not speak Redis, is one `ServiceUnavailable` line naming the
+    (password-free) URL.
     """
     shown = redact_url(url)
     try:
@@ -37,7 +42,7 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
         raise ServiceUnavailable(f"invalid Redis URL {shown}: {exc}") from None
     try:
         async with client:
-            version = await _server_version(client)
+            version = await _server_version(client, shown)
             if version < MIN_SERVER:
                 raise ServiceUnavailable(
                     f"Redis at {shown} is {'.'.join(map(str, version))}; 6.2 or newer is needed"
@@ -79,9 +84,10 @@ def open_pool(url: str, *, name: str = "orchestrator") -> ConnectionPool:
     redis-py's asyncio connections pack in pure Python even when hiredis is installed
     (its sync ones do not); on the dispatch path that packing was a third of the time.
     """
-    pool = ConnectionPool.from_url(
-        url, socket_connect_timeout=5, socket_keepalive=True, client_name=name
-    )
+    options: dict[str, Any] = {"socket_connect_timeout": 5, "client_name": name}
+    if urlsplit(url).scheme != "unix":  # a unix socket connection refuses TCP options
+        options["socket_keepalive"] = True
+    pool = ConnectionPool.from_url(url, **options)
     pool.connection_class = _HIREDIS_PACKING.get(pool.connection_class, pool.connection_class)
     return pool
 
@@ -113,6 +119,19 @@ _HIREDIS_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
-async def _server_version(client: Redis) -> tuple[int, ...]:
-    info = await client.info("server")
-    return tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+async def _server_version(client: Redis, shown: str) -> tuple[int, ...]:
+    """The server's (major, minor): the handshake, so whatever answers that is not
+    Redis (an HTTP server, a proxy refusing us, a port that never replies) ends here,
+    as one line naming the URL."""
+    try:
+        with anyio.move_on_after(HANDSHAKE_TIMEOUT):
+            info = await client.info("server")
+            return tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+        reason = f"no reply within {HANDSHAKE_TIMEOUT:g} s"
+    except (RedisConnectionError, RedisTimeoutError, AuthenticationError, NoPermissionError):
+        raise  # reported by `connect`, each in its own words
+    except RedisError as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, always
+    except (KeyError, TypeError, ValueError, AttributeError):
+        reason = "its INFO reply has no usable redis_version"
+    raise ServiceUnavailable(f"{shown} does not answer like a Redis server ({reason})")

@@ -19,6 +19,7 @@ from rich.live import Live
 
 from orchestrator.connection import connect
 from orchestrator.dispatch import dispatch_manifest
+from orchestrator.job import job_count
 from orchestrator.keys import Keys
 from orchestrator.local_stack import StackPlan, local_stack
 from orchestrator.redis_server import free_port
@@ -67,8 +68,8 @@ async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float
             console.print(f"[bold]planned[/] {manifest}: {jobs} sleepers of "
                           f"{seconds[0]:g}-{seconds[1]:g} s")  # fmt: skip
             result = await dispatch_manifest(redis, keys, manifest, BACKLOG, registry)
-            console.print(f"[bold]dispatched[/] {result.queued} jobs on {BACKLOG}: metal first, "
-                          "cloud for the overflow")  # fmt: skip
+            console.print(f"[bold]dispatched[/] {job_count(result.queued)} on {BACKLOG}: "
+                          "metal first, cloud for the overflow")  # fmt: skip
             report = await _watch(console, StatusReader(redis, settings),
                                   Verifier(redis, keys, manifest, registry))  # fmt: skip
             await write_report(manifest, report.to_json())

@@ -16,10 +16,9 @@ other content is refused rather than silently merged.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +29,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio import Redis
 
 from orchestrator.errors import UserError
-from orchestrator.job import EnvelopeEncoder
-from orchestrator.keys import Keys
+from orchestrator.job import EnvelopeEncoder, job_count
+from orchestrator.keys import BATCH_NAME, Keys
 from orchestrator.manifest import manifest_digest, read_manifest
 from orchestrator.registry import TaskRegistry
 from orchestrator.scripts import script
@@ -40,7 +39,10 @@ CHUNK = 2000  # envelopes per RPUSH to the staging list
 CHUNKS_IN_FLIGHT = 4  # between the validating thread and the uploading loop
 COMMIT_SLICE = 20_000  # jobs moved per commit script call: bounded time inside Redis
 STAGING_TTL = 3600  # seconds: a crashed dispatch's staging list expires on its own
-_BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,149}$")
+_BATCH_RULE = (
+    "a batch name is 1-150 letters, digits and _ . : -, starting with a letter or digit "
+    "(it is part of Redis keys and of job ids)"
+)
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total or 0 when unknown)
 log = structlog.get_logger(__name__)
@@ -71,12 +73,17 @@ async def dispatch_manifest(
     max_line_bytes: int = 1_048_576,
     dry_run: bool = False,
     progress: Progress | None = None,
+    pools: Collection[str] | None = None,
 ) -> DispatchResult:
-    batch = batch or path.stem
-    if not _BATCH_ID.match(batch):
+    """Validate `path` and queue its jobs on `backlog` as batch `batch` (default: the
+    file's stem). With `pools`, a `meta.pool` naming none of them is refused here."""
+    if batch is not None and not BATCH_NAME.match(batch):
+        raise UserError(f"--batch {batch!r}: {_BATCH_RULE}")
+    batch = batch if batch is not None else path.stem
+    if not BATCH_NAME.match(batch):
         raise UserError(
-            f"batch name {batch!r} (from the manifest's file name) may hold only letters, "
-            "digits and _ . : -; rename the file or pass --batch NAME"
+            f"batch name {batch!r} (the file name of {path}): {_BATCH_RULE}; "
+            "rename the file or pass --batch NAME"
         )
     dispatched_at = time.time()
     staging = keys.staging(batch, uuid.uuid4().hex)
@@ -89,13 +96,21 @@ async def dispatch_manifest(
                 else:
                     tasks.start_soon(_stage, redis, staging, receive)
                 total, digest, resolved = await anyio.to_thread.run_sync(
-                    _validate, path, registry, batch, max_line_bytes, dispatched_at, send, progress
+                    _validate,
+                    path,
+                    registry,
+                    batch,
+                    max_line_bytes,
+                    pools,
+                    dispatched_at,
+                    send,
+                    progress,
                 )
         except BaseExceptionGroup as group:
             raise _first_leaf(group) from None
         if dry_run:
             return DispatchResult(str(path), batch, backlog, total, 0, dry_run=True)
-        await _claim(redis, keys, batch, backlog, resolved, total, digest, dispatched_at)
+        await _claim(redis, keys, batch, backlog, path, resolved, total, digest, dispatched_at)
         queued = await _commit(redis, keys, batch, backlog, staging, total, progress)
     finally:
         if not dry_run:
@@ -114,6 +129,7 @@ def _validate(
     registry: TaskRegistry,
     batch: str,
     max_line_bytes: int,
+    pools: Collection[str] | None,
     dispatched_at: float,
     send: MemoryObjectSendStream[list[bytes]],
     progress: Progress | None,
@@ -126,7 +142,7 @@ def _validate(
     encoder = EnvelopeEncoder(batch, dispatched_at)
     try:
         chunk: list[bytes] = []
-        for line in read_manifest(path, registry, batch, max_line_bytes):
+        for line in read_manifest(path, registry, batch, max_line_bytes, pools=pools):
             chunk.append(encoder.encode(line.raw, line.job_id, line.derived_id))
             if len(chunk) == CHUNK:
                 anyio.from_thread.run(send.send, chunk)
@@ -170,6 +186,7 @@ async def _claim(
     keys: Keys,
     batch: str,
     backlog: str,
+    path: Path,
     manifest: str,
     total: int,
     digest: str,
@@ -180,6 +197,13 @@ async def _claim(
         keys=[keys.batch(batch), keys.batches, keys.backlogs],
         args=[digest, manifest, backlog, total, now, batch],
     )
+    if state == b"other_manifest" and recorded_manifest.decode() == manifest:
+        # The same file with new content: most often a plan rewritten under a name
+        # that a cleaned manifests/ handed out again.
+        raise UserError(
+            f"the content of {path} changed since batch {batch!r} was dispatched from it; "
+            "pass --batch NAME to dispatch it as a new batch"
+        )
     if state == b"other_manifest":
         raise UserError(
             f"batch {batch!r} was already dispatched from a different manifest "
@@ -209,7 +233,8 @@ async def _commit(
         taken, pushed = await commit(keys=script_keys, args=[moved, COMMIT_SLICE])
         if taken == 0:
             raise UserError(
-                f"batch {batch!r}: the staging list vanished after {moved} of {total} jobs "
+                f"batch {batch!r}: the staging list vanished after {moved} of "
+                f"{job_count(total)} "
                 "(expired or deleted); dispatch the manifest again to finish"
             )
         moved += int(taken)

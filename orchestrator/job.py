@@ -25,8 +25,8 @@ JobId = Annotated[str, Field(pattern=r"^\S+$", min_length=1, max_length=200)]
 class JobMeta(TypedDict, total=False):
     """Scheduling hints the conductor understands; any other field is kept as it is."""
 
-    pool: str  # pin the job to this pool
-    priority: int
+    pool: str  # pin the job to this pool (dispatch refuses a pool that is not configured)
+    priority: int  # reserved: checked to be an integer, but nothing acts on it yet
     rate_limit: list[str]  # extra token buckets the job must pass
     timeout: PositiveFloat  # seconds before the worker gives up on it
     max_tries: PositiveInt
@@ -100,6 +100,11 @@ class EnvelopeEncoder:
 def mark_paid(raw: bytes) -> bytes:
     """The envelope with `rate_paid` set, by splicing (the conductor never re-encodes)."""
     return raw.rstrip()[:-1] + b',"rate_paid":true}'
+
+
+def job_count(count: int) -> str:
+    """`1 job`, `2 jobs`: how every message a user reads counts jobs."""
+    return f"{count} job" if count == 1 else f"{count} jobs"
 
 
 def derived_job_id(batch: str, line_number: int) -> str:

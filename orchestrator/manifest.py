@@ -5,12 +5,14 @@ memory than a ten-line one).
 
 from __future__ import annotations
 
+import codecs
+import difflib
 import hashlib
 import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, NamedTuple
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 
 from orchestrator.errors import ManifestError, UserError
 from orchestrator.job import JOB_SPEC, JobSpec
-from orchestrator.registry import TaskRegistry
+from orchestrator.registry import TaskDef, TaskRegistry
 
 SUFFIX = ".jsonl"
 _BLOCK_BYTES = 1 << 20
@@ -60,9 +62,12 @@ class ManifestWriter:
     manifest is ever left for `dispatch` to pick up.
     """
 
-    def __init__(self, path: Path, registry: TaskRegistry) -> None:
+    def __init__(
+        self, path: Path, registry: TaskRegistry, *, pools: Collection[str] | None = None
+    ) -> None:
         self.path = path
         self.registry = registry
+        self.pools = pools
         self.count = 0
         self.tasks: dict[str, int] = {}
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -74,8 +79,10 @@ class ManifestWriter:
         try:
             checked = JOB_SPEC.validate_python(line)
         except ValidationError as exc:
-            raise ManifestError(where, None, *_first_problem(exc)) from None
-        problem = _task_problem(self.registry, checked)
+            raise ManifestError(where, None, *first_problem(exc)) from None
+        problem = _task_problem(self.registry, checked) or pool_problem(
+            checked.get("meta"), self.pools
+        )
         if problem:
             raise ManifestError(where, None, *problem)
         self._file.write(orjson.dumps(checked) + b"\n")
@@ -113,13 +120,19 @@ class ManifestLine(NamedTuple):
 
 
 def read_manifest(
-    path: Path, registry: TaskRegistry, batch: str, max_line_bytes: int
+    path: Path,
+    registry: TaskRegistry,
+    batch: str,
+    max_line_bytes: int,
+    *,
+    pools: Collection[str] | None = None,
 ) -> Iterator[ManifestLine]:
     """Yield every line of a manifest validated, or raise `ManifestError` at the first bad one.
 
     Blank lines are skipped but still counted, so line numbers match an editor's. A line
     naming no `id` gets `<batch>:<line>`; an explicit id may not take that reserved form
-    nor repeat within the manifest.
+    nor repeat within the manifest. With `pools`, a `meta.pool` must name one of them:
+    a typo is refused here rather than dead-lettered when the job is routed.
     """
     shown = str(path)
     if not path.exists():
@@ -128,8 +141,7 @@ def read_manifest(
         raise ManifestError(shown, None, "", "not a regular file")
     reserved = re.compile(rf"^{re.escape(batch)}:\d+$")
     given_ids: dict[str, int] = {}
-    # Manifests repeat a few call shapes many times: check each shape once.
-    shapes: dict[tuple[str, int, tuple[str, ...]], tuple[str, str] | None] = {}
+    tasks: dict[str, TaskDef | str] = {}  # looked up once each; a str says why it is unknown
     count = 0
     with path.open("rb") as file:
         for number, raw in _numbered_lines(file, shown, max_line_bytes):
@@ -138,19 +150,23 @@ def read_manifest(
             try:
                 spec = JOB_SPEC.validate_json(raw)
             except ValidationError as exc:
-                raise ManifestError(shown, number, *_first_problem(exc)) from None
-            if _NOT_PORTABLE.search(raw) and (field := _unportable(spec)):
+                raise ManifestError(shown, number, *first_problem(exc)) from None
+            if _NOT_PORTABLE.search(raw) and (field := unportable(spec)):
                 raise ManifestError(
                     shown,
                     number,
                     field,
                     "NaN, Infinity and numbers beyond 64 bits cannot be queued",
                 )
-            kwargs = spec.get("kwargs")
-            shape = (spec["task"], len(spec["args"]), tuple(kwargs) if kwargs else ())
-            if shape not in shapes:
-                shapes[shape] = _task_problem(registry, spec)
-            if problem := shapes[shape]:
+            name = spec["task"]
+            definition = tasks.get(name)
+            if definition is None:
+                definition = tasks[name] = registry.get(name) or registry.unknown_reason(name)
+            if isinstance(definition, str):
+                raise ManifestError(shown, number, "task", definition)
+            if reason := definition.signature_problem(spec["args"], spec.get("kwargs", _NONE)):
+                raise ManifestError(shown, number, "args", reason)
+            if pools is not None and (problem := pool_problem(spec.get("meta"), pools)):
                 raise ManifestError(shown, number, *problem)
             job_id = spec.get("id")
             derived = job_id is None
@@ -190,7 +206,10 @@ def _numbered_lines(file: BinaryIO, shown: str, max_line_bytes: int) -> Iterator
     and never more than one block plus one line (at most `max_line_bytes`) in memory."""
     number = 0
     tail = b""
+    first = True
     while block := file.read(_BLOCK_BYTES):
+        if first:  # a UTF-8 byte order mark, as Windows editors write: not JSON, dropped
+            block, first = block.removeprefix(codecs.BOM_UTF8), False
         lines = (tail + block).split(b"\n")
         tail = lines.pop()
         for raw in lines:
@@ -214,7 +233,7 @@ def _numbered_lines(file: BinaryIO, shown: str, max_line_bytes: int) -> Iterator
 _NOT_PORTABLE = re.compile(rb"NaN|Infinity|\d{19}|[eE][+]?\d{3}")
 
 
-def _unportable(value: Any, path: str = "") -> str | None:
+def unportable(value: Any, path: str = "") -> str | None:
     """The dotted path of the first value JSON does not hold (NaN, Infinity) or the
     rest of the system cannot carry (integers beyond 64 bits), or None."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -229,9 +248,23 @@ def _unportable(value: Any, path: str = "") -> str | None:
         else ()
     )
     for key, item in items:
-        if found := _unportable(item, f"{path}.{key}" if path else str(key)):
+        if found := unportable(item, f"{path}.{key}" if path else str(key)):
             return found
     return None
+
+
+_NONE: Mapping[str, Any] = {}
+
+
+def pool_problem(
+    meta: Mapping[str, Any] | None, pools: Collection[str] | None
+) -> tuple[str, str] | None:
+    """Why `meta.pool` names no configured pool, or None (also when nothing is pinned)."""
+    if not meta or pools is None or (pool := meta.get("pool")) is None or pool in pools:
+        return None
+    close = difflib.get_close_matches(str(pool), pools, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return "meta.pool", f"{pool!r} is not a configured pool ({', '.join(pools)}){hint}"
 
 
 def _task_problem(registry: TaskRegistry, spec: JobSpec) -> tuple[str, str] | None:
@@ -242,7 +275,7 @@ def _task_problem(registry: TaskRegistry, spec: JobSpec) -> tuple[str, str] | No
     return ("args", reason) if reason else None
 
 
-def _first_problem(exc: ValidationError) -> tuple[str, str]:
+def first_problem(exc: ValidationError) -> tuple[str, str]:
     error: Any = exc.errors(include_url=False)[0]
     if error["type"] == "json_invalid":
         return "json", f"invalid JSON ({error['ctx']['error']})"

@@ -1,16 +1,21 @@
 """The one settings object: defaults < `orchestrator.toml` < environment < CLI flags.
 
 Environment variables carry the `ORCHESTRATOR_` prefix (nested fields use `__`, lists
-and tables are JSON), except `REDIS_URL`, honoured as the de-facto standard name.
+and tables are JSON; `backlogs` may also be comma-separated), except `REDIS_URL`,
+honoured as the de-facto standard name.
 """
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import json
 import os
 import re
+import tomllib
+from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -26,6 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -39,6 +45,10 @@ CONFIG_ENV = "ORCHESTRATOR_CONFIG"
 DEFAULT_CONFIG_FILE = "orchestrator.toml"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _BUCKET_NAME = re.compile(r"^[^\s;,]{1,200}$")
+_BACKLOGS_EXAMPLE = (
+    'e.g. ORCHESTRATOR_BACKLOGS=backlog:a,backlog:b, or backlogs = ["backlog:a"] in TOML'
+)
+_TOML_PLACE = re.compile(r"^(?P<reason>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
 
 
 class PoolSettings(BaseModel):
@@ -89,7 +99,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ORCHESTRATOR_REDIS_URL", "REDIS_URL", "redis_url"),
     )
     namespace: str = Field(default="orc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    backlogs: list[str] = Field(default_factory=lambda: ["backlog:default"], min_length=1)
+    # NoDecode: the environment may give a comma-separated list, not only JSON.
+    backlogs: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["backlog:default"], min_length=1
+    )
     pools: list[PoolSettings] = Field(default_factory=_default_pools, min_length=1)
     rules: list[RoutingRule] = Field(default_factory=list)
     rate_limits: dict[str, RateLimit] = Field(default_factory=dict)
@@ -105,6 +118,9 @@ class Settings(BaseSettings):
     intake_batch: PositiveInt = 200  # jobs a conductor takes and routes per round trip
     idle_block: PositiveFloat = 5.0  # seconds one BLMOVE waits while every backlog is empty
     manifests_dir: Path = Path("manifests")
+    # `orchestrator up` keeps its Redis data and its stack record here; the other
+    # commands look here for a running stack, and workflows for their data files.
+    data_dir: Path = Path("data")
     max_line_bytes: PositiveInt = 1_048_576
     crud_database: Path = Path("data/crud.db")
     # /healthz and /metrics of conductors and workers; off unless set (containers set it).
@@ -122,6 +138,27 @@ class Settings(BaseSettings):
                 f"(got {redact_url(url)})"
             )
         return url
+
+    @field_validator("backlogs", mode="before")
+    @classmethod
+    def _backlog_list(cls, value: Any) -> Any:
+        """`backlog:a,backlog:b` or a JSON list from the environment; a list from TOML."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError(
+                        f"{text!r} is not a JSON list of names; {_BACKLOGS_EXAMPLE}"
+                    ) from None
+            else:
+                value = [name.strip() for name in text.split(",") if name.strip()]
+        if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+            raise ValueError(f"expected a list of backlog names; {_BACKLOGS_EXAMPLE}")
+        if not value:
+            raise ValueError(f"name at least one backlog; {_BACKLOGS_EXAMPLE}")
+        return value
 
     @field_validator("backlogs")
     @classmethod
@@ -165,7 +202,32 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """The TOML file, its syntax errors one line naming the file and line (tomllib's
+    own message names neither the file nor, in a form editors jump to, the line), and
+    a UTF-8 byte order mark (as Windows editors write) accepted."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        with file_path.open(mode="rb") as file:
+            data = file.read().removeprefix(codecs.BOM_UTF8)
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            at = data[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"{file_path}:{at}: invalid TOML: not UTF-8 text") from None
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            place = _TOML_PLACE.match(str(exc))
+            if place is not None:
+                line, reason = place["line"], f"{place['reason']} (column {place['column']})"
+            else:  # "(at end of document)": the last line that holds anything
+                line = str(max(1, len(text.rstrip().splitlines())))
+                reason = str(exc).replace("(at end of document)", "(at the end of the file)")
+            raise ConfigError(f"{file_path}:{line}: invalid TOML: {reason}") from None
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

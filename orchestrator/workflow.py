@@ -12,19 +12,24 @@ import argparse
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from orchestrator.errors import run_cli
-from orchestrator.job import JobSpec
+from orchestrator.job import JobSpec, job_count
 from orchestrator.manifest import ManifestWriter, get_next_filename
 from orchestrator.registry import TaskRegistry, task_registry
 
 WORKFLOWS_PACKAGE = "workflows"
 
 Planner = Callable[[argparse.Namespace], Iterable[JobSpec]]
+
+
+class NothingToPlan(Exception):
+    """Raised by a planner that found no work to do: the plan ends well (exit 0) with
+    this message, and writes no manifest (an empty one could only fail to dispatch)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class PlanResult:
 
     def summary(self) -> str:
         tasks = ", ".join(f"{name} x{n}" for name, n in sorted(self.tasks.items()))
-        return f"wrote {self.path}: {self.count} jobs ({tasks}), mode {self.mode}"
+        return f"wrote {self.path}: {job_count(self.count)} ({tasks}), mode {self.mode}"
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,22 @@ class Workflow:
         self.add_arguments(parser)
 
     def plan(
-        self, options: argparse.Namespace, manifests_dir: Path, registry: TaskRegistry
+        self,
+        options: argparse.Namespace,
+        manifests_dir: Path,
+        registry: TaskRegistry,
+        *,
+        pools: Collection[str] | None = None,
     ) -> PlanResult:
-        """Write the manifest of `options.mode` under a fresh versioned name."""
+        """Write the manifest of `options.mode` under a fresh versioned name (`pools`:
+        the configured pools, which a `meta.pool` must name).
+
+        A planner that finds no work raises `NothingToPlan`, which passes through here
+        once the writer has given the reserved name back.
+        """
         mode: str = options.mode
         path = get_next_filename(self.name, mode, manifests_dir)
-        with ManifestWriter(path, registry) as writer:
+        with ManifestWriter(path, registry, pools=pools) as writer:
             for line in self.modes[mode](options):
                 # Provenance on every line, so receipts and `verify` can group by it.
                 meta = cast(dict[str, Any], line.setdefault("meta", {}))
@@ -80,6 +95,20 @@ class Workflow:
                 meta.setdefault("mode", mode)
                 writer.write(line)
         return PlanResult(path, mode, writer.count, dict(writer.tasks))
+
+    def run(
+        self,
+        options: argparse.Namespace,
+        manifests_dir: Path,
+        registry: TaskRegistry,
+        *,
+        pools: Collection[str] | None = None,
+    ) -> str:
+        """`plan`, as the one line a user reads: what was written, or why nothing was."""
+        try:
+            return self.plan(options, manifests_dir, registry, pools=pools).summary()
+        except NothingToPlan as nothing:
+            return str(nothing)
 
     def main(self, argv: list[str] | None = None) -> int:
         """`python workflows/<name>/plan.py ...`: the planner on its own."""
@@ -95,7 +124,8 @@ class Workflow:
             settings = load_settings()
             directory = options.manifests_dir or settings.manifests_dir
             registry = task_registry(tuple(settings.task_packages))
-            print(self.plan(options, directory, registry).summary())
+            pools = [pool.name for pool in settings.pools]
+            print(self.run(options, directory, registry, pools=pools))
             return 0
 
         return run_cli(plan)

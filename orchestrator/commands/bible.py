@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
             help=f"the bible's SQLite file (default: {DEFAULT_DATABASE})",
         )
         add_common_options(parser)
-        parser.set_defaults(command=command)
+        parser.set_defaults(command=command, uses_stack=False)
 
 
 def _init(options: argparse.Namespace, settings: Settings) -> int:

@@ -32,7 +32,11 @@ def register(commands: Any) -> None:
         help="backlog to queue on, e.g. backlog:stress (a bare 'stress' means the same)",
     )
     dispatch.add_argument(
-        "--batch", help="batch name, and prefix of derived job ids (default: the file's stem)"
+        "--batch",
+        help=(
+            "batch name, and prefix of derived job ids: letters, digits and _ . : - "
+            "(default: the file's stem)"
+        ),
     )
     dispatch.add_argument("--dry-run", action="store_true", help="validate only; queue nothing")
     add_common_options(dispatch)
@@ -42,6 +46,7 @@ def register(commands: Any) -> None:
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.connection import connect
     from orchestrator.dispatch import DispatchResult, dispatch_manifest
+    from orchestrator.job import job_count
     from orchestrator.progress import LineProgress
     from orchestrator.registry import task_registry
 
@@ -60,6 +65,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 max_line_bytes=settings.max_line_bytes,
                 dry_run=options.dry_run,
                 progress=progress,
+                pools=[pool.name for pool in settings.pools],
             )
 
         if options.dry_run:
@@ -73,14 +79,17 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
         progress.close()
     where = f"{result.manifest} (batch {result.batch})"
     if result.dry_run:
-        print(f"{where} is valid: {result.total} jobs; dry run, nothing queued")
+        print(f"{where} is valid: {job_count(result.total)}; dry run, nothing queued")
     elif result.queued == 0:
-        print(f"nothing new: all {result.total} jobs of {where} were already on {result.backlog}")
+        every = "the 1 job" if result.total == 1 else f"all {result.total} jobs"
+        was = "was" if result.total == 1 else "were"
+        print(f"nothing new: {every} of {where} {was} already on {result.backlog}")
     elif result.already_queued:
+        was = "was" if result.already_queued == 1 else "were"
         print(
-            f"queued {result.queued} jobs of {where} on {result.backlog}; "
-            f"{result.already_queued} were already queued"
+            f"queued {job_count(result.queued)} of {where} on {result.backlog}; "
+            f"{result.already_queued} {was} already queued"
         )
     else:
-        print(f"queued {result.queued} jobs of {where} on {result.backlog}")
+        print(f"queued {job_count(result.queued)} of {where} on {result.backlog}")
     return EXIT_OK

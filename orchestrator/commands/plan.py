@@ -25,13 +25,14 @@ def register(commands: Any) -> None:
         sub = workflows.add_parser(name, help=workflow.summary, description=workflow.summary)
         workflow.configure(sub)
         add_common_options(sub)
-        sub.set_defaults(command=_plan, workflow=workflow)
+        sub.set_defaults(command=_plan, workflow=workflow, uses_stack=False)
 
 
 def _plan(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.registry import task_registry
 
     directory = options.manifests_dir or settings.manifests_dir
-    result = options.workflow.plan(options, directory, task_registry(tuple(settings.task_packages)))
-    print(result.summary())
+    registry = task_registry(tuple(settings.task_packages))
+    pools = [pool.name for pool in settings.pools]
+    print(options.workflow.run(options, directory, registry, pools=pools))
     return EXIT_OK

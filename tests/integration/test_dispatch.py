@@ -217,3 +217,116 @@ def test_values_the_system_cannot_carry_are_refused_at_dispatch(
     assert result.code == 2
     assert f":2: {field}: NaN, Infinity and numbers beyond 64 bits" in result.err
     assert sync_redis.llen(keys.backlog(BACKLOG)) == 0
+
+
+def test_a_pool_that_is_not_configured_is_refused_at_dispatch(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """A `meta.pool` typo is one line at dispatch, not a dead letter at run time."""
+    path = manifest(tmp_path, GOOD, '{"task": "system.echo", "args": [], "meta": {"pool": "metl"}}')
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"orchestrator: error: {path}:2: meta.pool: 'metl' is not a configured pool "
+        "(metal, cloud); did you mean 'metal'?\n"
+    )
+    assert sync_redis.keys(f"{{{keys.namespace}}}:*") == []
+
+
+def test_the_pools_a_manifest_may_pin_are_the_configured_ones(
+    run_cli: CliRunner,
+    sync_redis: redis.Redis,
+    keys: Keys,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check reads the configuration, not a fixed list: gpu is fine, cloud is not."""
+    pools = '[{"name": "metal", "order": 0}, {"name": "gpu", "order": 1}]'
+    monkeypatch.setenv("ORCHESTRATOR_POOLS", pools)
+    gpu = manifest(tmp_path, '{"task": "system.echo", "args": [], "meta": {"pool": "gpu"}}')
+    assert run_cli("dispatch", str(gpu), "--backlog", BACKLOG).code == 0
+    cloud = manifest(
+        tmp_path, '{"task": "system.echo", "args": [], "meta": {"pool": "cloud"}}', name="c.jsonl"
+    )
+    refused = run_cli("dispatch", str(cloud), "--backlog", BACKLOG)
+    assert refused.code == 2
+    assert refused.err.endswith(":1: meta.pool: 'cloud' is not a configured pool (metal, gpu)\n")
+    assert sync_redis.llen(keys.backlog(BACKLOG)) == 1
+
+
+def test_an_argument_of_another_type_than_annotated_is_refused_at_dispatch(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """`system.sleep("x")` would only fail on a worker: dispatch refuses it, queues nothing."""
+    path = manifest(
+        tmp_path,
+        '{"task": "system.sleep", "args": [2]}',
+        '{"task": "system.sleep", "args": ["x"]}',
+    )
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        f"orchestrator: error: {path}:2: args: system.sleep: argument seconds: "
+        "Input should be a valid number, got 'x'\n"
+    )
+    assert sync_redis.keys(f"{{{keys.namespace}}}:*") == []
+
+
+def test_a_manifest_with_a_byte_order_mark_is_dispatched_and_verified(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """Windows editors start UTF-8 files with a BOM: dispatch and verify both read past it."""
+    path = tmp_path / "bom_01.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (GOOD + "\n").encode() * 2)
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert (result.code, result.err) == (0, "")
+    assert [job["id"] for job in backlog(sync_redis, keys)] == ["bom_01:1", "bom_01:2"]
+    assert backlog(sync_redis, keys)[0]["args"] == ["hi"]
+    verified = run_cli("verify", str(path))
+    assert verified.code == 3, verified.err  # read, and not settled yet: no manifest error
+    assert "error" not in verified.err
+
+
+def test_one_job_is_counted_as_one_job(run_cli: CliRunner, redis_url: str, tmp_path: Path) -> None:
+    """One job is "1 job", never "1 jobs", on every path through dispatch."""
+    path = manifest(tmp_path, GOOD)
+    first = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert first.out == f"queued 1 job of {path} (batch batch_a_01) on {BACKLOG}\n"
+    again = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert again.out == (
+        f"nothing new: the 1 job of {path} (batch batch_a_01) was already on {BACKLOG}\n"
+    )
+
+
+def test_a_batch_name_given_by_flag_that_cannot_be_a_key_is_refused_naming_the_flag(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """`--batch ../../x` is the flag's fault: the message names --batch, nothing is queued."""
+    path = manifest(tmp_path, GOOD)
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG, "--batch", "../../x")
+    assert result.code == 2
+    assert result.err.startswith("orchestrator: error: --batch '../../x': a batch name is ")
+    assert "file" not in result.err
+    assert sync_redis.keys(f"{{{keys.namespace}}}:*") == []
+
+
+def test_a_manifest_replanned_under_a_dispatched_name_says_its_content_changed(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    """A cleaned manifests/ hands out _01 again: say the content changed, and what to do."""
+    assert run_cli("plan", "system_test", "--mode", "debug", "--count", "2").code == 0
+    path = Path("manifests/system_test_debug_01.jsonl")
+    assert run_cli("dispatch", str(path), "--backlog", BACKLOG).code == 0
+    path.unlink()
+    assert run_cli("plan", "system_test", "--mode", "debug", "--count", "3").code == 0
+    result = run_cli("dispatch", str(path), "--backlog", BACKLOG)
+    assert result.code == 2
+    assert result.err == (
+        f"orchestrator: error: the content of {path} changed since batch "
+        "'system_test_debug_01' was dispatched from it; pass --batch NAME to dispatch it "
+        "as a new batch\n"
+    )
+    assert sync_redis.llen(keys.backlog(BACKLOG)) == 2
+    renamed = run_cli("dispatch", str(path), "--backlog", BACKLOG, "--batch", "debug_again")
+    assert renamed.code == 0, renamed.err
+    assert sync_redis.llen(keys.backlog(BACKLOG)) == 5

@@ -123,19 +123,53 @@ def test_plan_writes_one_job_per_gap_of_the_modes_asked(run_cli: CliRunner, tmp_
     assert max(len(line["kwargs"]["edges"]) for line in lines) <= 3
 
 
-def test_plan_of_a_bible_without_gaps_or_without_a_file_is_one_line(
-    run_cli: CliRunner, tmp_path: Path
-) -> None:
+def test_plan_of_a_bible_without_a_file_is_one_line(run_cli: CliRunner, tmp_path: Path) -> None:
+    """A --database that does not exist is one error line, and no manifest is left."""
     missing = run_cli("plan", "gap_fill", "--database", "nowhere.db")
     assert missing.code == 2
     assert missing.err.startswith("orchestrator: error: no bible database at nowhere.db")
+    assert list((tmp_path / "manifests").iterdir()) == []
+
+
+def test_plan_of_a_bible_without_gaps_says_nothing_to_repair_and_writes_no_manifest(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """A clean bible is good news: exit 0, "nothing to repair", and no manifest at all."""
     run_cli("bible", "init", "--database", "empty.db")
     empty = run_cli("plan", "gap_fill", "--database", "empty.db")
-    assert (empty.code, empty.err) == (
-        2,
-        "orchestrator: error: no gaps of that kind in empty.db: nothing to plan\n",
+    assert (empty.code, empty.err) == (0, "")
+    assert empty.out == "nothing to repair: empty.db has no gaps; no manifest written\n"
+    orphans = run_cli("plan", "gap_fill", "--mode", "orphans", "--database", "empty.db")
+    assert (orphans.code, orphans.out) == (
+        0,
+        "nothing to repair: empty.db has no orphans; no manifest written\n",
     )
     assert list((tmp_path / "manifests").iterdir()) == []
+    # The numbers handed out stay free: the next real plan is _01.
+    sample_bible(run_cli, tmp_path / "bible.db")
+    assert run_cli("plan", "gap_fill", "--database", str(tmp_path / "bible.db")).code == 0
+    assert [p.name for p in (tmp_path / "manifests").iterdir()] == ["gap_fill_all_01.jsonl"]
+
+
+def test_a_relative_database_is_planned_as_an_absolute_path(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """Jobs carry the bible's absolute path, so a worker in another directory finds it."""
+    sample_bible(run_cli, Path("data/bible.db"))
+    assert run_cli("plan", "gap_fill", "--database", "data/bible.db").code == 0
+    lines = read_lines(tmp_path / "manifests" / "gap_fill_all_01.jsonl")
+    expected = str(tmp_path / "data" / "bible.db")
+    assert {line["kwargs"]["database"] for line in lines} == {expected}
+    # A worker started elsewhere repairs the planned bible, not one of its own directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = subprocess.run(
+        [sys.executable, "-c", RUN_ALL, str(tmp_path / "manifests" / "gap_fill_all_01.jsonl")],
+        capture_output=True, check=False, cwd=elsewhere,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr.decode()
+    assert len(orjson.loads(ran.stdout)) == 36
+    assert scan(run_cli, Path("data/bible.db"))["missing_nodes"] == 0
 
 
 def test_repairs_racing_in_three_processes_lose_nothing_and_repeat_nothing(

@@ -120,3 +120,21 @@ def test_plan_script_form_and_module_entry_point(tmp_path: Path) -> None:
     )  # fmt: skip
     assert helped.returncode == 0
     assert "stress_supervisor: long sleepers" in " ".join(helped.stdout.split())
+
+
+def test_a_plan_of_one_job_says_one_job(run_cli: CliRunner, tmp_path: Path) -> None:
+    """One job is "1 job", never "1 jobs"."""
+    result = run_cli("plan", "system_test", "--mode", "debug", "--count", "1")
+    assert result.out == (
+        "wrote manifests/system_test_debug_01.jsonl: 1 job (system.echo x1), mode debug\n"
+    )
+
+
+def test_a_relative_crud_database_is_planned_as_an_absolute_path(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """A worker started in another directory must write to the file the planner meant."""
+    result = run_cli("plan", "system_test", "--mode", "crud", "--count", "2", "--database", "x.db")
+    assert result.code == 0, result.err
+    lines = read_lines(tmp_path / "manifests" / "system_test_crud_01.jsonl")
+    assert {line["kwargs"]["database"] for line in lines} == {str(tmp_path / "x.db")}

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import ManifestError
-from orchestrator.job import JOB, EnvelopeEncoder
+from orchestrator.job import JOB, EnvelopeEncoder, job_count
 from orchestrator.keys import Keys
 from orchestrator.manifest import read_manifest
 from orchestrator.registry import default_registry
@@ -365,7 +365,7 @@ def test_dispatch_queues_all_valid_jobs_in_order_or_nothing(
         for number, line in enumerate(lines, start=1)
         if line.expect in (VALID, EITHER) and len(line.raw) <= LINE_LIMIT
     ]
-    assert result.out == f"queued {len(jobs)} jobs of {path} (batch {batch}) on {BACKLOG}\n"
+    assert result.out == f"queued {job_count(len(jobs))} of {path} (batch {batch}) on {BACKLOG}\n"
     assert len(queued) == len(jobs)
     for raw, (number, line) in zip(queued, jobs, strict=True):
         envelope = JOB.validate_json(raw)  # the conductor's model takes it as it is

@@ -166,3 +166,74 @@ def test_reader_rejects_missing_and_empty_files(
     path = make(tmp_path)
     with pytest.raises(ManifestError, match=expected):
         list(read_manifest(path, REGISTRY, "m", 4096))
+
+
+def test_reader_accepts_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    """A BOM (as Windows editors write it) before the first line is not part of it."""
+    path = write(
+        tmp_path / "m.jsonl",
+        b'\xef\xbb\xbf{"task": "system.echo", "args": [1]}',
+        '{"task": "system.echo", "args": [2]}',
+    )
+    lines = list(read_manifest(path, REGISTRY, "m", 4096))
+    assert [(x.number, x.spec["args"]) for x in lines] == [(1, [1]), (2, [2])]
+    assert lines[0].raw.startswith(b"{")
+
+
+def test_reader_refuses_a_pool_that_is_not_configured(tmp_path: Path) -> None:
+    """With the configured pools given, a `meta.pool` typo is refused with a suggestion."""
+    path = write(
+        tmp_path / "m.jsonl",
+        '{"task": "system.echo", "args": [], "meta": {"pool": "cloud"}}',
+        '{"task": "system.echo", "args": [], "meta": {"pool": "metl"}}',
+    )
+    with pytest.raises(ManifestError) as caught:
+        list(read_manifest(path, REGISTRY, "m", 4096, pools=["metal", "cloud"]))
+    assert caught.value.message == (
+        f"{path}:2: meta.pool: 'metl' is not a configured pool (metal, cloud); "
+        "did you mean 'metal'?"
+    )
+
+
+def test_reader_refuses_an_argument_of_another_type_than_annotated(tmp_path: Path) -> None:
+    """`system.sleep("x")` binds, but `seconds: float` cannot take a string."""
+    path = write(
+        tmp_path / "m.jsonl",
+        '{"task": "system.sleep", "args": [1]}',
+        '{"task": "system.sleep", "args": ["x"]}',
+    )
+    with pytest.raises(ManifestError) as caught:
+        list(read_manifest(path, REGISTRY, "m", 4096))
+    assert caught.value.message == (
+        f"{path}:2: args: system.sleep: argument seconds: Input should be a valid number, got 'x'"
+    )
+
+
+def test_writer_checks_argument_types_as_the_json_will_carry_them(tmp_path: Path) -> None:
+    """A planner's tuple is a list once written, so it fits `list[...]`; a wrong type does not."""
+    path = get_next_filename("wf", "m", tmp_path)
+    fine = spec(
+        "bible.create_missing_node", "b", edges=[(1, "a", "knows", "b")], gap_id="g", database="d"
+    )
+    wrong = spec("bible.create_missing_node", "b", edges=["x"], gap_id="g", database="d")
+
+    def plan() -> None:
+        with ManifestWriter(path, REGISTRY) as writer:
+            writer.write_all([fine, wrong])
+
+    with pytest.raises(ManifestError, match=r"job 2\): args: .*argument edges.0: Input should"):
+        plan()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_a_pool_that_is_not_configured(tmp_path: Path) -> None:
+    """A planner pinning jobs to a pool no one configured fails at plan time."""
+    path = get_next_filename("wf", "m", tmp_path)
+
+    def plan() -> None:
+        with ManifestWriter(path, REGISTRY, pools=["metal", "cloud"]) as writer:
+            writer.write(spec("system.echo", meta={"pool": "gpu"}))
+
+    with pytest.raises(ManifestError, match=r"job 1\): meta.pool: 'gpu' is not a configured"):
+        plan()
+    assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from orchestrator.errors import UnknownTaskError
-from orchestrator.registry import TaskRegistry, default_registry, task
+from orchestrator.registry import TaskDef, TaskRegistry, default_registry, task
 
 
 def test_system_tasks_are_discovered_by_category_and_name() -> None:
@@ -42,3 +45,61 @@ def test_registry_is_an_allow_list_not_an_importer() -> None:
     registry = TaskRegistry({})
     with pytest.raises(UnknownTaskError):
         registry.require("os.system")
+
+
+async def _typed(  # type: ignore[no-untyped-def]  # `untyped` is the point
+    seconds: float,
+    names: list[str] | None = None,
+    *more: int,
+    anything: Any = None,
+    untyped=None,
+    either: int | str = 0,
+    where: Path = Path(),
+    **extra: bool,
+) -> None:
+    pass
+
+
+TYPED = TaskDef("test.typed", _typed)
+
+
+def test_int_is_taken_for_float_and_any_or_untyped_take_anything_but_nothing_is_coerced() -> None:
+    """The check is strict, not lax: the task gets the values as they are."""
+    for args, kwargs in [
+        ([1.5], {}),
+        ([2], {}),  # an int where a float is annotated
+        ([1.0, None, 1, 2], {}),
+        ([1.0, ["a"]], {"anything": object(), "untyped": "x"}),
+        ([1.0], {"either": "s", "flag": True}),
+        ([1.0], {"where": "data/x.db"}),  # a Path comes as a string in JSON
+    ]:
+        assert TYPED.signature_problem(args, kwargs) is None, (args, kwargs)
+    assert TYPED.signature_problem(["1.5"], {}) is not None  # no string is taken for a number
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        (["x"], {}, "argument seconds: Input should be a valid number, got 'x'"),
+        ([True], {}, "argument seconds: Input should be a valid number, got True"),
+        ([1, ["a", 2]], {}, "argument names.1: Input should be a valid string, got 2"),
+        ([1, None, 1, 2.5], {}, "argument more.1: Input should be a valid integer, got 2.5"),
+        ([1], {"either": 1.5}, "argument either: expected int | str, got 1.5"),
+        ([1], {"flag": "yes"}, "argument flag: Input should be a valid boolean, got 'yes'"),
+        ([1], {"where": 5}, "argument where: Input should be a valid string, got 5"),
+    ],
+)
+def test_values_of_other_types_than_annotated_are_refused(
+    args: list[Any], kwargs: dict[str, Any], expected: str
+) -> None:
+    """The task would get these values as they are: a string is no number, nor True."""
+    assert TYPED.signature_problem(args, kwargs) == f"test.typed: {expected}"
+
+
+def test_type_checks_are_built_once_per_task_and_call_shape() -> None:
+    """A big manifest of one shape builds its validators once, not once per line."""
+    task_def = TaskDef("test.typed", _typed)
+    for seconds in range(1000):
+        assert task_def.signature_problem([seconds], {"either": "x"}) is None
+    assert task_def.signature_problem(["x"], {"either": "x"}) is not None
+    assert len(task_def._bindings) == 1

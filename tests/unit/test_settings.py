@@ -90,3 +90,51 @@ def test_explicit_config_file_is_used(tmp_path: Path) -> None:
 def test_passwords_never_reach_messages() -> None:
     assert redact_url("redis://app:s3cret@db:6379/0") == "redis://app:***@db:6379/0"
     assert redact_url("redis://db:6379/0") == "redis://db:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("backlog:a", ["backlog:a"]),
+        ("backlog:a,backlog:b", ["backlog:a", "backlog:b"]),
+        (" stress , backlog:default ", ["backlog:stress", "backlog:default"]),
+        ('["backlog:a", "b"]', ["backlog:a", "backlog:b"]),
+    ],
+)
+def test_backlogs_from_the_environment_may_be_comma_separated(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    """`ORCHESTRATOR_BACKLOGS=backlog:a,backlog:b` works as well as a JSON list."""
+    monkeypatch.setenv("ORCHESTRATOR_BACKLOGS", value)
+    assert load_settings().backlogs == expected
+
+
+@pytest.mark.parametrize("value", ['["backlog:a",', "", " , ", "[1, 2]"])
+def test_backlogs_that_are_still_invalid_are_refused_with_an_example(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """Broken JSON, no name at all or non-strings: one line showing how to write it."""
+    monkeypatch.setenv("ORCHESTRATOR_BACKLOGS", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.message.startswith("invalid configuration: backlogs: ")
+    assert "e.g. ORCHESTRATOR_BACKLOGS=backlog:a,backlog:b" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    """tomllib's message names neither the file nor the line the way editors read it."""
+    (tmp_path / "orchestrator.toml").write_text('namespace = "x"\n\nheartbeat_interval = \n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.message == ("orchestrator.toml:3: invalid TOML: Invalid value (column 22)")
+    other = tmp_path / "other.toml"
+    other.write_text('backlogs = ["a" "b"]\n')
+    with pytest.raises(ConfigError, match=rf"^{other}:1: invalid TOML: Unclosed array"):
+        load_settings(other)
+
+
+def test_a_toml_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows editors start UTF-8 files with a BOM; it is no syntax error."""
+    (tmp_path / "orchestrator.toml").write_bytes(b'\xef\xbb\xbfnamespace = "prod"\n')
+    assert load_settings().namespace == "prod"

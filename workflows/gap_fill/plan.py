@@ -12,15 +12,18 @@ The gaps (defined in `orchestrator/bible.py`) and the jobs that repair them:
   nothing says what it should be linked to;
 - duplicate (identical edges): `bible.drop_duplicate_edges` keeps the lowest id.
 
-Every job carries the database path (as given: relative paths are taken from the
-workers' working directory) and a `gap_id`, `<plan id>:<kind>:<key>`, that its repair
-records in the audit table: running a job twice changes nothing more. All the scans of
-one plan read one snapshot of the database, even while workers write to it.
+Every job carries the database path made absolute (a relative `--database` is taken
+from the planner's working directory, so a worker started anywhere else finds the same
+file) and a `gap_id`, `<plan id>:<kind>:<key>`, that its repair records in the audit
+table: running a job twice changes nothing more. All the scans of one plan read one
+snapshot of the database, even while workers write to it. A bible without gaps (of the
+kinds asked) plans nothing and writes no manifest: there is nothing to repair.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import secrets
 from collections.abc import Callable, Generator, Iterator
@@ -30,9 +33,8 @@ from pathlib import Path
 from sqlite3 import Connection
 
 from orchestrator import bible
-from orchestrator.errors import UserError
 from orchestrator.job import JobSpec, spec
-from orchestrator.workflow import Workflow, positive_int
+from orchestrator.workflow import NothingToPlan, Workflow, positive_int
 
 DEFAULT_MAX_EDGES = 20  # edges a missing-node job carries: enough evidence, small lines
 
@@ -43,27 +45,28 @@ Scan = Callable[[Connection, argparse.Namespace, str, str], Jobs]
 
 def all_gaps(options: argparse.Namespace) -> Iterator[JobSpec]:
     """every gap: missing nodes, then orphans, then duplicate edges"""
-    return _plan(options, _missing_nodes, _orphans, _duplicates)
+    return _plan(options, "gaps", _missing_nodes, _orphans, _duplicates)
 
 
 def missing_nodes(options: argparse.Namespace) -> Iterator[JobSpec]:
     """one job per node that edges name but that does not exist"""
-    return _plan(options, _missing_nodes)
+    return _plan(options, "missing nodes", _missing_nodes)
 
 
 def orphans(options: argparse.Namespace) -> Iterator[JobSpec]:
     """one job per node without edges, to flag it for review"""
-    return _plan(options, _orphans)
+    return _plan(options, "orphans", _orphans)
 
 
 def duplicates(options: argparse.Namespace) -> Iterator[JobSpec]:
     """one job per group of identical edges, to keep one of them"""
-    return _plan(options, _duplicates)
+    return _plan(options, "duplicate edges", _duplicates)
 
 
-def _plan(options: argparse.Namespace, *kinds: Scan) -> Iterator[JobSpec]:
+def _plan(options: argparse.Namespace, gaps: str, *kinds: Scan) -> Iterator[JobSpec]:
     plan_id = options.plan_id or _new_plan_id()
-    database = str(options.database)
+    # Absolute, as the least surprising reading of a relative path: where the user was.
+    database = os.path.abspath(options.database)
     planned = 0
     with bible.snapshot(Path(options.database)) as db:
         for kind in kinds:
@@ -76,7 +79,9 @@ def _plan(options: argparse.Namespace, *kinds: Scan) -> Iterator[JobSpec]:
                     planned += 1
                     yield job
     if planned == 0:
-        raise UserError(f"no gaps of that kind in {database}: nothing to plan")
+        raise NothingToPlan(
+            f"nothing to repair: {options.database} has no {gaps}; no manifest written"
+        )
 
 
 def _missing_nodes(

@@ -7,6 +7,7 @@ python workflows/system_test/plan.py --mode debug --count 3
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import secrets
 from collections.abc import Iterator
@@ -36,7 +37,8 @@ def debug(options: argparse.Namespace) -> Iterator[JobSpec]:
 def crud(options: argparse.Namespace) -> Iterator[JobSpec]:
     """database write / read back / delete checks"""
     run = secrets.token_hex(4)
-    extra = {"database": options.database} if options.database else {}
+    # Absolute: a worker started in another directory must find the same file.
+    extra = {"database": os.path.abspath(options.database)} if options.database else {}
     for index in range(options.count):
         yield spec(
             "system.crud", f"crud-{run}-{index}", f"value-{index}", meta={"index": index}, **extra
