@@ -5,164 +5,50 @@ never counted both in a backlog and in flight), and times are Redis's clock, the
 the rate limits run on. The snapshot only reads: a lapsed worker is left for the
 conductor to forget.
 
-Counting a batch's receipts by status means reading every receipt. The script scans at
-most `receipt_budget` of them per call and hands back a cursor for the rest, so a big
-batch costs Redis a few milliseconds per refresh rather than one long stall. A
-`StatusReader` resumes unfinished scans on its next call, scans the batches counted
-longest ago first (none starves), and never reads a settled batch's receipts again. A
-live view may therefore show the counts of big unsettled batches up to (their receipts
-/ budget) refreshes old (`counts_exact` false); `read_exact` reads until all are current.
-
-`--json` fields (`SCHEMA` is bumped when one changes meaning or goes away):
-
-- `schema`, `namespace`, `time` (Redis clock, unix seconds), `dead_letters` (count).
-- `backlogs[]`: `name`, `depth` (jobs waiting), `configured` (in settings, else only
-  found in the set of backlogs dispatched to); in the order conductors consume them.
-- `conductor`: `live[]` (`id`, `processing`: jobs taken and not yet forwarded),
-  `processing` (their sum), `orphaned` (jobs held by conductors whose heartbeat
-  lapsed: a live peer puts them back on ready), `ready`, `deferred` and `next_due_in`
-  (seconds until the next deferred job is due, null when none).
-- `pools[]`, in routing order: `name`, `order`, `queue` (arq queue key), `spill_after`,
-  `max_in_flight`, `workers[]` (`id`, `host`, `pid`, `slots`, `running`, `version`,
-  `heartbeat_age`), `slots` (sum over live workers), `running` (sum of what workers
-  last reported: up to one heartbeat old), `capacity` (slots within max_in_flight),
-  `in_flight` (forwarded, not finished), `queued` (the arq queue's length: arq keeps a
-  job there until it ends, so running jobs count), `free` (capacity - in_flight, at
-  least 0: intake.lua's rule), `waiting` (jobs pinned to this pool while it is full),
-  `oldest_heartbeat_age` (seconds, null without workers).
-- `rate_limits[]`: `name`, `rate` (tokens/s), `burst`, `tokens` (available now),
-  `full_in` (seconds until the bucket is full again; beyond burst/rate it means
-  deferred jobs have reserved tokens ahead).
-- `batches[]`, newest first: `id`, `backlog`, `manifest`, `created_at`, `total`,
-  `queued` (jobs put on the backlog), `dispatched` (dispatch finished), `receipts`
-  (receipts written), `done` (succeeded), `failed` (failed for good), `retrying`,
-  `pending` (queued - done - failed: waiting or running), `settled`, `counts_exact`.
+Counting a batch's jobs means reading every receipt, and the dead letters. The script
+reads at most a budget of each per call and hands back where it stopped, so a big
+batch costs Redis a few milliseconds per refresh rather than one long stall (see
+`status_batches`). A `StatusReader` resumes unfinished reads on its next call, so a
+live view may show the counts of big unsettled batches a few refreshes old
+(`counts_exact` false); `read_exact` reads until all are current. The fields, as
+`--json` prints them, are described in `status_model`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
 
 from orchestrator.keys import Keys
 from orchestrator.scripts import script
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, redact_url
+from orchestrator.status_batches import BatchCounter, as_int, hash_pairs
+from orchestrator.status_model import (
+    SCHEMA,
+    Backlog,
+    Batch,
+    Bucket,
+    ConductorSide,
+    LiveConductor,
+    NoWorker,
+    Pool,
+    RedisInfo,
+    Snapshot,
+    WorkerBeat,
+    to_json,
+)
 
-SCHEMA = 1
+if TYPE_CHECKING:
+    from orchestrator.stack_record import RedisSource
+
+__all__ = ["Batch", "Pool", "Snapshot", "StatusReader", "to_json"]
+
 RECEIPT_BUDGET = 5_000  # receipts scanned per call: ~15 ms of Redis time at most
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    name: str
-    depth: int
-    configured: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LiveConductor:
-    id: str
-    processing: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConductorSide:
-    live: list[LiveConductor]
-    processing: int
-    orphaned: int
-    ready: int
-    deferred: int
-    next_due_in: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerBeat:
-    id: str
-    host: str
-    pid: int
-    slots: int
-    running: int
-    version: str
-    heartbeat_age: float
-
-
-@dataclass(frozen=True, slots=True)
-class Pool:
-    name: str
-    order: int
-    queue: str
-    spill_after: float
-    max_in_flight: int | None
-    workers: list[WorkerBeat]
-    slots: int
-    running: int
-    capacity: int
-    in_flight: int
-    queued: int
-    free: int
-    waiting: int
-    oldest_heartbeat_age: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    name: str
-    rate: float
-    burst: int
-    tokens: float
-    full_in: float
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    id: str
-    backlog: str
-    manifest: str
-    created_at: float
-    total: int
-    queued: int
-    dispatched: bool
-    receipts: int
-    done: int
-    failed: int
-    retrying: int
-    pending: int
-    settled: bool
-    counts_exact: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    schema: int
-    namespace: str
-    time: float
-    backlogs: list[Backlog]
-    conductor: ConductorSide
-    pools: list[Pool]
-    rate_limits: list[Bucket]
-    batches: list[Batch]
-    dead_letters: int
-
-
-def to_json(snapshot: Snapshot) -> bytes:
-    return orjson.dumps(asdict(snapshot), option=orjson.OPT_INDENT_2)
-
-
-@dataclass(slots=True)
-class _Tally:
-    """One batch's receipt counts across calls: the scan in progress and the last whole one."""
-
-    cursor: str = "0"
-    partial: Counter[str] = field(default_factory=Counter)
-    last: Counter[str] | None = None
-    completed: int = -1  # the read that last finished a whole scan
-    settled: bool = False
+DEAD_BUDGET = 1_000  # dead letters read per call: ~8 ms (each also reads its receipt)
 
 
 class StatusReader:
@@ -175,14 +61,21 @@ class StatusReader:
         *,
         batches: int = 10,
         receipt_budget: int = RECEIPT_BUDGET,
+        dead_budget: int = DEAD_BUDGET,
+        source: RedisSource | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys = Keys(settings.namespace)
+        self.redis_info = (
+            None
+            if source is None
+            else RedisInfo(redact_url(source.url), source.origin, source.detail)
+        )
         self._script = script(redis, "snapshot")
-        self._tallies: dict[str, _Tally] = {}
-        self._reads = 0
+        self._counter = BatchCounter()
         self._script_keys = [
             keys.backlogs, keys.conductors, keys.ready, keys.deferred, keys.dead, keys.batches,
+            keys.no_worker_tasks,
         ]  # fmt: skip
         self._request: dict[str, Any] = {
             "backlog_prefix": _prefix(keys.backlog),
@@ -191,6 +84,7 @@ class StatusReader:
             "processing_prefix": _prefix(keys.processing),
             "batch_prefix": _prefix(keys.batch),
             "receipts_prefix": _prefix(keys.receipts),
+            "no_worker_prefix": _prefix(keys.no_worker),
             "pools": [
                 {
                     "name": pool.name,
@@ -205,27 +99,23 @@ class StatusReader:
             "buckets": [{"name": n, "key": keys.bucket(n)} for n in settings.rate_limits],
             "batches": batches,
             "budget": receipt_budget,
+            "dead_budget": dead_budget,
         }
 
     async def read(self, *, keep: frozenset[str] = frozenset()) -> Snapshot:
-        """One round trip; receipt counts of big unsettled batches may lag (see above).
+        """One round trip; counts of big unsettled batches may lag (see above).
 
-        `keep`: batches whose counts are current enough; they are not scanned this time.
+        `keep`: batches whose receipt counts are current enough; they are not scanned
+        this time.
         """
-        self._reads += 1
-        tallies = self._tallies
-        request = {
-            **self._request,
-            "cursors": {b: t.cursor for b, t in tallies.items() if t.cursor != "0"},
-            "skip": [b for b, t in tallies.items() if t.settled or b in keep],
-            "order": sorted(tallies, key=lambda b: tallies[b].completed),
-        }
+        request = {**self._request, **self._counter.request(keep)}
         raw = await self._script(keys=self._script_keys, args=[orjson.dumps(request)])
         return self._build(orjson.loads(raw), keep)
 
     async def read_exact(self) -> Snapshot:
         """Read until every count shown was finished during this call (one read unless
         batches are big); a batch counted in an earlier read is kept, not rescanned."""
+        self._counter.restart_dead_pass()
         snapshot = await self.read()
         while not all(batch.counts_exact for batch in snapshot.batches):
             counted = frozenset(b.id for b in snapshot.batches if b.counts_exact)
@@ -245,6 +135,7 @@ class StatusReader:
             schema=SCHEMA,
             namespace=self.settings.namespace,
             time=now,
+            redis=self.redis_info,
             backlogs=backlogs,
             conductor=ConductorSide(
                 live=[LiveConductor(id_, n) for id_, alive, n in sorted(conductors) if alive],
@@ -254,16 +145,21 @@ class StatusReader:
                 deferred=reply["deferred"],
                 next_due_in=round(max(0.0, float(next_due) / 1000 - now), 3) if next_due else None,
             ),
+            no_worker={
+                task: NoWorker(jobs, round(float(since_ms) / 1000, 3))
+                for task, jobs, since_ms in _list(reply["no_worker"])
+                if jobs
+            },
             pools=[self._pool(raw, now) for raw in reply["pools"]],
             rate_limits=[self._bucket(name, tat, now) for name, tat in _list(reply["buckets"])],
-            batches=self._batches(_list(reply["batches"]), keep),
+            batches=self._counter.batches(_list(reply["batches"]), reply["dead_scan"], keep),
             dead_letters=reply["dead"],
         )
 
     def _pool(self, raw: dict[str, Any], now: float) -> Pool:
         (config,) = (p for p in self.settings.pools if p.name == raw["name"])
         beats = sorted(
-            (_pairs(beat) for beat in _list(raw["workers"])), key=lambda b: b.get("worker", "")
+            (hash_pairs(beat) for beat in _list(raw["workers"])), key=lambda b: b.get("worker", "")
         )
         workers = [_worker(beat, now) for beat in beats]
         slots = sum(w.slots for w in workers)
@@ -294,51 +190,14 @@ class StatusReader:
         tokens = min(float(limit.burst), max(0.0, limit.burst - ahead * limit.rate))
         return Bucket(name, limit.rate, limit.burst, round(tokens, 3), round(ahead, 3))
 
-    def _batches(self, replies: list[dict[str, Any]], keep: frozenset[str]) -> list[Batch]:
-        self._tallies = {r["id"]: self._tallies.get(r["id"], _Tally()) for r in replies}
-        return [self._batch(r, self._tallies[r["id"]], r["id"] in keep) for r in replies]
-
-    def _batch(self, raw: dict[str, Any], tally: _Tally, kept: bool) -> Batch:
-        record = _pairs(raw["record"])
-        exact = tally.settled or kept
-        if "cursor" in raw:  # the script scanned (some of) its receipts this call
-            tally.partial.update(raw["counts"])
-            tally.cursor = raw["cursor"]
-            if tally.cursor == "0":
-                tally.last, tally.partial, exact = tally.partial, Counter(), True
-                tally.completed = self._reads
-        counts = tally.last if tally.last is not None else tally.partial
-        total, queued = _int(record.get("total")), _int(record.get("queued"))
-        done = counts["succeeded"]
-        failed = counts["failed"] + counts["dead"]
-        dispatched = record.get("complete") == "1"
-        settled = dispatched and exact and done + failed >= total
-        tally.settled = tally.settled or settled
-        return Batch(
-            id=raw["id"],
-            backlog=record.get("backlog", ""),
-            manifest=record.get("manifest", ""),
-            created_at=float(record.get("created_at") or raw["score"]),
-            total=total,
-            queued=queued,
-            dispatched=dispatched,
-            receipts=raw["receipts"],
-            done=done,
-            failed=failed,
-            retrying=counts["retrying"],
-            pending=max(0, queued - done - failed),
-            settled=settled,
-            counts_exact=exact,
-        )
-
 
 def _worker(beat: dict[str, str], now: float) -> WorkerBeat:
     return WorkerBeat(
         id=beat.get("worker", "?"),
         host=beat.get("host", "?"),
-        pid=_int(beat.get("pid")),
-        slots=_int(beat.get("slots")),
-        running=_int(beat.get("running")),
+        pid=as_int(beat.get("pid")),
+        slots=as_int(beat.get("slots")),
+        running=as_int(beat.get("running")),
         version=beat.get("version", "?"),
         heartbeat_age=round(max(0.0, now - float(beat.get("time") or now)), 3),
     )
@@ -358,16 +217,3 @@ def _prefix(build: Callable[[str], str]) -> str:
 def _list(value: Any) -> list[Any]:
     """cjson encodes an empty Lua table as `{}`: every list field may come back as one."""
     return value if isinstance(value, list) else []
-
-
-def _pairs(flat: Any) -> dict[str, str]:
-    """An HGETALL reply (field, value, field, value…) as a dict."""
-    items = _list(flat)
-    return dict(zip(items[::2], items[1::2], strict=True))
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(float(value or 0))
-    except ValueError:
-        return 0

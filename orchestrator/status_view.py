@@ -1,30 +1,31 @@
-"""How a status snapshot reads on a terminal: once (`status`) or live (`status --watch`).
+"""How a status snapshot reads on a terminal, once (`status`) or live (`status_watch`).
 
 Laid out for 80x24 first: pools on top, since the question a reader comes with is
 "is metal full and is cloud taking the overflow?" — a line under the pools answers it
-in words. Bars are drawn with two glyphs (█ used, ░ free) rather than rich's colour-only
-progress bars, so they still read on a terminal without colour or in a pasted capture.
-When the screen is short, batches give way first (the newest are kept).
+in words. Bars are drawn with glyphs (█ used or done, ▓ failed, ░ free) rather than
+rich's colour-only progress bars, so they still read on a terminal without colour or in
+a pasted capture; for the same reason a batch that settled says so with a mark (✓ or
+✗), not a colour alone. When the screen is short, batches give way first (the newest
+are kept); batch names take the width left, and when cut keep their end, where
+`_01` and `_02` differ.
 """
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 
-import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.status import Batch, Pool, Snapshot, StatusReader
+from orchestrator.status import Batch, Pool, Snapshot
 
 BAR = 10
+WIDE_BAR = 16  # a batch's bar from 100 columns on
+WIDE = 100
 HEAD = "bold"
+NO_WORKER_LINES = 3  # tasks listed as waiting for a worker; the rest are summed up
 
 
 def render(
@@ -37,7 +38,7 @@ def render(
     """The whole view; with `height`, batches are cut to fit it. `note` goes top right
     (a plain string is shown dim, as is)."""
     parts: list[RenderableType] = [
-        _title(snapshot, note),
+        _title(snapshot, note, width),
         Group(_pools(snapshot, width), _verdict(snapshot)),
         _queues(snapshot),
     ]
@@ -45,7 +46,7 @@ def render(
         parts.append(_rate_limits(snapshot))
     if snapshot.batches:
         room = None if height is None else height - _height(_spaced(parts), width) - 3
-        parts.append(_batches(snapshot.batches, room))
+        parts.append(_batches(snapshot.batches, room, width))
     return _spaced(parts)
 
 
@@ -58,53 +59,28 @@ def _spaced(parts: list[RenderableType]) -> Group:
     return Group(*spaced)
 
 
-async def watch(reader: StatusReader, console: Console, interval: float) -> None:
-    """Redraw every `interval` seconds until SIGINT or SIGTERM, then leave the last frame.
-
-    Redis going away is shown on the last good frame and retried; the view never dies
-    of it. Rendering and the terminal write run in a thread, off the event loop.
-    """
-    with (
-        Live(Text("reading…"), console=console, auto_refresh=False) as live,
-        anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
-    ):
-        async with anyio.create_task_group() as tasks:
-
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    tasks.cancel_scope.cancel()
-                    return
-
-            tasks.start_soon(stop_on_signal)
-            snapshot: Snapshot | None = None
-            note: Text
-            every = Text(f"every {interval:g}s · ctrl-c quits", style="dim")
-            while True:
-                started = anyio.current_time()
-                try:
-                    snapshot, note = await reader.read(), every
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    note = Text(f"retrying: redis unavailable ({exc})", style="red")
-                await anyio.to_thread.run_sync(_show, live, snapshot, note)
-                await anyio.sleep(max(0.0, interval - (anyio.current_time() - started)))
-
-
-def _show(live: Live, snapshot: Snapshot | None, note: Text) -> None:
-    width, height = live.console.size
-    view = note if snapshot is None else render(snapshot, width=width, height=height, note=note)
-    live.update(view, refresh=True)
-
-
-def _title(snapshot: Snapshot, note: str | Text | None) -> Table:
+def _title(snapshot: Snapshot, note: str | Text | None, width: int) -> RenderableType:
+    """Namespace, Redis clock and which Redis (and why that one) on one line; the Redis
+    goes to a line of its own when they do not fit, cut at its end."""
     clock = time.strftime("%H:%M:%S", time.localtime(snapshot.time))
     title = Text.assemble(
         ("orchestrator status", "bold"), f" · namespace {snapshot.namespace} · {clock}"
     )
+    right = Text(note, style="dim") if isinstance(note, str) else note or Text("")
+    source = None
+    if (redis := snapshot.redis) is not None:
+        extra = f", {redis.detail}" if redis.detail else ""
+        source = Text(f"{redis.url} (from {redis.origin}{extra})", style="dim")
+        if title.cell_len + 3 + source.cell_len + 1 + right.cell_len <= width:
+            title, source = Text.assemble(title, " · ", source), None
     grid = Table.grid(expand=True, padding=(0, 1))
-    grid.add_column(no_wrap=True, min_width=len(title))  # the note gives way, not the clock
+    grid.add_column(no_wrap=True, min_width=title.cell_len)  # the note gives way, not the clock
     grid.add_column(justify="right", no_wrap=True, overflow="ellipsis")
-    grid.add_row(title, Text(note, style="dim") if isinstance(note, str) else note or "")
-    return grid
+    grid.add_row(title, right)
+    if source is None:
+        return grid
+    source.no_wrap, source.overflow = True, "ellipsis"
+    return Group(grid, source)
 
 
 def _pools(snapshot: Snapshot, width: int) -> Table:
@@ -136,7 +112,8 @@ def _load(pool: Pool) -> Text:
     full = pool.free == 0
     style = "yellow" if full else "green"
     label = "FULL" if full else f"{100 * pool.in_flight // pool.capacity:>3}%"
-    return _bar(((pool.in_flight, style),), pool.capacity, BAR) + Text(f" {label}", style=style)
+    bar = _bar(((pool.in_flight, style, "█"),), pool.capacity, BAR)
+    return bar + Text(f" {label}", style=style)
 
 
 def _verdict(snapshot: Snapshot) -> Text:
@@ -162,7 +139,7 @@ def _verdict(snapshot: Snapshot) -> Text:
     return text
 
 
-def _queues(snapshot: Snapshot) -> Table:
+def _queues(snapshot: Snapshot) -> RenderableType:
     side = snapshot.conductor
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style=HEAD, no_wrap=True)
@@ -181,7 +158,43 @@ def _queues(snapshot: Snapshot) -> Table:
             + [("dead letters", snapshot.dead_letters)]
         ),
     )
-    return grid
+    if not snapshot.no_worker:
+        return grid
+    return Group(grid, *_no_worker(snapshot))
+
+
+def _no_worker(snapshot: Snapshot) -> list[Text]:
+    """Jobs no live worker runs the task of: they wait until one comes, so say since when."""
+    waiting = list(snapshot.no_worker.items())
+    lines = []
+    for member, parked in waiting[:NO_WORKER_LINES]:
+        task, _, pool = member.partition("@")  # `task@pool`: only that pool may run them
+        lines.append(
+            Text.assemble(
+                (f"waiting for a worker{f' in {pool}' if pool else ''} that runs ", "yellow"),
+                (task, "bold yellow"),
+                (f": {_jobs(parked.jobs)}, since {_age(snapshot.time - parked.since)}", "yellow"),
+            )
+        )
+    if rest := waiting[NO_WORKER_LINES:]:
+        jobs = _jobs(sum(parked.jobs for _, parked in rest))
+        lines.append(Text(f"… and {jobs} of {len(rest)} more tasks", style="yellow"))
+    for line in lines:
+        line.no_wrap, line.overflow = True, "ellipsis"
+    return lines
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job" if count == 1 else f"{count} jobs"
+
+
+def _age(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def _counts(pairs: list[tuple[str, int]]) -> Text:
@@ -205,29 +218,63 @@ def _rate_limits(snapshot: Snapshot) -> Table:
             f"{bucket.rate:g}/s",
             str(bucket.burst),
             f"{bucket.tokens:.1f}",
-            _bar(((bucket.tokens, "cyan"),), bucket.burst, min(bucket.burst, BAR))
+            _bar(((bucket.tokens, "cyan", "█"),), bucket.burst, min(bucket.burst, BAR))
             + Text(f" {ahead:.1f}s reserved" if ahead > 0 else "", style="yellow"),
         )
     return table
 
 
-def _batches(batches: list[Batch], room: int | None) -> Table:
+def _batches(batches: list[Batch], room: int | None, width: int) -> Table:
+    """Counts take what they need; the names get the rest of the width."""
     shown = batches if room is None or room >= len(batches) else batches[: max(room - 1, 0)]
-    table = _table("batch", "progress", "done", "failed", "pending")
-    table.columns[1].justify = "left"
-    for batch in shown:
-        bar = _bar(((batch.done, "green"), (batch.failed, "red")), batch.total, 16)
-        state = "✓" if batch.settled else ("…" if not batch.dispatched else " ")
-        table.add_row(
-            Text(batch.id, overflow="ellipsis", no_wrap=True),
-            bar + Text(f" {batch.done + batch.failed}/{batch.total} {state}"),
-            str(batch.done),
-            Text(str(batch.failed), style="red" if batch.failed else ""),
-            str(batch.pending) + ("~" if not batch.counts_exact else ""),
-        )
+    bar = WIDE_BAR if width >= WIDE else BAR
+    rows = [_batch_cells(batch, bar) for batch in shown]
+    headers = ("progress", "done", "failed", "dead", "pending")
+    needed = [
+        max([len(header), *(cells[index].cell_len for cells in rows)])
+        for index, header in enumerate(headers)
+    ]
+    names = max(12, width - sum(needed) - len(headers))  # one space between columns
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style=HEAD)
+    table.add_column("batch", no_wrap=True)
+    table.add_column("progress", no_wrap=True)
+    for header in headers[1:]:
+        table.add_column(header, justify="right", no_wrap=True)
+    for batch, cells in zip(shown, rows, strict=True):
+        table.add_row(Text(_cut(batch.id, names), no_wrap=True), *cells)
     if len(shown) < len(batches):
         table.add_row(Text(f"… {len(batches) - len(shown)} older", style="dim"))
     return table
+
+
+def _batch_cells(batch: Batch, bar: int) -> list[Text]:
+    """Done in green, failed or dead-lettered in red with a glyph of its own; once
+    settled, ✓ when every job succeeded and ✗ when any did not."""
+    bad = batch.failed + batch.dead_lettered
+    progress = _bar(((batch.done, "green", "█"), (bad, "red", "▓")), batch.total, bar)
+    progress.append(f" {batch.done + bad}/{batch.total}")
+    if batch.state == "succeeded":
+        progress.append(" ✓", style="bold green")
+    elif batch.state == "failed":
+        progress.append(" ✗", style="bold red")
+    elif not batch.dispatched:
+        progress.append(" …", style="dim")
+    return [
+        progress,
+        Text(str(batch.done)),
+        Text(str(batch.failed), style="red" if batch.failed else ""),
+        Text(str(batch.dead_lettered), style="red" if batch.dead_lettered else ""),
+        Text(str(batch.pending) + ("~" if not batch.counts_exact else "")),
+    ]
+
+
+def _cut(name: str, room: int) -> str:
+    """The name within `room` cells, cut in the middle: batches of one workflow share a
+    long start and differ at the end (`…_01`, `…_02`), so most of the end is kept."""
+    if len(name) <= room:
+        return name
+    head = (room - 1) // 3
+    return name[:head] + "…" + name[len(name) - (room - 1 - head) :]
 
 
 def _table(*headers: str) -> Table:
@@ -238,11 +285,12 @@ def _table(*headers: str) -> Table:
     return table
 
 
-def _bar(parts: tuple[tuple[float, str], ...], total: float, width: int) -> Text:
+def _bar(parts: tuple[tuple[float, str, str], ...], total: float, width: int) -> Text:
+    """`parts`: (amount, style, glyph); what is left of `total` is drawn ░."""
     text, used = Text(), 0
-    for amount, style in parts:
+    for amount, style, glyph in parts:
         cells = min(width - used, round(width * amount / total)) if total > 0 else 0
-        text.append("█" * cells, style=style)
+        text.append(glyph * cells, style=style)
         used += cells
     return text.append("░" * (width - used), style="grey35")
 

@@ -20,7 +20,9 @@ def register(commands: Any) -> None:
             "One consistent snapshot of the service, read atomically in one Redis round "
             "trip (a few more to count big batches' receipts): backlog depths, the "
             "conductors' lists, each pool's workers, slots and jobs in flight, rate-limit "
-            "buckets, the latest batches' progress and the dead letters."
+            "buckets, the latest batches' progress (settled, or settled with failures), "
+            "jobs waiting for a worker that runs their task, and the dead letters; headed "
+            "by which Redis it reads, and why that one."
         ),
     )
     mode = status.add_mutually_exclusive_group()
@@ -49,13 +51,19 @@ def _status(options: argparse.Namespace, settings: Settings) -> int:
 
     from orchestrator.connection import connect
     from orchestrator.status import Snapshot, StatusReader, to_json
-    from orchestrator.status_view import render, watch
+    from orchestrator.status_view import render
+    from orchestrator.status_watch import watch
 
     console = Console()
 
     async def read() -> Snapshot | None:
         async with connect(settings.redis_url, name="orchestrator-status") as redis:
-            reader = StatusReader(redis, settings, batches=options.batches)
+            reader = StatusReader(
+                redis,
+                settings,
+                batches=options.batches,
+                source=getattr(options, "redis_source", None),  # set by the CLI
+            )
             if options.watch:
                 await watch(reader, console, options.interval)
                 return None

@@ -4,15 +4,17 @@
 -- (a Keys method called with an empty id) that the member ids read here complete.
 -- Receipts are counted by status with HSCAN under a budget of entries per call, so a
 -- huge batch never blocks Redis for long; a scan the budget cut short returns its
--- cursor, and the caller resumes it on its next call.
+-- cursor, and the caller resumes it on its next call. Dead letters of the batches
+-- listed are read the same way, by position in the list, under a budget of their own.
 -- KEYS[1] backlogs set, KEYS[2] conductors set, KEYS[3] ready list, KEYS[4] deferred
---   zset, KEYS[5] dead-letter list, KEYS[6] batches zset
+--   zset, KEYS[5] dead-letter list, KEYS[6] batches zset, KEYS[7] no-worker tasks zset
 -- ARGV[1] JSON: {backlog_prefix, backlogs: [names], conductor_prefix,
---   processing_prefix, batch_prefix, receipts_prefix, pools: [{name, queue, inflight,
---   workers, worker_prefix, waiting}], buckets: [{name, key}], batches: most batches,
---   budget: most receipts to scan, cursors: {batch: HSCAN cursor to resume},
---   skip: [batches whose counts the caller keeps], order: [batches, the first to be
---   counted first]}
+--   processing_prefix, batch_prefix, receipts_prefix, no_worker_prefix, pools: [{name,
+--   queue, inflight, workers, worker_prefix, waiting}], buckets: [{name, key}], batches:
+--   most batches, budget: most receipts to scan, cursors: {batch: HSCAN cursor to
+--   resume}, skip: [batches whose counts the caller keeps], order: [batches, the first
+--   to be counted first], dead_from: position in the dead-letter list to read on from
+--   (0: from the start), dead_budget: most dead letters to read}
 -- Returns JSON (floats as strings; an empty list may come back as {}), see status.py.
 local req = cjson.decode(ARGV[1])
 local t = redis.call('TIME')
@@ -40,6 +42,16 @@ out.ready = redis.call('LLEN', KEYS[3])
 out.deferred = redis.call('ZCARD', KEYS[4])
 out.next_due_ms = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')[2] or false
 out.dead = redis.call('LLEN', KEYS[5])
+
+-- jobs no live worker can run, per task: {task, jobs, ms the oldest started waiting}
+out.no_worker = {}
+local parked = redis.call('ZRANGE', KEYS[7], 0, 99, 'WITHSCORES')
+for i = 1, #parked, 2 do
+  local task = parked[i]
+  out.no_worker[#out.no_worker + 1] = {
+    task, redis.call('LLEN', req.no_worker_prefix .. task), parked[i + 1],
+  }
+end
 
 out.pools = {}
 for _, pool in ipairs(req.pools) do
@@ -101,4 +113,59 @@ for _, batch in ipairs(to_count) do
   batch.cursor, batch.counts = cursor, counts
 end
 out.batches = batches
+
+-- The dead letters of the batches listed, each as {batch, job id, its receipt's status
+-- or ''}. A letter names its batch in its envelope or receipt (the envelope may be the
+-- raw text of an invalid payload); a letter that names none (`lost`) is attributed by
+-- a derived job id, `<batch>:<line>`. `next` is where to read on, 0 once at the end.
+-- Decoding a letter costs several times a pattern, so the letters workers and conductors
+-- write are read by pattern: orjson's compact output, the job id first, the envelope
+-- (as pydantic orders it) starting with its id and batch. Inside a JSON string a quote
+-- is escaped, and the fields before the payload are scalars, so the first
+-- `,"payload":{` is the letter's own. Any other letter is decoded.
+local listed = {}
+for _, batch in ipairs(batches) do listed[batch.id] = true end
+local function batch_of(holder)
+  if type(holder) == 'string' then
+    local ok, parsed = pcall(cjson.decode, holder)
+    holder = ok and parsed or nil
+  end
+  if type(holder) == 'table' and type(holder.batch) == 'string' then return holder.batch end
+  return nil
+end
+local function attribute(raw)
+  local id = string.match(raw, '^{"job_id":"([^"\\]*)"')
+  if id then
+    local at = string.find(raw, ',"payload":{', 1, true)
+    local batch = at and string.match(raw, '^,"payload":{"id":"[^"\\]*","batch":"([^"\\]*)"', at)
+    if batch then return id, batch end
+  end
+  local ok, letter = pcall(cjson.decode, raw)
+  id = ok and type(letter) == 'table' and letter.job_id
+  if type(id) ~= 'string' then return nil, nil end
+  return id, batch_of(letter.payload) or batch_of(letter.receipt) or string.match(id, '^(.+):%d+$')
+end
+local scan, from, left = {letters = {}}, req.dead_from, req.dead_budget
+while true do
+  if left <= 0 then
+    scan.next = from
+    break
+  end
+  local want = math.min(left, 500)
+  local letters = redis.call('LRANGE', KEYS[5], from, from + want - 1)
+  for _, raw in ipairs(letters) do
+    local id, batch = attribute(raw)
+    if batch and listed[batch] then
+      local receipt = redis.call('HGET', req.receipts_prefix .. batch, id)
+      local status = receipt and string.match(receipt, '"status":"(%a+)"') or ''
+      scan.letters[#scan.letters + 1] = {batch, id, status}
+    end
+  end
+  from, left = from + #letters, left - #letters
+  if #letters < want then
+    scan.next = 0
+    break
+  end
+end
+out.dead_scan = scan
 return cjson.encode(out)

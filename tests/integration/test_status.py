@@ -2,13 +2,16 @@
 
 The spillover test asserts on the JSON a script would read and on the words a person
 would read, while metal is full and cloud takes the rest; the others pin the parts that
-need no workers (receipt counting, rate-limit tokens, the live view's exit).
+need no workers (receipt counting, rate-limit tokens, the live view's exit, the header
+naming the Redis read, batch names, jobs waiting for a worker). How batches count dead
+letters is in test_status_batches.py.
 """
 
 from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -25,7 +28,8 @@ import redis.asyncio
 
 from orchestrator.keys import Keys
 from orchestrator.settings import load_settings
-from orchestrator.status import StatusReader
+from orchestrator.stack_record import RedisSource, StackLock, StackRecord
+from orchestrator.status import StatusReader, to_json
 from tests.conftest import CliRunner, StackFactory
 from tests.stack import REPO, write_manifest
 
@@ -136,23 +140,137 @@ async def test_rate_limit_tokens_follow_the_bucket_arrival_time(
 
 
 def test_watch_draws_the_pools_and_exits_0_on_ctrl_c(redis_url: str) -> None:
+    watch, leader = start_watch(80)
+    screen = read_until(leader, lambda text: text.count(b"no workers") >= 2, seconds=10)
+    time.sleep(0.5)  # a few redraws
+    screen += stop_watch(watch, leader)
+    assert b"metal" in screen
+    assert b"cloud" in screen
+    assert b"Traceback" not in screen
+
+
+def test_watch_header_names_the_redis_it_reads_and_why(redis_url: str) -> None:
+    """The live view says which Redis it draws, as the one-shot view does."""
+    watch, leader = start_watch(120)
+    screen = read_until(leader, lambda text: b"(from REDIS_URL)" in text, seconds=10)
+    screen += stop_watch(watch, leader)
+    assert f"{redis_url} (from REDIS_URL)".encode() in screen
+
+
+def test_status_header_and_json_name_the_redis_and_why(
+    redis_url: str, run_cli: CliRunner, monkeypatch: Any
+) -> None:
+    """Whoever reads `status` learns which Redis it shows and where that URL came from."""
+    shown = run_cli("status")
+    assert shown.code == 0, shown.err
+    first, second = shown.out.splitlines()[:2]
+    assert first.startswith("orchestrator status · namespace ")
+    assert second == f"{redis_url} (from REDIS_URL)"  # 80 columns: a line of its own
+    assert status_json(run_cli)["redis"] == {"url": redis_url, "origin": "REDIS_URL", "detail": ""}
+
+    monkeypatch.delenv("REDIS_URL")  # now the stack a running `orchestrator up` recorded
+    monkeypatch.setenv("COLUMNS", "200")
+    lock = StackLock(Path("data"))
+    lock.acquire()
+    record = StackRecord(redis_url, up_pid=os.getpid(), started_at=time.time(), data_dir="data")
+    lock.write(record)
+    try:
+        shown = run_cli("status")
+        document = status_json(run_cli)
+    finally:
+        lock.release()
+    assert shown.code == 0, shown.err
+    header = shown.out.splitlines()[0].rstrip()
+    assert header.endswith(f" · {redis_url} (from ./data/stack.json, {record.describe()})")
+    assert document["redis"] == {
+        "url": redis_url, "origin": "./data/stack.json", "detail": record.describe()
+    }  # fmt: skip
+
+
+async def test_status_json_never_shows_the_redis_password(
+    async_redis: redis.asyncio.Redis,
+) -> None:
+    """A password in the URL is redacted before it reaches the snapshot."""
+    source = RedisSource("redis://ops:hunter2@db.internal:6380/0", "REDIS_URL")
+    snapshot = await StatusReader(async_redis, load_settings(), source=source).read()
+    document = orjson.loads(to_json(snapshot))
+    assert document["redis"]["url"] == "redis://ops:***@db.internal:6380/0"
+    assert b"hunter2" not in to_json(snapshot)
+
+
+def test_batch_names_use_the_width_there_is_and_keep_their_end_when_cut(
+    sync_redis: Any, keys: Keys, run_cli: CliRunner, monkeypatch: Any
+) -> None:
+    """Two batches differing only in their last characters never look the same."""
+    stem = "system_test_stress_supervisor_2024_05_01_night_run"
+    for n, suffix in enumerate(("_02", "_03")):
+        sync_redis.zadd(keys.batches, {stem + suffix: time.time() + n})
+        sync_redis.hset(keys.batch(stem + suffix), mapping={"total": 2, "queued": 2})
+
+    monkeypatch.setenv("COLUMNS", "200")
+    wide = run_cli("status")
+    assert wide.code == 0, wide.err
+    assert [line.split()[0] for line in wide.out.splitlines() if stem in line] == [
+        stem + "_03", stem + "_02",
+    ]  # fmt: skip
+
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = run_cli("status")
+    assert narrow.code == 0, narrow.err
+    assert max(len(line) for line in narrow.out.splitlines()) <= 80
+    names = [line.split()[0] for line in narrow.out.splitlines() if line.startswith("system_")]
+    assert len(names) == 2
+    assert names[0].endswith("night_run_03")
+    assert names[1].endswith("night_run_02")
+    assert all("…" in name and len(name) >= 24 for name in names)
+
+
+def test_jobs_waiting_for_a_worker_that_runs_their_task_are_shown_with_since_when(
+    redis_url: str, sync_redis: Any, keys: Keys, run_cli: CliRunner
+) -> None:
+    """Parked jobs are named by task, counted, and aged, in the view and in --json."""
+    seconds, micros = sync_redis.time()
+    since = seconds + micros / 1e6 - 72.2
+    sync_redis.zadd(keys.no_worker_tasks, {"image.process": since * 1000})
+    sync_redis.rpush(keys.no_worker("image.process"), *([b'{"id": "j"}'] * 3))
+    for n in range(12):  # more batches than an 80x24 screen holds besides
+        sync_redis.zadd(keys.batches, {f"batch_{n:02}": time.time() + n})
+        sync_redis.hset(keys.batch(f"batch_{n:02}"), mapping={"total": 1, "queued": 1})
+
+    document = status_json(run_cli)
+    assert document["no_worker"] == {"image.process": {"jobs": 3, "since": round(since, 3)}}
+
+    shown = run_cli("status")
+    assert shown.code == 0, shown.err
+    assert re.search(
+        r"^waiting for a worker that runs image\.process: 3 jobs, since 1m1[23]s$",
+        shown.out,
+        re.MULTILINE,
+    )
+    lines = shown.out.splitlines()
+    assert len(lines) <= 23  # the default 10 batches, and a prompt, on 80x24
+    assert max(len(line) for line in lines) <= 80
+
+
+def start_watch(columns: int) -> tuple[subprocess.Popen[bytes], int]:
     leader, follower = pty.openpty()
-    ioctl(follower, TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    ioctl(follower, TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color"}
     watch = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "status", "--watch", "--interval", "0.2"],
         stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True,
     )  # fmt: skip
     os.close(follower)
-    screen = read_until(leader, lambda text: text.count(b"no workers") >= 2, seconds=10)
-    time.sleep(0.5)  # a few redraws
+    return watch, leader
+
+
+def stop_watch(watch: subprocess.Popen[bytes], leader: int) -> bytes:
+    """Ctrl-C, which must end the view with exit 0; returns what it drew meanwhile."""
     watch.send_signal(signal.SIGINT)
     assert watch.wait(10) == 0
-    screen += read_until(leader, lambda _: False, seconds=0.3)
+    screen = read_until(leader, lambda _: False, seconds=0.3)
     os.close(leader)
-    assert b"metal" in screen
-    assert b"cloud" in screen
-    assert b"Traceback" not in screen
+    return screen
 
 
 def read_until(fd: int, done: Any, seconds: float) -> bytes:

@@ -1,0 +1,161 @@
+"""What `orchestrator status` knows about the service, as plain data (`status.py` reads it).
+
+`--json` fields (`SCHEMA` is bumped when one changes meaning or goes away):
+
+- `schema`, `namespace`, `time` (Redis clock, unix seconds), `dead_letters` (count).
+- `redis`: the Redis read and why that one: `url` (password redacted), `origin`
+  (`--redis-url`, `REDIS_URL`, a config file, `./data/stack.json`, `default`) and
+  `detail` (e.g. the `orchestrator up` that recorded it); null when not known.
+- `backlogs[]`: `name`, `depth` (jobs waiting), `configured` (in settings, else only
+  found in the set of backlogs dispatched to); in the order conductors consume them.
+- `conductor`: `live[]` (`id`, `processing`: jobs taken and not yet forwarded),
+  `processing` (their sum), `orphaned` (jobs held by conductors whose heartbeat
+  lapsed: a live peer puts them back on ready), `ready`, `deferred` and `next_due_in`
+  (seconds until the next deferred job is due, null when none).
+- `no_worker`: task → `jobs` (waiting because no live worker runs that task) and
+  `since` (unix seconds the oldest of them started waiting); oldest first.
+- `pools[]`, in routing order: `name`, `order`, `queue` (arq queue key), `spill_after`,
+  `max_in_flight`, `workers[]` (`id`, `host`, `pid`, `slots`, `running`, `version`,
+  `heartbeat_age`), `slots` (sum over live workers), `running` (sum of what workers
+  last reported: up to one heartbeat old), `capacity` (slots within max_in_flight),
+  `in_flight` (forwarded, not finished), `queued` (the arq queue's length: arq keeps a
+  job there until it ends, so running jobs count), `free` (capacity - in_flight, at
+  least 0: intake.lua's rule), `waiting` (jobs pinned to this pool while it is full),
+  `oldest_heartbeat_age` (seconds, null without workers).
+- `rate_limits[]`: `name`, `rate` (tokens/s), `burst`, `tokens` (available now),
+  `full_in` (seconds until the bucket is full again; beyond burst/rate it means
+  deferred jobs have reserved tokens ahead).
+- `batches[]`, newest first: `id`, `backlog`, `manifest`, `created_at`, `total`,
+  `queued` (jobs put on the backlog), `dispatched` (dispatch finished), `receipts`
+  (receipts written), then each job counted once, as `verify` counts it: `done`
+  (succeeded), `failed` (failed for good, its dead letter purged), `dead_lettered`
+  (has a dead letter: failed for good, or refused by the conductor with no receipt),
+  `retrying` (part of pending), `pending` (queued - done - failed - dead_lettered:
+  waiting or running); `settled`, `state` (`running`; once settled `succeeded`, or
+  `failed` when any job failed or was dead-lettered) and `counts_exact`.
+
+Schema 2: `failed` no longer includes dead-lettered jobs (see `dead_lettered`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import orjson
+
+SCHEMA = 2
+BatchState = Literal["running", "succeeded", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisInfo:
+    url: str
+    origin: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    name: str
+    depth: int
+    configured: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConductor:
+    id: str
+    processing: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConductorSide:
+    live: list[LiveConductor]
+    processing: int
+    orphaned: int
+    ready: int
+    deferred: int
+    next_due_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NoWorker:
+    jobs: int
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBeat:
+    id: str
+    host: str
+    pid: int
+    slots: int
+    running: int
+    version: str
+    heartbeat_age: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    order: int
+    queue: str
+    spill_after: float
+    max_in_flight: int | None
+    workers: list[WorkerBeat]
+    slots: int
+    running: int
+    capacity: int
+    in_flight: int
+    queued: int
+    free: int
+    waiting: int
+    oldest_heartbeat_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    name: str
+    rate: float
+    burst: int
+    tokens: float
+    full_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    id: str
+    backlog: str
+    manifest: str
+    created_at: float
+    total: int
+    queued: int
+    dispatched: bool
+    receipts: int
+    done: int
+    failed: int
+    dead_lettered: int
+    retrying: int
+    pending: int
+    settled: bool
+    state: BatchState
+    counts_exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    schema: int
+    namespace: str
+    time: float
+    redis: RedisInfo | None
+    backlogs: list[Backlog]
+    conductor: ConductorSide
+    no_worker: dict[str, NoWorker]
+    pools: list[Pool]
+    rate_limits: list[Bucket]
+    batches: list[Batch]
+    dead_letters: int
+
+
+def to_json(snapshot: Snapshot) -> bytes:
+    return orjson.dumps(asdict(snapshot), option=orjson.OPT_INDENT_2)
