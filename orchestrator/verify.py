@@ -17,7 +17,7 @@ import math
 import time
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -40,7 +40,6 @@ LISTED: tuple[Outcome, ...] = ("failed", "dead_lettered", "missing")  # ids kept
 ID_LIMIT = 1000  # ids kept per listed outcome; the count is always exact
 CHUNK = 2000  # manifest lines per HMGET
 DEAD_CHUNK = 1000  # dead letters per LRANGE
-POLL_INTERVAL = 0.5  # seconds between passes of --wait, at the least
 FINAL = ("succeeded", "failed", "dead")  # receipt statuses after which a job runs no more
 
 
@@ -107,7 +106,7 @@ class Tally:
 
 @dataclass
 class Report:
-    manifest: Path
+    manifest: Path | None  # None: an ad-hoc batch of bare lines, told by its ids alone
     batch: str
     record: BatchRecord | None
     totals: Counter[Outcome] = field(default_factory=Counter)
@@ -151,7 +150,7 @@ class Report:
         totals = self.totals
         everything = chain.from_iterable(tally.durations for tally in self.tasks.values())
         return {
-            "manifest": str(self.manifest),
+            "manifest": None if self.manifest is None else str(self.manifest),
             "batch": self.batch,
             "verified_at": time.time(),
             "dispatch": None if self.record is None else vars(self.record),
@@ -190,13 +189,19 @@ def quantiles(durations: Iterable[float]) -> dict[str, float | int] | None:
 
 
 class Verifier:
-    """Runs passes over one manifest's batch; `--wait` runs several."""
+    """Runs passes over one batch; `--wait` runs several.
+
+    A dispatched batch is read in its manifest's order. An ad-hoc batch (bare manifest
+    lines producers pushed, `manifest` None) has no manifest: its job ids are the set
+    the conductor recorded as it took them, and each job's task comes from its receipt
+    or dead letter.
+    """
 
     def __init__(
         self,
         redis: Redis,
         keys: Keys,
-        manifest: Path,
+        manifest: Path | None,
         registry: TaskRegistry,
         *,
         batch: str | None = None,
@@ -206,7 +211,9 @@ class Verifier:
         self.keys = keys
         self.manifest = manifest
         self.registry = registry
-        self.batch = batch or manifest.stem  # as dispatch names it
+        if batch is None and manifest is None:
+            raise ValueError("a batch without a manifest must be named")
+        self.batch = batch or cast(Path, manifest).stem  # as dispatch names it
         self.max_line_bytes = max_line_bytes
         self._digest_checked = False
 
@@ -218,6 +225,9 @@ class Verifier:
         # exit code is the same).
         dead = await self._dead_ids()
         report = Report(self.manifest, self.batch, record)
+        if self.manifest is None:
+            await self._check_ids(report, dead)
+            return report
         queued = record.queued if record is not None else None
         receipts_key = self.keys.receipts(self.batch)
         # A generator: closing it when a pass ends early closes the manifest file at once.
@@ -239,10 +249,28 @@ class Verifier:
             await self._check_digest(record.sha256)
         return report
 
-    async def _dead_ids(self) -> set[str]:
-        """Ids of this batch's dead letters; letters naming no batch (a job lost in a
-        pool) are kept too, as their id can only match a job of the manifest."""
-        found: set[str] = set()
+    async def _check_ids(self, report: Report, dead: dict[str, str]) -> None:
+        """An ad-hoc batch: every id the conductor took is queued, so none is missing."""
+        receipts_key = self.keys.receipts(self.batch)
+        cursor = 0
+        while True:
+            cursor, members = await self.redis.sscan(
+                self.keys.batch_ids(self.batch), cursor, count=CHUNK
+            )
+            ids = sorted(member.decode() for member in members)
+            found = await self.redis.hmget(receipts_key, ids) if ids else []  # type: ignore[misc]
+            for job_id, encoded in zip(ids, found, strict=True):
+                receipt = cast(Receipt, orjson.loads(encoded)) if encoded else None
+                task = receipt["task"] if receipt else dead.get(job_id) or "(not run yet)"
+                report.add(job_id, task, classify(1, receipt, job_id in dead, 1), receipt)
+            if cursor == 0:
+                return
+
+    async def _dead_ids(self) -> dict[str, str]:
+        """Ids of this batch's dead letters, with their task where the letter tells it;
+        letters naming no batch (a job lost in a pool) are kept too, as their id can only
+        match a job of the manifest."""
+        found: dict[str, str] = {}
         start = 0
         while True:
             end = start + DEAD_CHUNK - 1
@@ -257,40 +285,20 @@ class Verifier:
                     continue
                 job_id = letter.get("job_id") if isinstance(letter, dict) else None
                 if isinstance(job_id, str) and _batch_of(letter) in (None, self.batch):
-                    found.add(job_id)
+                    payload = letter.get("payload")
+                    task = payload.get("task") if isinstance(payload, dict) else None
+                    found[job_id] = task if isinstance(task, str) else ""
 
     async def _check_digest(self, recorded: str) -> None:
+        assert self.manifest is not None  # only dispatched batches have a digest
         digest = await anyio.to_thread.run_sync(manifest_digest, self.manifest)
         if digest != recorded:
             raise UserError(
-                f"batch {self.batch!r} was dispatched from a different manifest than "
-                f"{self.manifest}; pass --batch NAME to name the batch it was dispatched as"
+                f"the content of {self.manifest} is not what batch {self.batch!r} was "
+                "dispatched from (it changed since, or the batch came from another file); "
+                "pass --batch NAME to name the batch it was dispatched as"
             )
         self._digest_checked = True
-
-
-async def wait_until_settled(
-    check: Callable[[], Awaitable[Report]],
-    *,
-    patience: float | None = None,
-    on_pass: Callable[[Report], None] | None = None,
-) -> Report:
-    """Pass after pass until nothing can change, or `patience` seconds are up.
-
-    Passes are never cut short, so the last report is whole; the pause between them
-    grows with how long a pass takes, so a huge batch is not re-read back to back.
-    """
-    deadline = None if patience is None else time.monotonic() + patience
-    while True:
-        started = time.monotonic()
-        report = await check()
-        if on_pass is not None:
-            on_pass(report)
-        now = time.monotonic()
-        if not report.may_change or (deadline is not None and now >= deadline):
-            return report
-        pause = max(POLL_INTERVAL, 2 * (now - started))
-        await anyio.sleep(pause if deadline is None else min(pause, deadline - now))
 
 
 async def write_report(manifest: Path, document: dict[str, Any]) -> Path:

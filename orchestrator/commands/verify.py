@@ -1,5 +1,9 @@
 """`orchestrator verify MANIFEST`: what became of every job of a batch, and an exit code
-a script can act on (0 all succeeded, 1 settled with failures, 3 not settled yet)."""
+a script can act on (0 all succeeded, 1 settled with failures, 3 not settled yet).
+
+`--wait` talks on stderr only: a progress bar on a terminal, and on any stderr a
+warning while no conductor or worker is there to settle the batch (`verify_wait`).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import orjson
 
 from orchestrator.commands.common import add_common_options, run_async
+from orchestrator.errors import UserError
+from orchestrator.job import job_count
 from orchestrator.keys import Keys
 from orchestrator.settings import Settings
 
@@ -36,13 +43,23 @@ def register(commands: Any) -> None:
             "jobs are pending or missing."
         ),
     )
-    verify.add_argument("manifest", type=Path, metavar="MANIFEST", help="a dispatched manifest")
-    verify.add_argument("--batch", help="batch name it was dispatched as (default: file's stem)")
+    verify.add_argument(
+        "manifest", type=Path, metavar="MANIFEST", nargs="?", help="a dispatched manifest"
+    )
+    verify.add_argument(
+        "--batch",
+        help="batch name it was dispatched as (default: the file's stem); alone, without "
+        "MANIFEST: a batch by name, e.g. the ad-hoc batch of bare lines a producer pushed "
+        "(adhoc:stress:2026-11-30), told from its receipts",
+    )
     verify.add_argument("--json", action="store_true", help="print the JSON report, not tables")
     verify.add_argument(
         "--wait",
         action="store_true",
-        help="poll until no job is pending (nor missing while its dispatch is unfinished)",
+        help=(
+            "poll until no job is pending (nor missing while its dispatch is unfinished); "
+            "warns on stderr while no conductor or worker is running to settle them"
+        ),
     )
     verify.add_argument(
         "--timeout",
@@ -57,13 +74,19 @@ def register(commands: Any) -> None:
 def _verify(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.connection import connect
     from orchestrator.registry import task_registry
-    from orchestrator.verify import Verifier, wait_until_settled, write_report
+    from orchestrator.verify import Verifier, write_report
+    from orchestrator.verify_wait import StallWarner, wait_until_settled
 
     registry = task_registry(tuple(settings.task_packages))
     wait = options.wait or options.timeout is not None
+    if options.manifest is None and options.batch is None:
+        raise UserError("name a MANIFEST, or a batch with --batch NAME")
 
     async def verify() -> tuple[Report, dict[str, Any], Path | None]:
         async with connect(settings.redis_url, name="orchestrator-verify") as redis:
+            keys = Keys(settings.namespace)
+            if options.manifest is None:
+                options.manifest = await _manifest_of(redis, keys, options.batch)
             verifier = Verifier(
                 redis,
                 Keys(settings.namespace),
@@ -73,13 +96,19 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
                 max_line_bytes=settings.max_line_bytes,
             )
             if wait:
-                with _progress_bar() as on_pass:
+                with _progress_bar() as (on_pass, warn):
+                    pools = [pool.name for pool in settings.ordered_pools]
                     report = await wait_until_settled(
-                        verifier.check, patience=options.timeout, on_pass=on_pass
+                        verifier.check,
+                        patience=options.timeout,
+                        on_pass=on_pass,
+                        between=StallWarner(redis, verifier.keys, pools, warn),
                     )
             else:
                 report = await verifier.check()
         document = report.to_json()
+        if options.manifest is None:
+            return report, document, None
         try:
             return report, document, await write_report(options.manifest, document)
         except OSError as exc:  # the verdict stands without its file
@@ -91,10 +120,13 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
     written: Path | None
     report, document, written = run_async(verify)
     if wait and report.may_change:
+        from orchestrator.verify_wait import pending_tasks
+
         totals = report.totals
+        which = f" ({pending_tasks(report)})" if totals["pending"] else ""
         print(
             f"orchestrator: gave up waiting after {options.timeout:g} s: "
-            f"{totals['pending']} pending, {totals['missing']} missing",
+            f"{totals['pending']} pending{which}, {totals['missing']} missing",
             file=sys.stderr,
         )
     if options.json:
@@ -116,11 +148,14 @@ def _seconds(text: str) -> float:
 
 
 @contextmanager
-def _progress_bar() -> Iterator[Callable[[Report], None] | None]:
-    """A bar of settled jobs on stderr while waiting; nothing when stderr is not a TTY,
-    where it would only fill a log with redraws."""
+def _progress_bar() -> Iterator[tuple[Callable[[Report], None] | None, Callable[[str], None]]]:
+    """A bar of settled jobs on stderr while waiting, and how to print a warning line.
+
+    No bar when stderr is not a TTY, where it would only fill a log with redraws; the
+    warnings are printed either way, above the bar when there is one.
+    """
     if not sys.stderr.isatty():
-        yield None
+        yield None, _warn
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -131,7 +166,8 @@ def _progress_bar() -> Iterator[Callable[[Report], None] | None]:
         MofNCompleteColumn(),
         TextColumn("{task.description}"),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    console = Console(stderr=True, highlight=False, markup=False)
+    with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("", total=None)
 
         def on_pass(report: Report) -> None:
@@ -144,7 +180,28 @@ def _progress_bar() -> Iterator[Callable[[Report], None] | None]:
                 description=f"{totals['pending']} pending, {totals['missing']} missing",
             )
 
-        yield on_pass
+        yield on_pass, lambda line: progress.console.print(line, soft_wrap=True)
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def _manifest_of(redis: Any, keys: Keys, batch: str) -> Path | None:
+    """The manifest a batch was dispatched from, None for an ad-hoc batch; a batch that
+    was never recorded is one line, exit 2."""
+    manifest, adhoc = await redis.hmget(keys.batch(batch), ["manifest", "adhoc"])
+    if adhoc:
+        return None
+    if manifest is None:
+        raise UserError(f"no batch named {batch!r} in this Redis (see `orchestrator status`)")
+    path = Path(manifest.decode())
+    if not await anyio.Path(path).is_file():
+        raise UserError(
+            f"batch {batch!r} was dispatched from {path}, which is not here; "
+            "run verify where that manifest is, or pass it: orchestrator verify MANIFEST"
+        )
+    return path
 
 
 def render_report(report: Report, written: Path | None) -> None:
@@ -159,7 +216,8 @@ def render_report(report: Report, written: Path | None) -> None:
     # long path stays whole, to copy.
     console = Console(highlight=False, markup=False, soft_wrap=True)
     totals = report.totals
-    console.print(f"batch {report.batch} · {report.manifest} · {_dispatch_state(report)}")
+    source = report.manifest or "bare lines, no manifest"
+    console.print(f"batch {report.batch} · {source} · {_dispatch_state(report)}")
     outcomes = Table(box=box.SIMPLE, show_edge=False, show_footer=True)
     outcomes.add_column("task", "all", overflow="fold")
     labels = [outcome.replace("_", "-") for outcome in OUTCOMES]
@@ -187,12 +245,14 @@ def render_report(report: Report, written: Path | None) -> None:
 
 
 def _dispatch_state(report: Report) -> str:
-    record, total = report.record, report.totals.total()
+    record, jobs = report.record, job_count(report.totals.total())
     if record is None:
-        return f"{total} jobs, never dispatched"
+        return f"{jobs}, never dispatched"
+    if report.manifest is None:
+        return f"{jobs} taken by conductors"
     if record.complete:
-        return f"{total} jobs, all dispatched"
-    return f"{total} jobs, dispatch unfinished ({record.queued} queued)"
+        return f"{jobs}, all dispatched"
+    return f"{jobs}, dispatch unfinished ({record.queued} queued)"
 
 
 def _durations(durations: dict[str, float | int] | None) -> list[str]:
@@ -216,4 +276,4 @@ def _verdict(report: Report) -> str:
             f"settled with failures: {totals['failed']} failed, "
             f"{totals['dead_lettered']} dead-lettered of {total}"
         )
-    return f"all {total} jobs succeeded"
+    return "the 1 job succeeded" if total == 1 else f"all {total} jobs succeeded"

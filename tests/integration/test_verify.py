@@ -66,6 +66,19 @@ def put_dead_letter(sync_redis: redis.Redis, keys: Keys, job_id: str, **fields: 
     sync_redis.rpush(keys.dead, orjson.dumps({**letter, **fields}))
 
 
+def live_conductor(sync_redis: redis.Redis, keys: Keys, conductor: str = "c1") -> None:
+    """A conductor as its heartbeat shows it, without the process."""
+    sync_redis.sadd(keys.conductors, conductor)
+    sync_redis.set(keys.conductor(conductor), time.time(), ex=60)
+
+
+def live_worker(sync_redis: redis.Redis, keys: Keys, pool: str = "metal") -> None:
+    """A worker as its heartbeat shows it, without the process."""
+    sync_redis.sadd(keys.workers(pool), "w1")
+    sync_redis.hset(keys.worker(pool, "w1"), mapping={"worker": "w1", "slots": 1})
+    sync_redis.expire(keys.worker(pool, "w1"), 60)
+
+
 def lines_of(out: str) -> list[str]:
     return [" ".join(line.split()) for line in out.splitlines()]
 
@@ -217,17 +230,81 @@ def test_wait_returns_once_the_dispatch_and_the_jobs_finish(
 
 
 def test_wait_gives_up_after_the_timeout_with_the_pending_code(
-    run_cli: CliRunner, dispatched: Any
+    run_cli: CliRunner, dispatched: Any, sync_redis: redis.Redis, keys: Keys
 ) -> None:
-    path = dispatched("stuck_01", [ECHO])
+    """Past --timeout it exits 3 with one line saying which jobs are still pending."""
+    path = dispatched("stuck_01", [ECHO, ECHO, {"task": "system.sleep", "args": [0]}])
+    live_conductor(sync_redis, keys)
+    live_worker(sync_redis, keys)  # so nothing to warn about: the jobs are only slow
     started = time.monotonic()
 
     result = run_cli("verify", str(path), "--timeout", "0.6")
 
     assert 0.6 <= time.monotonic() - started < 3
     assert result.code == 3
-    assert result.err == "orchestrator: gave up waiting after 0.6 s: 1 pending, 0 missing\n"
-    assert "not settled: 1 pending, 0 missing of 1" in lines_of(result.out)
+    assert result.err == (
+        "orchestrator: gave up waiting after 0.6 s: 3 pending (2 system.echo, 1 system.sleep), "
+        "0 missing\n"
+    )
+    assert "not settled: 3 pending, 0 missing of 3" in lines_of(result.out)
+
+
+def test_wait_without_a_conductor_warns_every_interval_until_the_timeout(
+    run_cli: CliRunner, dispatched: Any, sync_redis: redis.Redis, keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Waiting on jobs nobody will forward says so on stderr, again while it lasts."""
+    path = dispatched("alone_01", [ECHO] * 5)
+    live_worker(sync_redis, keys)
+    monkeypatch.setattr("orchestrator.verify_wait.WARN_EVERY", 0.4)
+
+    result = run_cli("verify", str(path), "--timeout", "1.5")
+
+    assert result.code == 3
+    *warnings, last = result.err.splitlines()
+    assert set(warnings) == {
+        "orchestrator: warning: 5 jobs pending but no conductor is running "
+        "(start one: orchestrator conductor, or orchestrator up)"
+    }
+    assert 2 <= len(warnings) <= 4  # at once, then every 0.4 s (passes come every 0.5 s)
+    assert last == "orchestrator: gave up waiting after 1.5 s: 5 pending (5 system.echo), 0 missing"
+
+
+def test_wait_with_no_live_worker_warns_once_per_interval(
+    run_cli: CliRunner, dispatched: Any, sync_redis: redis.Redis, keys: Keys
+) -> None:
+    """A worker id whose heartbeat lapsed is no worker; the warning is not repeated each pass."""
+    path = dispatched("idle_02", [ECHO] * 2)
+    live_conductor(sync_redis, keys)
+    sync_redis.sadd(keys.workers("metal"), "killed-9")  # its heartbeat key is gone
+
+    result = run_cli("verify", str(path), "--timeout", "1.2", "--json")
+
+    assert result.code == 3
+    assert result.err.splitlines() == [
+        "orchestrator: warning: 2 jobs pending but no live worker in any pool "
+        "(start one: orchestrator worker --pool NAME, or orchestrator up)",
+        "orchestrator: gave up waiting after 1.2 s: 2 pending (2 system.echo), 0 missing",
+    ]
+    assert orjson.loads(result.out)["totals"]["pending"] == 2
+
+
+def test_wait_names_the_task_no_live_worker_runs(
+    run_cli: CliRunner, dispatched: Any, sync_redis: redis.Redis, keys: Keys
+) -> None:
+    """Jobs the conductor parked for want of a worker with their task are named by task."""
+    path = dispatched("parked_01", [ECHO, ECHO, {"task": "system.sleep", "args": [0]}])
+    live_conductor(sync_redis, keys)
+    live_worker(sync_redis, keys)
+    sync_redis.zadd(keys.no_worker_tasks, {"system.echo": time.time() * 1000})
+
+    result = run_cli("verify", str(path), "--timeout", "0.3")
+
+    assert result.code == 3
+    assert result.err.splitlines()[0] == (
+        "orchestrator: warning: 2 jobs of system.echo pending but no live worker runs it "
+        "(start a worker whose task_packages include it)"
+    )
 
 
 def test_real_batch_with_a_broken_task_settles_with_it_dead_lettered(
@@ -274,7 +351,7 @@ def test_manifest_changed_since_dispatch_is_refused(run_cli: CliRunner, dispatch
     result = run_cli("verify", str(path))
 
     assert result.code == 2
-    assert "was dispatched from a different manifest" in result.err
+    assert "is not what batch 'edited_01' was dispatched from" in result.err
     assert "--batch NAME" in result.err
 
 
