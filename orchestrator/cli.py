@@ -16,6 +16,7 @@ from orchestrator.commands.common import Command, add_common_options, run_async
 from orchestrator.errors import run_cli
 from orchestrator.logs import configure_logging
 from orchestrator.settings import load_settings
+from orchestrator.stack_record import resolve_redis
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         settings = load_settings(options.config, redis_url=options.redis_url)
+        if getattr(options, "uses_stack", True):
+            # Which Redis: a flag, the environment, the config file, else the stack a
+            # running `orchestrator up` recorded here (see stack_record).
+            settings, options.redis_source = resolve_redis(
+                settings, flag=options.redis_url, config_file=options.config
+            )
         if getattr(options, "service", False):
             # Services: their log is their output.
             configure_logging(options.log_level or settings.log_level, settings.log_format)

@@ -63,6 +63,13 @@ def run_cli(command: Callable[[], int]) -> int:
     except UserError as exc:
         print(f"orchestrator: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except BaseExceptionGroup as group:
+        # Task groups wrap what their tasks raise; a user's error is still one line.
+        user_error = _only_user_error(group)
+        if user_error is None:
+            raise
+        print(f"orchestrator: error: {user_error.message}", file=sys.stderr)
+        return user_error.exit_code
     except KeyboardInterrupt:
         print("orchestrator: interrupted", file=sys.stderr)
         return 130
@@ -71,3 +78,21 @@ def run_cli(command: Callable[[], int]) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def _only_user_error(group: BaseExceptionGroup[BaseException]) -> UserError | None:
+    """The first `UserError` of a group holding nothing but user errors (and the
+    cancellations they caused), else None: a bug keeps its traceback."""
+    import asyncio
+
+    matched, rest = group.split(UserError)
+    if matched is None or (
+        rest is not None
+        and rest.subgroup(lambda e: not isinstance(e, asyncio.CancelledError | BaseExceptionGroup))
+        is not None
+    ):
+        return None
+    leaf: BaseException = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, UserError) else None

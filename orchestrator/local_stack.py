@@ -2,15 +2,21 @@
 one worker process per pool, supervised as child processes.
 
 `orchestrator up` runs it until Ctrl-C / SIGTERM; `orchestrator demo` runs a batch
-through it. Stopping drains: workers get SIGTERM and their grace period to finish
-running jobs, the conductor hands back what it holds, and the embedded Redis (append-
-only file on) is stopped last, so a second start finds every job where it was.
+through it. Every child runs in its own session, so a terminal's Ctrl-C (sent to the
+whole foreground process group) reaches only the supervisor, which stops the stack in
+order: the conductor first (it stops taking work and hands back what it holds), then
+the workers (running jobs finish within `grace_period`, receipts written), then the
+embedded Redis, which syncs its append-only file as it exits. A second request makes
+the workers stop at once, their running jobs going back in line; Redis is still last.
+The stack is recorded in its data directory (see `stack_record`) for the other commands.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,11 +28,14 @@ import structlog
 from anyio.abc import Process
 
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.redis_server import RedisServer, embedded_redis_server
+from orchestrator.redis_server import RedisServer, embedded_redis_server, port_is_free
 from orchestrator.settings import Settings, redact_url
+from orchestrator.stack_record import StackLock, StackRecord
 
 log = structlog.get_logger("orchestrator.up")
 DEFAULT_REDIS_PORT = 6399
+CONDUCTOR_STOP = 15.0  # seconds for a conductor to hand back what it holds
+FAST_STOP = 10.0  # seconds for a worker told to hurry to put its jobs back in line
 
 
 @dataclass
@@ -35,7 +44,7 @@ class StackPlan:
 
     concurrency: Mapping[str, int]
     data_dir: Path = Path("data")
-    redis_port: int = DEFAULT_REDIS_PORT
+    redis_port: int | None = None  # None: DEFAULT_REDIS_PORT when free, else any free port
     env: dict[str, str] = field(default_factory=dict)  # extra environment for children
     output: IO[bytes] | None = None  # children's output (None: inherit ours)
 
@@ -47,45 +56,80 @@ class RunningStack:
     children: dict[str, Process]
 
 
+@dataclass
+class Shutdown:
+    """How the supervisor is asked to stop: `requested` drains, `hurry` stops at once."""
+
+    requested: anyio.Event = field(default_factory=anyio.Event)
+    hurry: anyio.Event = field(default_factory=anyio.Event)
+
+    def request(self) -> None:
+        """First call drains, the next one hurries (a second Ctrl-C)."""
+        if self.requested.is_set():
+            self.hurry.set()
+        self.requested.set()
+
+
 @asynccontextmanager
-async def local_stack(settings: Settings, plan: StackPlan) -> AsyncIterator[RunningStack]:
+async def local_stack(
+    settings: Settings, plan: StackPlan, shutdown: Shutdown | None = None
+) -> AsyncIterator[RunningStack]:
     """Start everything, yield, then stop it all in order, whatever happened inside."""
+    shutdown = shutdown or Shutdown()
+    lock = StackLock(plan.data_dir)
+    await anyio.to_thread.run_sync(lock.acquire)
     embedded: RedisServer | None = None
-    if "redis_url" in settings.model_fields_set:
-        url = settings.redis_url
-    else:
-        embedded = RedisServer(
-            plan.data_dir / "redis",
-            port=plan.redis_port,
-            appendonly=True,
-            executable=embedded_redis_server(),
-        )
-        try:
-            await anyio.to_thread.run_sync(embedded.start)
-        except RuntimeError as exc:
-            raise ServiceUnavailable(
-                f"the embedded Redis could not start on port {plan.redis_port} "
-                f"(data in {plan.data_dir / 'redis'}): {exc}; is another `up` running? "
-                "Pass --redis-port, or set REDIS_URL to use a Redis of yours"
-            ) from None
-        url = embedded.url
-        log.info("redis_started", url=url, data=str(plan.data_dir / "redis"), embedded=True)
-    env = {**os.environ, **plan.env, "REDIS_URL": url}
     children: dict[str, Process] = {}
     try:
+        if "redis_url" in settings.model_fields_set:
+            url = settings.redis_url
+        else:
+            embedded = await _start_redis(plan)
+            url = embedded.url
+        env = {**os.environ, **plan.env, "REDIS_URL": url}
         children["conductor"] = await _spawn(["conductor"], env, plan.output)
         for pool in settings.ordered_pools:
             if (slots := plan.concurrency.get(pool.name, 0)) > 0:
                 args = ["worker", "--pool", pool.name, "--concurrency", str(slots)]
                 children[f"worker-{pool.name}"] = await _spawn(args, env, plan.output)
+        record = StackRecord(
+            redis_url=url,
+            up_pid=os.getpid(),
+            started_at=time.time(),
+            data_dir=str(plan.data_dir.resolve()),
+            redis_pid=embedded.pid if embedded else None,
+            pids={name: process.pid for name, process in children.items()},
+        )
+        await anyio.to_thread.run_sync(lock.write, record)
         log.info("stack_started", redis=redact_url(url), processes=sorted(children))
         yield RunningStack(url, embedded, children)
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop_children(children, settings.grace_period + 10)
+            await _stop_in_order(children, settings.grace_period, shutdown)
             if embedded is not None:
                 await anyio.to_thread.run_sync(embedded.stop)
+            await anyio.to_thread.run_sync(lock.release)
             log.info("stack_stopped")
+
+
+async def _start_redis(plan: StackPlan) -> RedisServer:
+    port = plan.redis_port
+    if port is None:
+        port = DEFAULT_REDIS_PORT if port_is_free(DEFAULT_REDIS_PORT) else None
+    embedded = RedisServer(
+        plan.data_dir / "redis", port=port, appendonly=True, executable=embedded_redis_server()
+    )
+    try:
+        await anyio.to_thread.run_sync(embedded.start)
+    except RuntimeError as exc:
+        where = f"port {port}" if port is not None else "a free port"
+        raise ServiceUnavailable(
+            f"the embedded Redis could not start on {where} (data in "
+            f"{plan.data_dir / 'redis'}): {str(exc).splitlines()[-1] if str(exc) else exc}; "
+            "pass --redis-port, or set REDIS_URL to use a Redis of yours"
+        ) from None
+    log.info("redis_started", url=embedded.url, data=str(plan.data_dir / "redis"), embedded=True)
+    return embedded
 
 
 async def wait_for_exit(stack: RunningStack) -> str:
@@ -113,28 +157,48 @@ async def _spawn(args: list[str], env: Mapping[str, str], output: IO[bytes] | No
         stdin=None,
         stdout=output,
         stderr=output,
+        start_new_session=True,  # the terminal's Ctrl-C is for the supervisor alone
     )
 
 
-async def _stop_children(children: Mapping[str, Process], grace: float) -> None:
-    """SIGTERM all (workers drain, the conductor hands back), SIGKILL what outlives grace."""
-    import signal
+async def _stop_in_order(children: Mapping[str, Process], grace: float, shutdown: Shutdown) -> None:
+    """The conductor first (no new work is forwarded), then every worker at once."""
+    conductors = {n: p for n, p in children.items() if n == "conductor"}
+    workers = {n: p for n, p in children.items() if n != "conductor"}
+    await _stop(conductors, CONDUCTOR_STOP, None)
+    await _stop(workers, grace + FAST_STOP, shutdown)
 
+
+async def _stop(
+    children: Mapping[str, Process], patience: float, shutdown: Shutdown | None
+) -> None:
+    """SIGTERM (drain), again when asked to hurry (stop at once), SIGKILL after `patience`."""
     for process in children.values():
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
 
+    async def hurry() -> None:
+        if shutdown is None:
+            return
+        await shutdown.hurry.wait()
+        for process in children.values():
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+
     async def reap(name: str, process: Process) -> None:
-        with anyio.move_on_after(grace):
+        with anyio.move_on_after(patience):
             await process.wait()
         if process.returncode is None:
-            log.warning("child_killed", process=name, after=grace)
+            log.warning("child_killed", process=name, after=patience)
             process.kill()
             await process.wait()
 
-    async with anyio.create_task_group() as tasks:
-        for name, process in children.items():
-            tasks.start_soon(reap, name, process)
+    async with anyio.create_task_group() as reaping:
+        reaping.start_soon(hurry)
+        async with anyio.create_task_group() as tasks:
+            for name, process in children.items():
+                tasks.start_soon(reap, name, process)
+        reaping.cancel_scope.cancel()
 
 
 def child_exit_codes(stack: RunningStack) -> dict[str, Any]:

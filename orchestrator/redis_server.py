@@ -68,6 +68,10 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
     def log_file(self) -> Path:
         return self.directory / "redis.log"
 
@@ -92,6 +96,9 @@ class RedisServer:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                # Its own session: a terminal's Ctrl-C must not stop Redis before the
+                # workers that still have receipts to write; its owner stops it last.
+                start_new_session=True,
             )  # fmt: skip
             if self._wait_ready(timeout):
                 return self
@@ -127,12 +134,13 @@ class RedisServer:
             if self.process.poll() is not None:
                 return False
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return True
+                served_by = _server_pid(self.port)
             except OSError:
-                pass
+                served_by = None
+            if served_by == self.process.pid:
+                return True
+            # Another Redis on this port answers while ours fails to bind and exits:
+            # its PONG would be a stranger's, so only our own process id counts.
             time.sleep(0.05)
         return False
 
@@ -143,6 +151,34 @@ class RedisServer:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _server_pid(port: int) -> int | None:
+    """The `process_id` that the Redis answering on `port` reports (INFO server)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+        conn.sendall(b"INFO server\r\n")
+        reply = b""
+        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+            if reply.startswith(b"-"):  # LOADING, or not Redis at all
+                return None
+    for line in reply.splitlines():
+        if line.startswith(b"process_id:"):
+            return int(line.split(b":", 1)[1])
+    return None
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on loopback `port` (a hint; the bind decides)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:

@@ -34,7 +34,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url",
         default=default,
-        help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379/0)",
+        help=(
+            "Redis URL (default: $REDIS_URL, else the stack a running `orchestrator up` "
+            "recorded in ./data, else redis://127.0.0.1:6379/0)"
+        ),
     )
     parser.add_argument(
         "-v",

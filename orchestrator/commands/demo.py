@@ -27,7 +27,7 @@ def register(commands: Any) -> None:
     demo.add_argument("--min-seconds", type=float, default=2.0, help="shortest sleep (2)")
     demo.add_argument("--max-seconds", type=float, default=4.0, help="longest sleep (4)")
     add_common_options(demo)
-    demo.set_defaults(command=_demo)
+    demo.set_defaults(command=_demo, uses_stack=False)
 
 
 def _demo(options: argparse.Namespace, settings: Settings) -> int:

@@ -30,7 +30,7 @@ def register(commands: Any) -> None:
     check.add_argument("--host", default="127.0.0.1", help="where the process listens")
     check.add_argument("--port", type=positive_int, default=None, help="default: metrics_port")
     add_common_options(check)
-    check.set_defaults(command=_healthcheck)
+    check.set_defaults(command=_healthcheck, uses_stack=False)
 
 
 def _healthcheck(options: argparse.Namespace, settings: Settings) -> int:

@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
         "holding workflows/ and workers/tasks/)",
     )
     add_common_options(new)
-    new.set_defaults(command=_new_workflow)
+    new.set_defaults(command=_new_workflow, uses_stack=False)
 
 
 def scaffold(name: str, category: str, summary: str) -> dict[Path, str]:

@@ -12,7 +12,13 @@ import structlog
 
 from orchestrator.commands.common import add_common_options, positive_int, run_async
 from orchestrator.errors import EXIT_FAILURE, EXIT_OK
-from orchestrator.local_stack import DEFAULT_REDIS_PORT, StackPlan, local_stack, wait_for_exit
+from orchestrator.local_stack import (
+    DEFAULT_REDIS_PORT,
+    Shutdown,
+    StackPlan,
+    local_stack,
+    wait_for_exit,
+)
 from orchestrator.settings import Settings, redact_url
 
 ORDER = 80
@@ -27,59 +33,78 @@ def register(commands: Any) -> None:
             "Start a conductor and one worker process per pool against REDIS_URL, or, "
             "when no Redis URL is set, against an embedded Redis server (data kept in "
             "DATA_DIR/redis with the append-only file on, so a restart loses nothing). "
-            "Ctrl-C or SIGTERM stops everything cleanly: workers finish running jobs "
-            "within grace_period first."
+            "The stack is recorded in DATA_DIR/stack.json, so `dispatch`, `status`, "
+            "`verify`… run from this directory use it without being told. Ctrl-C or "
+            "SIGTERM stops everything in order: the conductor stops taking work, workers "
+            "finish running jobs within grace_period (receipts written), Redis stops last. "
+            "A second Ctrl-C stops at once: running jobs go back in line, nothing is lost."
         ),
     )
     up.add_argument("--metal", type=positive_int, default=4, help="metal worker slots (4)")
     up.add_argument("--cloud", type=positive_int, default=8, help="cloud worker slots (8)")
     up.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="embedded Redis data (./data)"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the embedded Redis keeps its data and the stack is recorded "
+        "(default: the data_dir setting, ./data)",
     )
     up.add_argument(
-        "--redis-port", type=positive_int, default=DEFAULT_REDIS_PORT,
-        help=f"embedded Redis port ({DEFAULT_REDIS_PORT})",
+        "--redis-port", type=positive_int, default=None,
+        help=f"embedded Redis port (default: {DEFAULT_REDIS_PORT}, or any free port when "
+        "that one is taken; the other commands find it either way)",
     )  # fmt: skip
     add_common_options(up)
-    up.set_defaults(command=_up, service=True)
+    up.set_defaults(command=_up, service=True, uses_stack=False)
 
 
 def _up(options: argparse.Namespace, settings: Settings) -> int:
     plan = StackPlan(
         concurrency={"metal": options.metal, "cloud": options.cloud},
-        data_dir=options.data_dir,
+        data_dir=options.data_dir or settings.data_dir,
         redis_port=options.redis_port,
     )
+    shutdown = Shutdown()
 
     async def up() -> int:
-        async with local_stack(settings, plan) as stack:
-            if stack.embedded is not None:
-                log.info(
-                    "ready",
-                    hint=f"in another shell: export REDIS_URL={redact_url(stack.redis_url)}",
-                )
-            stopped_by = anyio.Event()
-            exited: list[str] = []
+        exited: list[str] = []
+        # Signals are taken from the first instant: a Ctrl-C while the stack starts
+        # must stop it in order too, never leave half of it behind.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tasks:
 
-                async def on_signal() -> None:
-                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                        async for _ in signals:
-                            stopped_by.set()
-                            return
+                async def on_signals() -> None:
+                    async for signum in signals:
+                        log.info(
+                            "stopping" if not shutdown.requested.is_set() else "hurrying",
+                            signal=signal.Signals(signum).name,
+                            hint=None
+                            if shutdown.requested.is_set()
+                            else "Ctrl-C again: running jobs go back in line instead of finishing",
+                        )
+                        shutdown.request()
 
-                async def on_child_exit() -> None:
-                    exited.append(await wait_for_exit(stack))
-                    stopped_by.set()
+                tasks.start_soon(on_signals)
+                async with local_stack(settings, plan, shutdown) as stack:
+                    log.info(
+                        "ready",
+                        redis=redact_url(stack.redis_url),
+                        stack=str(plan.data_dir / "stack.json"),
+                        hint="other commands run from this directory use this stack",
+                    )
 
-                tasks.start_soon(on_signal)
-                tasks.start_soon(on_child_exit)
-                await stopped_by.wait()
+                    async def on_child_exit() -> None:
+                        exited.append(await wait_for_exit(stack))
+                        shutdown.requested.set()
+
+                    async with anyio.create_task_group() as watching:
+                        watching.start_soon(on_child_exit)
+                        await shutdown.requested.wait()
+                        watching.cancel_scope.cancel()
+                    if exited:
+                        log.error("child_exited", process=exited[0], stopping="everything")
                 tasks.cancel_scope.cancel()
-            if exited:
-                log.error("child_exited", process=exited[0], stopping="everything")
-                return EXIT_FAILURE
-        return EXIT_OK
+        return EXIT_FAILURE if exited else EXIT_OK
 
     code: int = run_async(up)
     return code
