@@ -103,7 +103,7 @@ async def routing_rate(url: str, work: Path, jobs: int) -> float:
         await dispatch_manifest(redis, keys, path, "backlog:bench", default_registry())
         with open(os.devnull, "w") as devnull:  # the conductor logs each decision, as in use
             configure_logging("info", "json", devnull)
-            conductor = Conductor(settings, redis, default_registry())
+            conductor = Conductor(settings, redis)
             stop = anyio.Event()
             started = time.perf_counter()
             async with anyio.create_task_group() as tasks:

@@ -23,12 +23,14 @@ from orchestrator.job import Job
 JOB_KEY_PREFIX = job_key_prefix
 RESULT_KEY_PREFIX = result_key_prefix
 IN_PROGRESS_KEY_PREFIX = in_progress_key_prefix
+RETRY_KEY_PREFIX = retry_key_prefix
 EXPIRES_MS = expires_extra_ms
 __all__ = [
     "EXPIRES_MS",
     "IN_PROGRESS_KEY_PREFIX",
     "JOB_KEY_PREFIX",
     "RESULT_KEY_PREFIX",
+    "RETRY_KEY_PREFIX",
     "SerializationError",
     "arq_job_timeout",
     "in_progress_timeout",

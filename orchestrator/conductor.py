@@ -33,13 +33,14 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import arq_jobs
+from orchestrator.bare_lines import MAX_TASK_NAME, BareJob, BareLineError, envelope_of, is_bare
 from orchestrator.connection import on_messages
 from orchestrator.job import JOB, Job, mark_paid
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.metrics import Metrics
 from orchestrator.ratelimits import RateLimits
 from orchestrator.receipts import DeadLetter
-from orchestrator.registry import TaskRegistry
+from orchestrator.registry import TASK_NAME
 from orchestrator.routing import Router, UnknownPool
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
@@ -49,20 +50,18 @@ RELEASE_BATCH = 500
 MAX_BACKOFF = 5.0
 STALLED_BLOCK = 0.25  # seconds; see _round
 REAP_AGE_MS = 10_000
+NO_WORKER_WARN_AFTER = 60.0  # seconds jobs wait for a worker before a warning, repeated
 
 
 class Conductor:
-    def __init__(
-        self,
-        settings: Settings,
-        redis: Redis,
-        registry: TaskRegistry,
-        metrics: Metrics | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, redis: Redis, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.redis = redis
-        self.registry = registry
+        # Until then a pool with no live worker holds back the pools after it (see
+        # forward.lua): at start-up every pool gets one heartbeat interval to announce.
+        self._hold_until = time.monotonic() + settings.heartbeat_interval
+        self._no_worker_warned: dict[str, float] = {}
         self.keys = Keys(settings.namespace)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.processing = self.keys.processing(self.id)
@@ -152,7 +151,7 @@ class Conductor:
                 await anyio.sleep(MAX_BACKOFF)
 
     async def _round(self) -> None:
-        taken, next_due_ms, free, stalled, now_ms = await self._intake(
+        taken, next_due_ms, free, stalled, now_ms, origins = await self._intake(
             keys=[self.processing, self.keys.ready, self.keys.deferred],
             args=[*self._intake_args, *(self.keys.backlog(name) for name in self._backlogs)],
         )
@@ -166,10 +165,12 @@ class Conductor:
             taken = await self._block_for_work(
                 min(wait_cap, STALLED_BLOCK) if stalled else wait_cap
             )
+            origins = [1] * len(taken)  # the first backlog is the one watched
             now_ms = int(time.time() * 1000)
         if taken:
             self.log.debug("intake", jobs=len(taken))
-            hold_until = await self._route(taken, int(now_ms))
+            sources = [self._backlogs[n - 1] if n > 0 else None for n in origins]
+            hold_until = await self._route(taken, sources, int(now_ms))
             if hold_until is not None:
                 # Some jobs could go nowhere yet and went back to the head of the line:
                 # taking them again at once would spin. Wait for a slot or their time.
@@ -197,7 +198,9 @@ class Conductor:
 
     # --- routing ----------------------------------------------------------------------
 
-    async def _route(self, taken: Sequence[bytes], now_ms: int) -> float | None:
+    async def _route(
+        self, taken: Sequence[bytes], sources: Sequence[str | None], now_ms: int
+    ) -> float | None:
         """Route the taken jobs; returns when to look again if some could go nowhere yet."""
         now = now_ms / 1000
         args: list[Any] = [
@@ -206,14 +209,16 @@ class Conductor:
             arq_jobs.JOB_KEY_PREFIX,
             arq_jobs.RESULT_KEY_PREFIX,
             arq_jobs.EXPIRES_MS,
+            1 if time.monotonic() < self._hold_until else 0,
             len(self._pool_args) // 5,
             *self._pool_args,
         ]
         routed: list[tuple[Job, Any]] = []
-        for raw in taken:
-            job = await self._parse(raw)
-            if job is None:
+        for raw, source in zip(taken, sources, strict=True):
+            parsed = await self._parse(raw, source, now)
+            if parsed is None:
                 continue
+            job, envelope, adhoc = parsed
             try:
                 route = self.router.route(job, now)
             except UnknownPool as exc:
@@ -227,13 +232,17 @@ class Conductor:
                 await self._dead_letter(raw, job, "unserializable", str(exc))
                 continue
             args += [
+                job["task"],
+                envelope,
+                adhoc.batch if adhoc else "",
+                adhoc.backlog if adhoc else "",
                 raw,
                 job["id"],
                 self.keys.arq_job_id(job["id"]),
                 payload,
                 ",".join(route.candidates),
                 buckets,
-                raw if paid or not buckets else mark_paid(raw),
+                envelope if paid or not buckets else mark_paid(envelope),
                 1 if route.pinned else 0,
                 route.spill_at_ms,
                 1 if paid else 0,
@@ -265,8 +274,13 @@ class Conductor:
                 self.metrics.spillovers.labels(pool).inc()
             bound.info("routed", pool=pool, reason=reason)
             bound.debug("forwarded", pool=pool)
+        elif outcome == "duplicate" and not detail:
+            bound.info("duplicate", reason="a producer sent this job id for this batch before")
         elif outcome == "duplicate":
             bound.info("duplicate", pool=detail.decode(), reason="arq already holds this job id")
+        elif outcome == "unknown_task":
+            self.metrics.dead_letters.labels("unknown_task").inc()
+            bound.warning("dead_lettered", reason="unknown_task", error="no live worker runs it")
         elif outcome == "stale":
             bound.warning("stale", reason="recovered by a peer while this conductor held it")
         elif outcome in ("rate_limited", "pool_rate_limited", "spill_wait"):
@@ -276,26 +290,42 @@ class Conductor:
             bound.info(outcome, retry_after=round(retry_after, 3))
         elif outcome == "waiting":
             bound.info("waiting", pool=detail.decode(), reason=f"{route.kind}: pool full")
+        elif outcome == "no_worker":
+            task, _, pool = detail.decode().partition("@")
+            where = f"in pool {pool}" if pool else "in any pool"
+            bound.info("no_worker", pool=pool or None, reason=f"no live worker {where} runs {task}")
         else:
             bound.debug("requeued", reason="every pool full")
         if unknown := self.limits.unknown(job):
             bound.warning("unknown_rate_limit", names=unknown)
 
-    async def _parse(self, raw: bytes) -> Job | None:
-        """The envelope, or None after dead-lettering a payload that cannot run."""
+    async def _parse(
+        self, raw: bytes, source: str | None, now: float
+    ) -> tuple[Job, bytes, BareJob | None] | None:
+        """The envelope (parsed and as stored) and, for a bare manifest line a producer
+        pushed, the batch it joins; None after dead-lettering what cannot run."""
         try:
             job = JOB.validate_json(raw)
         except ValidationError as exc:
+            if is_bare(raw):
+                try:
+                    bare = envelope_of(raw, source, self.router.names, now=now)
+                except BareLineError as refused:
+                    await self._dead_letter(raw, None, "invalid_payload", str(refused))
+                    return None
+                return bare.job, bare.envelope, bare
             error = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in error["loc"]) or "payload"
             await self._dead_letter(raw, None, "invalid_payload", f"{where}: {error['msg']}")
             return None
-        if job["task"] not in self.registry:
+        # Which tasks exist is for the workers to say (their heartbeats); a name that no
+        # worker could ever announce is not a job.
+        if len(job["task"]) > MAX_TASK_NAME or not TASK_NAME.match(job["task"]):
             await self._dead_letter(
-                raw, job, "unknown_task", self.registry.unknown_reason(job["task"])
+                raw, job, "invalid_payload", f"task: {job['task'][:100]!r} is not a task name"
             )
             return None
-        return job
+        return job, raw, None
 
     async def _dead_letter(self, raw: bytes, job: Job | None, reason: str, error: str) -> None:
         payload: Any = job if job is not None else raw.decode(errors="replace")
@@ -364,6 +394,25 @@ class Conductor:
                     self.metrics.recovered.inc(moved)
                     self.log.warning("recovered", peer=peer, jobs=moved)
         await self._reap()
+        await self._warn_of_no_worker()
+
+    async def _warn_of_no_worker(self) -> None:
+        """A warning a minute for each task whose jobs wait for a worker that runs it."""
+        waiting = await self.redis.zrange(self.keys.no_worker_tasks, 0, -1, withscores=True)
+        now = time.time()
+        for member, since_ms in waiting:
+            name = member.decode()
+            waited = now - since_ms / 1000
+            last = self._no_worker_warned.get(name, 0.0)
+            if waited >= NO_WORKER_WARN_AFTER and now - last >= NO_WORKER_WARN_AFTER:
+                self._no_worker_warned[name] = now
+                task, _, pool = name.partition("@")
+                jobs = await self.redis.llen(self.keys.no_worker(name))  # type: ignore[misc]
+                self.log.warning(
+                    "no_worker", task=task, pool=pool or None, jobs=jobs,
+                    waited=round(waited), hint=f"start a worker that runs {task}"
+                    + (f" in pool {pool}" if pool else ""),
+                )  # fmt: skip
 
     async def _reap(self) -> None:
         freed, _ = await self._release_dead(keys=[self.keys.holders], args=self._release_args)

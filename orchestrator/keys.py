@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 BACKLOG_PREFIX = "backlog:"
 _BACKLOG_NAME = re.compile(r"^backlog:[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+# What a batch may be called (`dispatch --batch`, a manifest's stem, `meta.batch`).
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,149}$")
 
 
 def backlog_name(raw: str) -> str:
@@ -54,6 +56,11 @@ class Keys:
         """List one dispatch fills while it validates, before anything reaches a backlog."""
         return f"{self._root}:staging:{batch_id}:{token}"
 
+    def batch_ids(self, batch_id: str) -> str:
+        """Set of the job ids of an ad-hoc batch (bare lines producers pushed): its
+        members, and how a line sent twice under one id runs once."""
+        return f"{self._root}:batch_ids:{batch_id}"
+
     @property
     def batches(self) -> str:
         """Sorted set of batch ids scored by first dispatch time."""
@@ -92,6 +99,17 @@ class Keys:
     def ready(self) -> str:
         """Jobs taken before and due again (recovered, released from deferral): served first."""
         return f"{self._root}:ready"
+
+    def no_worker(self, task: str) -> str:
+        """Jobs of `task` that no live worker of any pool they may use can run: they wait
+        here, in order, until a worker announces the task in its heartbeat."""
+        return f"{self._root}:no_worker:{task}"
+
+    @property
+    def no_worker_tasks(self) -> str:
+        """Sorted set of the tasks with jobs in a `no_worker` list, scored by the time
+        (ms) the oldest of them started waiting."""
+        return f"{self._root}:no_worker_tasks"
 
     def waiting(self, pool: str) -> str:
         """Jobs that may only run on `pool` (a rule or a pin) while it is full."""

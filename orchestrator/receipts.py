@@ -8,6 +8,7 @@ back, the dead letter when it failed for good, and a wake-up for the conductors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired
 
 import orjson
@@ -57,6 +58,15 @@ def result_summary(result: Any) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RunningCount:
+    """A worker's heartbeat key, its jobs running now, and the heartbeat's TTL."""
+
+    key: str
+    running: int
+    ttl: int
+
+
 async def record(
     redis: Redis,
     keys: Keys,
@@ -65,10 +75,12 @@ async def record(
     finished: bool,
     dead: DeadLetter | None = None,
     arq_job_id: str | None = None,
+    running: RunningCount | None = None,
 ) -> None:
     """Write a receipt; when the job is `finished` (succeeded or dead) give its slot back.
 
-    The run is over either way, so the worker no longer holds `arq_job_id`.
+    The run is over either way, so the worker no longer holds `arq_job_id`, and its
+    heartbeat's `running` count (when given) changes in the same step.
     """
     async with redis.pipeline(transaction=True) as pipe:
         encoded = orjson.dumps(receipt).decode()
@@ -79,6 +91,9 @@ async def record(
             pipe.zrem(keys.inflight(receipt["pool"]), receipt["job_id"])
         if dead is not None:
             pipe.rpush(keys.dead, orjson.dumps(dead))
+        if running is not None:
+            pipe.hset(running.key, "running", str(running.running))
+            pipe.expire(running.key, running.ttl)  # never a heartbeat without its TTL
         if finished:
             pipe.publish(keys.events, receipt["pool"])
         await pipe.execute()

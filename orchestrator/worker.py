@@ -36,7 +36,7 @@ from orchestrator.errors import UserError
 from orchestrator.job import Job
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
-from orchestrator.receipts import DeadLetter, Receipt, record, result_summary
+from orchestrator.receipts import DeadLetter, Receipt, RunningCount, record, result_summary
 from orchestrator.registry import TaskDef, task_registry
 from orchestrator.settings import Settings
 from orchestrator.telemetry import serve_telemetry
@@ -56,9 +56,12 @@ class WorkerState:
     pool: str
     worker_id: str
     slots: int
+    tasks: tuple[str, ...] = ()  # what this worker runs, announced with its heartbeat
     running: int = 0
     done: int = 0
+    stopping: int = 0  # signals received: 1 drains, 2 puts running jobs back in line
     metrics: Metrics = field(default_factory=Metrics)
+    ttl: int = 15  # seconds a heartbeat outlives its last beat
 
 
 async def run_worker(
@@ -72,7 +75,11 @@ async def run_worker(
     keys = Keys(settings.namespace)
     registry = task_registry(tuple(settings.task_packages))
     state = WorkerState(
-        pool, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}", concurrency
+        pool,
+        f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        concurrency,
+        tasks=tuple(sorted(registry)),
+        ttl=_ttl(settings.heartbeat_interval),
     )
     functions = [
         func(_runner(definition, settings, keys, state), name=name)  # type: ignore[arg-type]
@@ -107,7 +114,13 @@ async def run_worker(
             )
 
         wake = asyncio.Event()
-        log.info("worker_started", pool=pool, worker=state.worker_id, slots=concurrency)
+        log.info(
+            "worker_started",
+            pool=pool,
+            worker=state.worker_id,
+            slots=concurrency,
+            tasks=list(state.tasks),
+        )
         async with (
             _heartbeat(redis, keys, settings.heartbeat_interval, state),
             _wake_on_forward(redis, keys.pool_wake(pool), wake),
@@ -121,7 +134,7 @@ async def run_worker(
                 if owe_release:
                     owe_release = not await _release_held(redis, keys, state)
                 worker = make_worker()
-                _drain_on_signal(worker, redis, keys, state, _ttl(settings.heartbeat_interval))
+                _drain_on_signal(worker, redis, keys, state)
                 try:
                     await worker.async_run()
                 except asyncio.CancelledError:
@@ -163,19 +176,25 @@ async def _release_held(redis: Redis, keys: Keys, state: WorkerState) -> bool:
     return True
 
 
-def _drain_on_signal(
-    worker: Worker, redis: Redis, keys: Keys, state: WorkerState, ttl: int
-) -> None:
-    """On SIGTERM/SIGINT stop advertising slots first, then let arq drain.
+def _drain_on_signal(worker: Worker, redis: Redis, keys: Keys, state: WorkerState) -> None:
+    """First SIGTERM/SIGINT: stop advertising slots, then let arq drain (running jobs get
+    `grace_period`). A second one: stop now, running jobs going back in line.
 
-    Otherwise the conductor keeps forwarding to a worker that has stopped taking jobs,
-    and those jobs wait in the pool's queue for a worker that may never come back.
+    Without the first step the conductor keeps forwarding to a worker that has stopped
+    taking jobs, and those jobs wait in the pool's queue for a worker that may never come
+    back. A job cancelled by the second is not a failure: arq leaves it in the pool's
+    queue and the run it did not finish is not counted against its `max_tries`.
     """
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: signal.Signals) -> None:
+        state.stopping += 1
+        if state.stopping > 1:
+            log.info("worker_hurrying", pool=state.pool, requeued=state.running)
+            worker.handle_sig(signum)
+            return
         state.slots = 0
-        announcing = loop.create_task(_announce(redis, keys, state, ttl))
+        announcing = loop.create_task(_announce(redis, keys, state))
         _PENDING.add(announcing)
         announcing.add_done_callback(_PENDING.discard)
         worker.handle_sig_wait_for_completion(signum)
@@ -184,12 +203,13 @@ def _drain_on_signal(
         loop.add_signal_handler(signum, on_signal, signum)
 
 
-async def _announce(redis: Redis, keys: Keys, state: WorkerState, ttl: int) -> None:
+async def _announce(redis: Redis, keys: Keys, state: WorkerState) -> None:
+    """Tell the conductors at once what changed (slots, running), between beats."""
     key = keys.worker(state.pool, state.worker_id)
     with suppress(RedisConnectionError, RedisTimeoutError, OSError):
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, "slots", str(state.slots))
-            pipe.expire(key, ttl)  # never leave a heartbeat without its TTL
+            pipe.hset(key, mapping={"slots": str(state.slots), "running": str(state.running)})
+            pipe.expire(key, state.ttl)  # never leave a heartbeat without its TTL
             await pipe.execute()
 
 
@@ -279,28 +299,53 @@ def _runner(
             await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
             bound.warning("dead_lettered", reason="interrupted", error=error)
             return {"status": "failed", "error": error}
+        if problem := definition.signature_problem(envelope["args"], envelope.get("kwargs", {})):
+            # A run would only fail the same way max_tries times.
+            final = receipt("failed", problem)
+            dead = _dead(envelope, "invalid_args", problem, final)
+            await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
+            bound.warning("dead_lettered", reason="invalid_args", error=problem)
+            return {"status": "failed", "error": problem}
         state.running += 1
         try:
             timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
             with anyio.fail_after(timeout):
                 result = await definition.function(*envelope["args"], **envelope.get("kwargs", {}))
+        except asyncio.CancelledError:
+            state.running -= 1
+            if state.stopping:
+                # Cut short by a stop (a second signal, or the grace period ran out):
+                # back in line, not held by this worker any more, and not counted.
+                with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
+                    async with redis.pipeline(transaction=True) as pipe:
+                        pipe.decr(arq_jobs.RETRY_KEY_PREFIX + arq_id)
+                        pipe.hdel(keys.holding(state.worker_id), arq_id)
+                        await pipe.execute()
+                bound.info("job_requeued", reason="worker stopped before it finished")
+            raise
         except Exception as exc:
+            state.running -= 1
             error = f"{type(exc).__name__}: {exc}"
             if attempt < max_tries:
                 await record(
-                    redis, keys, receipt("retrying", error), finished=False, arq_job_id=arq_id
-                )
+                    redis, keys, receipt("retrying", error), finished=False, arq_job_id=arq_id,
+                    running=_running(keys, state),
+                )  # fmt: skip
                 bound.warning("job_retrying", error=error, max_tries=max_tries)
                 raise Retry(defer=settings.retry_delay * attempt) from exc
             final = receipt("failed", error)
             dead = _dead(envelope, "failed", error, final)
-            await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
+            await record(
+                redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id,
+                running=_running(keys, state),
+            )  # fmt: skip
             bound.warning("dead_lettered", reason="failed", error=error)
             return {"status": "failed", "error": error}
-        finally:
-            state.running -= 1
+        state.running -= 1
         final = receipt("succeeded", None, result)
-        await record(redis, keys, final, finished=True, arq_job_id=arq_id)
+        await record(
+            redis, keys, final, finished=True, arq_job_id=arq_id, running=_running(keys, state)
+        )
         _observe(state, envelope, final)
         state.done += 1
         bound.info("job_succeeded", duration=round(time.time() - started, 6))
@@ -308,6 +353,12 @@ def _runner(
 
     run.__qualname__ = definition.name
     return run
+
+
+def _running(keys: Keys, state: WorkerState) -> RunningCount:
+    """The heartbeat's `running` field, written with the receipt that changed it, so
+    `status` never shows a job running after its receipt."""
+    return RunningCount(keys.worker(state.pool, state.worker_id), state.running, state.ttl)
 
 
 def _ttl(interval: float) -> int:
@@ -341,9 +392,9 @@ async def _heartbeat(
             pipe.hset(key, mapping={
                 "pool": state.pool, "worker": state.worker_id, "host": socket.gethostname(),
                 "pid": os.getpid(), "slots": state.slots, "running": state.running,
-                "version": __version__, "time": time.time(),
+                "version": __version__, "time": time.time(), "tasks": ",".join(state.tasks),
             })  # fmt: skip
-            pipe.expire(key, _ttl(interval))
+            pipe.expire(key, state.ttl)
             pipe.sadd(keys.workers(state.pool), state.worker_id)
             pipe.hset(keys.holders, state.worker_id, state.pool)
             await pipe.execute()

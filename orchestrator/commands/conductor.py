@@ -34,15 +34,12 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
 
     from orchestrator.conductor import Conductor
     from orchestrator.connection import connect
-    from orchestrator.registry import task_registry
     from orchestrator.telemetry import serve_telemetry
-
-    registry = task_registry(tuple(settings.task_packages))
 
     async def conduct() -> None:
         async with connect(settings.redis_url, name="orchestrator-conductor") as redis:
             stop = anyio.Event()
-            conductor = Conductor(settings, redis, registry)
+            conductor = Conductor(settings, redis)
             async with (
                 serve_telemetry(
                     settings.metrics_port, redis, conductor.metrics, settings.heartbeat_interval

@@ -10,19 +10,30 @@
 -- job is deferred again by the little it needs, without a new reservation. A pool's
 -- bucket only decides whether that pool may take the job now.
 --
+-- A pool takes a job only if its live workers all announce the job's task: a job no
+-- pool it may use can run waits on `<root>:no_worker:<task>` (`…@<pool>` when a rule or
+-- pin allows one pool only) until intake.lua sees such a worker. While the conductor
+-- is young (`hold`), a pool with no live worker yet blocks the pools after it: at start
+-- a cloud worker that announced itself first must not take what metal is about to.
+--
 -- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
 -- ARGV: root, now (ms, client clock, as arq scores use), arq job prefix, arq result
---   prefix, arq expiry (ms), pool count, then per pool: name, queue, max_in_flight
---   (0: none), bucket rate (0: none), bucket burst; then per job: raw envelope, job id,
+--   prefix, arq expiry (ms), hold ("1": an empty pool blocks later ones), pool count,
+--   then per pool: name, queue, max_in_flight
+--   (0: none), bucket rate (0: none), bucket burst; then per job: task, the envelope to
+--   store, ad-hoc batch and its backlog (both "" unless the job came as a bare manifest
+--   line, which is then recorded in that batch), raw payload as taken, job id,
 --   arq job id, arq payload, candidate pools (comma-separated), buckets
 --   ("name rate burst" joined by ";", or ""), paid envelope (stored instead of raw
 --   once its buckets are paid), pinned ("1": may only run on its candidate), spill-at
 --   (ms when a later pool becomes eligible, 0: none), paid ("1": reserved already)
 -- Returns per job: outcome, detail (pool, or ms due). Each pool that received jobs is
 -- told so on its wake channel (`<root>:wake:<pool>`), so its workers poll at once.
+--#include pools
 local root = ARGV[1]
 local now_ms = tonumber(ARGV[2])
 local job_prefix, result_prefix, expires = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local hold = ARGV[6] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 
@@ -60,13 +71,10 @@ local function charge(key, rate, at)
 end
 
 local pools = {}
-local i = 7
-for _ = 1, tonumber(ARGV[6]) do
+local i = 8
+for _ = 1, tonumber(ARGV[7]) do
   local name = ARGV[i]
-  local slots = 0
-  for _, worker in ipairs(redis.call('SMEMBERS', root .. ':workers:' .. name)) do
-    slots = slots + tonumber(redis.call('HGET', root .. ':worker:' .. name .. ':' .. worker, 'slots') or '0')
-  end
+  local slots, tasks = live_workers(root, name, false)
   local inflight_key = root .. ':inflight:' .. name
   local inflight = redis.call('ZCARD', inflight_key)
   local free = slots - inflight
@@ -76,23 +84,57 @@ for _ = 1, tonumber(ARGV[6]) do
     queue = ARGV[i + 1], free = free, inflight = inflight_key,
     rate = tonumber(ARGV[i + 3]), burst = tonumber(ARGV[i + 4]),
     bucket = root .. ':bucket:pool:' .. name,
+    tasks = tasks, runs = {},
   }
   i = i + 5
 end
 
 local out = {}
 while i <= #ARGV do
+  local task, envelope, adhoc, adhoc_backlog = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
   local raw, job_id, arq_id, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local candidates, buckets, paid = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local pinned, spill_at = ARGV[i + 7] == '1', tonumber(ARGV[i + 8])
   local is_paid = ARGV[i + 9] == '1'
   i = i + 10
-  local stored = raw
+  local stored = envelope
   local outcome, detail
   -- Only the conductor still holding the job may route it: a peer may have recovered
   -- it (our heartbeat lapsed), and then the copy on the ready list is the live one.
   if redis.call('LREM', KEYS[1], 1, raw) == 0 then
     outcome, detail = 'stale', ''
+  end
+
+  -- A bare manifest line a producer pushed: from here on it is this envelope. Its id is
+  -- recorded in its batch, so a producer that sends it again does not run it twice, and
+  -- a task no live worker of any pool announces is refused as dispatch would refuse it.
+  if not outcome and adhoc ~= '' then
+    local batch_key = root .. ':batch:' .. adhoc
+    if redis.call('SADD', root .. ':batch_ids:' .. adhoc, job_id) == 0 then
+      outcome, detail = 'duplicate', ''
+    else
+      redis.call('HINCRBY', batch_key, 'total', 1)
+      redis.call('HINCRBY', batch_key, 'queued', 1)
+      if redis.call('HSETNX', batch_key, 'created_at', string.format('%.6f', now)) == 1 then
+        redis.call('HSET', batch_key, 'backlog', adhoc_backlog, 'adhoc', '1', 'complete', '1')
+        redis.call('ZADD', root .. ':batches', 'NX', string.format('%.6f', now), adhoc)
+      end
+      local known = false
+      for _, pool in pairs(pools) do
+        if pool_runs(pool.tasks, pool.runs, task) then
+          known = true
+          break
+        end
+      end
+      if not known then
+        outcome, detail = 'unknown_task', ''
+        local error = "task: unknown task '" .. task .. "' (no live worker runs it)"
+        redis.call('RPUSH', root .. ':dead', '{"job_id":' .. cjson.encode(job_id)
+          .. ',"reason":"unknown_task","error":' .. cjson.encode(error)
+          .. ',"at":' .. string.format('%.6f', now) .. ',"payload":' .. envelope .. '}')
+      end
+    end
   end
 
   local parsed = {}
@@ -119,10 +161,16 @@ while i <= #ARGV do
   end
 
   if not outcome then
-    local chosen, pool_wait
+    local chosen, pool_wait, capable, held
     for name in string.gmatch(candidates, '[^,]+') do
       local pool = pools[name]
-      if pool and pool.free > 0 then
+      if pool and hold and #pool.tasks == 0 and not pinned then
+        held = true  -- this pool has not announced itself yet: later ones must wait
+        break
+      end
+      local runs = pool and pool_runs(pool.tasks, pool.runs, task)
+      capable = capable or runs
+      if runs and pool.free > 0 then
         if pool.rate > 0 then
           local allowed = allow_at(pool.bucket, pool.rate, pool.burst)
           if allowed <= now then
@@ -154,6 +202,14 @@ while i <= #ARGV do
     elseif pool_wait then
       outcome, detail = 'pool_rate_limited', math.ceil(pool_wait * 1000)
       redis.call('ZADD', KEYS[3], detail, stored)
+    elseif held then
+      outcome, detail = 'full', ''
+      redis.call('LPUSH', KEYS[2], stored)
+    elseif not capable and spill_at == 0 then
+      local member = pinned and (task .. '@' .. candidates) or task
+      outcome, detail = 'no_worker', member
+      redis.call('RPUSH', root .. ':no_worker:' .. member, stored)
+      redis.call('ZADD', root .. ':no_worker_tasks', 'NX', now_ms, member)
     elseif spill_at > 0 then
       -- back to the head of the line: metal may free a slot before the spill time
       outcome, detail = 'spill_wait', spill_at

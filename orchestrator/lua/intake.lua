@@ -2,14 +2,20 @@
 --   1. move deferred jobs that are due (on Redis's clock) onto the ready list;
 --   2. count each pool's free slots: live heartbeat slots minus jobs forwarded and not
 --      finished, within max_in_flight (workers whose heartbeat lapsed are forgotten);
---   3. take at most that many jobs (and at most ARGV[2]) into the processing list:
+--   3. put back on the ready list the jobs that waited for a worker running their task
+--      (`<root>:no_worker:<task>`, or `…:<task>@<pool>` when only that pool may run
+--      them) once a pool they may use has live workers that all announce it;
+--   4. take at most that many jobs (and at most ARGV[2]) into the processing list:
 --      ready jobs first, then from the waiting list of each pool with room (no more
 --      than its room), then the backlogs in priority order.
 -- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
 -- ARGV: key root, most jobs to take, most deferred jobs to release, pool count, then
 --   per pool: name, max_in_flight (0: none); then the backlog lists in priority order
 -- Returns: {taken jobs, ms until the next deferred job is due (-1: none), free slots
---   per pool in the order given, jobs waiting for pools that are full, Redis time (ms)}
+--   per pool in the order given, jobs waiting for pools that are full, Redis time (ms),
+--   where each taken job came from: the 1-based index of its backlog among those given,
+--   0 for the ready and waiting lists (a bare manifest line is named after its backlog)}
+--#include pools
 local root = ARGV[1]
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -26,20 +32,13 @@ if next_due[2] then
 end
 
 local free, room, stalled = {}, 0, 0
+local fleet = {}
 local sources = {{KEYS[2], -1}}
 local npools = tonumber(ARGV[4])
 for p = 0, npools - 1 do
   local name, cap = ARGV[5 + 2 * p], tonumber(ARGV[6 + 2 * p])
-  local set = root .. ':workers:' .. name
-  local slots = 0
-  for _, worker in ipairs(redis.call('SMEMBERS', set)) do
-    local s = redis.call('HGET', root .. ':worker:' .. name .. ':' .. worker, 'slots')
-    if s then
-      slots = slots + tonumber(s)
-    else
-      redis.call('SREM', set, worker)
-    end
-  end
+  local slots, tasks = live_workers(root, name, true)
+  fleet[name] = tasks
   local inflight = redis.call('ZCARD', root .. ':inflight:' .. name)
   local n = slots - inflight
   if cap > 0 and cap - inflight < n then
@@ -54,14 +53,37 @@ for p = 0, npools - 1 do
     stalled = stalled + redis.call('LLEN', waiting)
   end
 end
-for i = 5 + 2 * npools, #ARGV do
-  sources[#sources + 1] = {ARGV[i], -1}
+local orphans = root .. ':no_worker_tasks'
+for _, member in ipairs(redis.call('ZRANGE', orphans, 0, -1)) do
+  -- `task` waits for any pool; `task@pool` for that pool only (a rule or a pin)
+  local task, only = string.match(member, '^([^@]+)@?(.*)$')
+  local runnable = false
+  for name, tasks in pairs(fleet) do
+    if (only == '' or only == name) and pool_runs(tasks, {}, task) then
+      runnable = true
+      break
+    end
+  end
+  if runnable then
+    local list = root .. ':no_worker:' .. member
+    for _ = 1, tonumber(ARGV[3]) do
+      if not redis.call('LMOVE', list, KEYS[2], 'LEFT', 'RIGHT') then break end
+    end
+    if redis.call('LLEN', list) == 0 then
+      redis.call('ZREM', orphans, member)
+    end
+  end
+end
+
+local first_backlog = 5 + 2 * npools
+for i = first_backlog, #ARGV do
+  sources[#sources + 1] = {ARGV[i], -1, i - first_backlog + 1}
 end
 
 local want = math.min(room, tonumber(ARGV[2]))
-local taken = {}
+local taken, origins = {}, {}
 for _, source in ipairs(sources) do
-  local list, limit = source[1], source[2]
+  local list, limit, origin = source[1], source[2], source[3] or 0
   local from_here = 0
   while #taken < want and from_here ~= limit do
     local job = redis.call('LMOVE', list, KEYS[1], 'LEFT', 'RIGHT')
@@ -69,10 +91,11 @@ for _, source in ipairs(sources) do
       break
     end
     taken[#taken + 1] = job
+    origins[#origins + 1] = origin
     from_here = from_here + 1
   end
   if #taken >= want then
     break
   end
 end
-return {taken, wait, free, stalled, now_ms}
+return {taken, wait, free, stalled, now_ms, origins}

@@ -26,20 +26,38 @@ local function free(arq_id, pool)
   end
 end
 
-local live = {}
+local live, dead = {}, {}
 local holders = redis.call('HGETALL', KEYS[1])
 for i = 1, #holders, 2 do
   local worker, pool = holders[i], holders[i + 1]
   local holding = root .. ':holding:' .. worker
   if redis.call('EXISTS', root .. ':worker:' .. pool .. ':' .. worker) == 0 then
-    for _, arq_id in ipairs(redis.call('HKEYS', holding)) do
-      free(arq_id, pool)
-    end
-    redis.call('DEL', holding)
-    redis.call('HDEL', KEYS[1], worker)
+    dead[#dead + 1] = {worker, pool, holding}
   else
     live[#live + 1] = holding
   end
+end
+
+local function held_by_the_living(arq_id)
+  for _, holding in ipairs(live) do
+    if redis.call('HEXISTS', holding, arq_id) == 1 then
+      return true
+    end
+  end
+  return false
+end
+
+-- A dead worker's record may be stale: the job it names may have been put back (a
+-- stop, a lost connection) and claimed by a live worker since, whose claim stands.
+for _, gone in ipairs(dead) do
+  local worker, pool, holding = gone[1], gone[2], gone[3]
+  for _, arq_id in ipairs(redis.call('HKEYS', holding)) do
+    if not held_by_the_living(arq_id) then
+      free(arq_id, pool)
+    end
+  end
+  redis.call('DEL', holding)
+  redis.call('HDEL', KEYS[1], worker)
 end
 
 for i = 6, #ARGV do
@@ -47,14 +65,7 @@ for i = 6, #ARGV do
   for _, arq_id in ipairs(redis.call('ZRANGE', queue, 0, scan - 1)) do
     local left = redis.call('PTTL', prefix .. arq_id)
     if left > 0 and claim_ms - left > grace_ms then
-      local held = false
-      for _, holding in ipairs(live) do
-        if redis.call('HEXISTS', holding, arq_id) == 1 then
-          held = true
-          break
-        end
-      end
-      if not held then
+      if not held_by_the_living(arq_id) then
         free(arq_id, pool)
       end
     end

@@ -22,14 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.receipts import RESULT_LIMIT
-from orchestrator.registry import task_registry
+from orchestrator.registry import TASK_NAME, task_registry
 from tests.conftest import StackFactory
 from tests.stack import Stack
 
 BACKLOG = "backlog:default"
 SUCCEEDED = "succeeded"
 # What the conductor may call a payload it will not forward.
-DEAD_REASONS = {"invalid_payload", "unknown_task", "unknown_pool", "unserializable"}
+DEAD_REASONS = {"invalid_payload", "unknown_pool", "unserializable"}
+# A well-formed task name that no live worker announces: the job waits for one.
+NO_WORKER = "no_worker"
 # The tasks the stack's workers know (see tests.stack.Stack's task_packages).
 KNOWN_TASKS = set(task_registry(("workers.tasks", "tests.fixtures.tasks")))
 POOLS = {"metal", "cloud"}
@@ -160,7 +162,8 @@ def unknown_task(draw: st.DrawFn, job_id: str, batch: str) -> Case:
     fields = draw(envelope(job_id, batch))
     names = st.sampled_from(HOSTILE_TASKS) | st.text(max_size=30)
     fields["task"] = draw(names.filter(lambda name: name not in KNOWN_TASKS))
-    return Case("unknown_task", encode(fields, draw(st.integers(0, 2))), job_id)
+    expect = NO_WORKER if TASK_NAME.match(fields["task"]) else "invalid_payload"
+    return Case(expect, encode(fields, draw(st.integers(0, 2))), job_id)
 
 
 @st.composite
@@ -238,13 +241,15 @@ def test_every_raw_payload_runs_or_is_dead_lettered_with_its_reason(
     run.redis.rpush(run.keys.backlog(BACKLOG), *[case.raw for case in cases])
 
     succeeded = [case for case in cases if case.expect == SUCCEEDED]
-    bad = [case for case in cases if case.expect != SUCCEEDED]
+    parked = [case for case in cases if case.expect == NO_WORKER]
+    bad = [case for case in cases if case.expect not in (SUCCEEDED, NO_WORKER)]
 
     def settled() -> bool:
         done = [r for r in run.receipts(batch) if r["status"] == SUCCEEDED]
         return (
             len(done) >= len(succeeded)
             and run.redis.llen(run.keys.dead) - dead_before >= len(bad)
+            and len(waiting_for_a_worker(run, batch)) >= len(parked)
             and not leftovers(run)
         )
 
@@ -269,8 +274,25 @@ def test_every_raw_payload_runs_or_is_dead_lettered_with_its_reason(
         if case.job_id is not None:  # the payload parsed: its record names the job
             assert by_id[case.job_id] == case.expect, case
     assert all(d["error"] and isinstance(d["at"], float) for d in dead)
-    unparsed = sorted(d["payload"] for d in dead if d["reason"] == "invalid_payload")
+    unparsed = sorted(
+        d["payload"]
+        for d in dead
+        if d["reason"] == "invalid_payload" and isinstance(d["payload"], str)
+    )
     assert unparsed == sorted(c.raw.decode(errors="replace") for c in bad if c.job_id is None)
+    assert sorted(waiting_for_a_worker(run, batch)) == sorted(str(c.job_id) for c in parked)
+
+
+def waiting_for_a_worker(run: Stack, batch: str) -> list[str]:
+    """Ids of this batch's jobs parked until a worker announces their task."""
+    root = run.keys.root.replace("{", "\\{").replace("}", "\\}")
+    found = []
+    for key in run.redis.scan_iter(match=f"{root}:no_worker:*"):
+        for raw in run.redis.lrange(key, 0, -1):
+            job = orjson.loads(raw)
+            if job["batch"] == batch:
+                found.append(job["id"])
+    return found
 
 
 def leftovers(run: Stack) -> dict[str, int]:

@@ -316,9 +316,11 @@ def test_a_task_outside_the_registry_is_refused_at_dispatch(
     assert not planted_marker.exists()
 
 
-def test_a_task_outside_the_registry_is_dead_lettered_at_run_time_never_imported(
+def test_a_task_outside_the_registry_is_never_imported_or_run_at_run_time(
     stack: StackFactory, tmp_path: Path, planted_marker: Path
 ) -> None:
+    """Names no worker announces wait for one (or, not being task names, are dead-lettered);
+    none is ever imported or run."""
     run = stack()  # its processes inherit PLANTED_MARKER
     run.worker("metal", 1)
     conductor = run.conductor()
@@ -328,12 +330,18 @@ def test_a_task_outside_the_registry_is_dead_lettered_at_run_time_never_imported
         envelope = {"id": f"outside:{n}", "batch": "outside", "task": task,
                     "args": [f"touch {touched}"], "dispatched_at": time.time()}  # fmt: skip
         run.redis.rpush(run.keys.backlog("backlog:default"), orjson.dumps(envelope))
-    run.wait_for(lambda: run.redis.llen(run.keys.dead) == len(names), "every envelope dead")
+    waiting = names[:3]
+    run.wait_for(
+        lambda: (
+            run.redis.llen(run.keys.dead) == 1
+            and all(run.redis.llen(run.keys.no_worker(task)) == 1 for task in waiting)
+        ),
+        "three jobs waiting for a worker and one dead letter",
+    )
     dead = [orjson.loads(raw) for raw in run.redis.lrange(run.keys.dead, 0, -1)]
-    assert {d["job_id"]: d["reason"] for d in dead} == {
-        f"outside:{n}": "unknown_task" for n in range(len(names))
-    }
-    assert all("not in the registry" in d["error"] for d in dead)
+    assert [(d["job_id"], d["reason"]) for d in dead] == [("outside:3", "invalid_payload")]
+    assert "is not a task name" in dead[0]["error"]
+    assert set(run.redis.zrange(run.keys.no_worker_tasks, 0, -1)) == {t.encode() for t in waiting}
     run.dispatch(write_manifest(tmp_path / "inside_01.jsonl", [GOOD_LINE]))
     assert run.wait_for_receipts("inside_01", 1)[0]["status"] == "succeeded"
     assert run.receipts("outside") == []
