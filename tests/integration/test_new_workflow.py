@@ -21,13 +21,28 @@ from tests.conftest import CliRunner
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The project as shipped, never what a user added since (their `new-workflow thumbnails`
+# must not make these tests fail): the core package, one workflow and its task module,
+# and what a generated test needs from tests/.
+SKELETON = (
+    "orchestrator", "workers/__init__.py", "workers/tasks/__init__.py",
+    "workers/tasks/system.py", "workflows/__init__.py", "workflows/system_test",
+    "tests/__init__.py", "tests/conftest.py", "tests/stack.py", "tests/fixtures",
+    "tests/integration/__init__.py", "pyproject.toml",
+)  # fmt: skip
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
-    for package in ("orchestrator", "workers", "workflows", "tests"):
-        shutil.copytree(REPO / package, root / package, ignore=ignore)
-    shutil.copy(REPO / "pyproject.toml", root)
+    for part in SKELETON:
+        source, target = REPO / part, root / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            shutil.copy(source, target)
     return root
 
 
