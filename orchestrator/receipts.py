@@ -40,7 +40,8 @@ class DeadLetter(TypedDict):
     """A job that will not run again by itself, with why and what it last looked like."""
 
     job_id: str | None
-    reason: str  # failed | interrupted | invalid_payload | unknown_task | unknown_pool
+    reason: str  # failed | interrupted | invalid_args | invalid_payload | unknown_task (a bare
+    # line no live worker runs) | unknown_pool | unserializable | lost
     error: str
     at: float
     payload: Any  # the envelope (parsed when it could be) or the raw text
