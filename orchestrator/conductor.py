@@ -1,15 +1,18 @@
 """The conductor: takes jobs off the backlogs and forwards them to the pools' arq queues.
 
 One round is two scripts. The first (`lua/intake.lua`) releases deferred jobs that are
-due, reads the pools' free slots and takes at most that many jobs (ready jobs first,
-then jobs waiting for a pool that has room, then the backlogs in priority order) into
-this conductor's processing list; the second (`lua/forward.lua`) routes them all
-atomically. With no free slot it waits for a worker to
-announce one; with nothing to do it blocks in Redis on a `BLMOVE`, so idle costs
-nothing. A job is always in exactly one Redis structure — a backlog, a processing list,
-an arq queue, the deferred set, a waiting list or the dead letters — so a conductor
-that dies loses nothing: a peer sees its heartbeat lapse and puts its processing list
-back on the ready list.
+due, puts back in line the jobs that waited for a worker running their task once one
+announces it, reads the pools' free slots and takes at most that many jobs (ready jobs
+first, then jobs waiting for a pool that has room, then the backlogs in priority order)
+into this conductor's processing list; the second (`lua/forward.lua`) routes them all
+atomically, to pools whose live workers announce the job's task. The conductor holds
+no task code: the workers' heartbeats say what exists. With no free slot it waits for
+a worker to announce one; with nothing to do it blocks in Redis on a `BLMOVE`, so idle
+costs nothing. A job is always in exactly one Redis structure — a backlog, a processing
+list, an arq queue, the deferred set, a waiting list (for a full pool, or for a worker
+that runs its task) or the dead letters — so a conductor that dies loses nothing: a
+peer sees its heartbeat lapse and puts its processing list back on the ready list.
+Bare manifest lines a producer pushed become envelopes here (`bare_lines`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 arq does the queue mechanics (claiming, in-progress keys, retries by `Retry`, drain on
 SIGTERM); this module adds what the conductor and `verify` rely on: JSON instead of
-pickle, a heartbeat announcing the worker's slots, a receipt per job, attempts counted
-against `max_tries`, and a dead letter for jobs that failed for good.
+pickle, a heartbeat announcing the worker's slots and the tasks it runs (the conductor
+routes by them), arguments checked against the task before a run, a receipt per job
+(with the heartbeat's `running` count in the same step), attempts counted against
+`max_tries`, a dead letter for jobs that failed for good, and on a stop that cuts a
+job short, the job put back in line without counting the cut run.
 """
 
 from __future__ import annotations
