@@ -25,10 +25,9 @@ from pydantic_core import from_json
 from orchestrator.job import JOB, JOB_SPEC, Job
 from orchestrator.keys import BACKLOG_PREFIX, BATCH_NAME
 from orchestrator.manifest import first_problem, pool_problem, unportable
-from orchestrator.registry import TASK_NAME
+from orchestrator.registry import task_name_problem
 
 ADHOC_PREFIX = "adhoc:"
-MAX_TASK_NAME = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +65,8 @@ def envelope_of(
         raise BareLineError(": ".join(first_problem(exc))) from None
     if field := unportable(spec):
         raise BareLineError(f"{field}: NaN, Infinity and numbers beyond 64 bits cannot be queued")
-    task = spec["task"]
-    if len(task) > MAX_TASK_NAME or not TASK_NAME.match(task):
-        raise BareLineError(f"task: {task[:100]!r} is not a task name (e.g. system.echo)")
+    if not_a_name := task_name_problem(spec["task"]):
+        raise BareLineError(f"task: {not_a_name}")
     meta: dict[str, Any] = dict(spec.get("meta") or {})
     if problem := pool_problem(meta, pools):
         raise BareLineError(": ".join(problem))

@@ -36,14 +36,14 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import arq_jobs
-from orchestrator.bare_lines import MAX_TASK_NAME, BareJob, BareLineError, envelope_of, is_bare
+from orchestrator.bare_lines import BareJob, BareLineError, envelope_of, is_bare
 from orchestrator.connection import on_messages
 from orchestrator.job import JOB, Job, mark_paid
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.metrics import Metrics
 from orchestrator.ratelimits import RateLimits
 from orchestrator.receipts import DeadLetter
-from orchestrator.registry import TASK_NAME
+from orchestrator.registry import task_name_problem
 from orchestrator.routing import Router, UnknownPool
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
@@ -65,13 +65,17 @@ class Conductor:
         # forward.lua): at start-up every pool gets one heartbeat interval to announce.
         self._hold_until = time.monotonic() + settings.heartbeat_interval
         self._no_worker_warned: dict[str, float] = {}
+        self._pool_names = settings.pool_names
         self.keys = Keys(settings.namespace)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.processing = self.keys.processing(self.id)
+        self._forward_keys = [
+            self.processing, self.keys.ready, self.keys.deferred, self.keys.dead,
+            self.keys.batches, self.keys.no_worker_tasks,
+        ]  # fmt: skip
         self.router = Router(settings)
         self.limits = RateLimits(settings)
         self.slots_freed = anyio.Event()
-        self._shapes: dict[tuple[str, int, tuple[str, ...]], str | None] = {}
         self.forwarded = 0
         self._backlogs: list[str] = list(settings.backlogs)
         self._pool_args: list[Any] = []
@@ -155,7 +159,7 @@ class Conductor:
 
     async def _round(self) -> None:
         taken, next_due_ms, free, stalled, now_ms, origins = await self._intake(
-            keys=[self.processing, self.keys.ready, self.keys.deferred],
+            keys=[self.processing, self.keys.ready, self.keys.deferred, self.keys.no_worker_tasks],
             args=[*self._intake_args, *(self.keys.backlog(name) for name in self._backlogs)],
         )
         wait_cap = self.settings.idle_block if next_due_ms < 0 else max(next_due_ms / 1000, 0.001)
@@ -253,9 +257,7 @@ class Conductor:
             routed.append((job, route))
         if not routed:
             return None
-        reply = await self._forward(
-            keys=[self.processing, self.keys.ready, self.keys.deferred], args=args
-        )
+        reply = await self._forward(keys=self._forward_keys, args=args)
         hold_until: float | None = None
         for index, (job, route) in enumerate(routed):
             outcome, detail = reply[2 * index].decode(), reply[2 * index + 1]
@@ -312,7 +314,7 @@ class Conductor:
         except ValidationError as exc:
             if is_bare(raw):
                 try:
-                    bare = envelope_of(raw, source, self.router.names, now=now)
+                    bare = envelope_of(raw, source, self._pool_names, now=now)
                 except BareLineError as refused:
                     await self._dead_letter(raw, None, "invalid_payload", str(refused))
                     return None
@@ -323,10 +325,8 @@ class Conductor:
             return None
         # Which tasks exist is for the workers to say (their heartbeats); a name that no
         # worker could ever announce is not a job.
-        if len(job["task"]) > MAX_TASK_NAME or not TASK_NAME.match(job["task"]):
-            await self._dead_letter(
-                raw, job, "invalid_payload", f"task: {job['task'][:100]!r} is not a task name"
-            )
+        if problem := task_name_problem(job["task"]):
+            await self._dead_letter(raw, job, "invalid_payload", f"task: {problem}")
             return None
         return job, raw, None
 

@@ -28,7 +28,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
 
-from orchestrator.errors import UserError
+from orchestrator.errors import UserError, first_leaf
 from orchestrator.job import EnvelopeEncoder, job_count
 from orchestrator.keys import BATCH_NAME, Keys
 from orchestrator.manifest import manifest_digest, read_manifest
@@ -107,7 +107,8 @@ async def dispatch_manifest(
                     progress,
                 )
         except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
+            # The error that started it: a bad line, or Redis going away mid-upload.
+            raise first_leaf(group) from None
         if dry_run:
             return DispatchResult(str(path), batch, backlog, total, 0, dry_run=True)
         await _claim(redis, keys, batch, backlog, path, resolved, total, digest, dispatched_at)
@@ -173,12 +174,6 @@ async def _discard(receive: MemoryObjectReceiveStream[list[bytes]]) -> None:
     async with receive:
         async for _ in receive:
             pass
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that started it: a bad line, or Redis going away mid-upload."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _claim(

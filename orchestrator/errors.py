@@ -92,7 +92,11 @@ def _only_user_error(group: BaseExceptionGroup[BaseException]) -> UserError | No
         is not None
     ):
         return None
-    leaf: BaseException = matched
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
+    leaf = first_leaf(matched)
     return leaf if isinstance(leaf, UserError) else None
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error a (nested) task group gathered: most often the one that started it."""
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

@@ -26,6 +26,7 @@ from orchestrator.errors import UnknownTaskError, UserError
 
 TASKS_PACKAGE = "workers.tasks"
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+MAX_TASK_NAME = 200  # characters: a name is part of Redis keys and of every log line
 _MARK = "__orchestrator_task__"
 
 TaskFunction = Callable[..., Awaitable[Any]]
@@ -55,6 +56,14 @@ def task(function: F | None = None, *, name: str | None = None) -> Any:
         return cast(F, fn)
 
     return mark(function) if function is not None else mark
+
+
+def task_name_problem(name: str) -> str | None:
+    """Why `name` can be no task's name, so that no worker will ever announce it (a
+    payload naming it is not a job), or None."""
+    if len(name) <= MAX_TASK_NAME and TASK_NAME.match(name):
+        return None
+    return f"{name[:100]!r} is not a task name (lower_case.dotted, e.g. system.echo)"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
 DEFAULT_CONFIG_FILE = "orchestrator.toml"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+# The variables that set redis_url, the first one set winning.
+REDIS_URL_VARIABLES = ("ORCHESTRATOR_REDIS_URL", "REDIS_URL")
 _BUCKET_NAME = re.compile(r"^[^\s;,]{1,200}$")
 _BACKLOGS_EXAMPLE = (
     'e.g. ORCHESTRATOR_BACKLOGS=backlog:a,backlog:b, or backlogs = ["backlog:a"] in TOML'
@@ -96,7 +98,7 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        validation_alias=AliasChoices("ORCHESTRATOR_REDIS_URL", "REDIS_URL", "redis_url"),
+        validation_alias=AliasChoices(*REDIS_URL_VARIABLES, "redis_url"),
     )
     namespace: str = Field(default="orc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     # NoDecode: the environment may give a comma-separated list, not only JSON.
@@ -192,6 +194,11 @@ class Settings(BaseSettings):
     @property
     def ordered_pools(self) -> list[PoolSettings]:
         return sorted(self.pools, key=lambda p: p.order)
+
+    @property
+    def pool_names(self) -> list[str]:
+        """The pools' names in routing order: what a `meta.pool` may name."""
+        return [pool.name for pool in self.ordered_pools]
 
     @classmethod
     def settings_customise_sources(
@@ -294,7 +301,7 @@ def _unknown_variables() -> list[str]:
     )
 
 
-_ALIASES = {"ORCHESTRATOR_REDIS_URL": "redis_url", "REDIS_URL": "redis_url"}
-_ENV_NAMES = {"redis_url": "REDIS_URL or ORCHESTRATOR_REDIS_URL"}
+_ALIASES = dict.fromkeys(REDIS_URL_VARIABLES, "redis_url")
+_ENV_NAMES = {"redis_url": " or ".join(reversed(REDIS_URL_VARIABLES))}
 # Read by other parts of the program, not by Settings.
 _OTHER_VARIABLES = {CONFIG_ENV, "ORCHESTRATOR_REDIS_SERVER"}

@@ -23,7 +23,7 @@ from typing import IO
 import orjson
 
 from orchestrator.errors import ServiceUnavailable, UserError
-from orchestrator.settings import Settings, redact_url
+from orchestrator.settings import REDIS_URL_VARIABLES, Settings, redact_url
 
 RECORD_FILE = "stack.json"
 LOCK_FILE = "up.lock"
@@ -150,7 +150,7 @@ def resolve_redis(
     url = settings.redis_url
     if flag is not None:
         return settings, RedisSource(url, "--redis-url")
-    for variable in ("ORCHESTRATOR_REDIS_URL", "REDIS_URL"):
+    for variable in REDIS_URL_VARIABLES:
         if os.environ.get(variable):
             return settings, RedisSource(url, variable)
     if "redis_url" in settings.model_fields_set:

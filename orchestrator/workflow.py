@@ -124,8 +124,7 @@ class Workflow:
             settings = load_settings()
             directory = options.manifests_dir or settings.manifests_dir
             registry = task_registry(tuple(settings.task_packages))
-            pools = [pool.name for pool in settings.pools]
-            print(self.run(options, directory, registry, pools=pools))
+            print(self.run(options, directory, registry, pools=settings.pool_names))
             return 0
 
         return run_cli(plan)

@@ -65,7 +65,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 max_line_bytes=settings.max_line_bytes,
                 dry_run=options.dry_run,
                 progress=progress,
-                pools=[pool.name for pool in settings.pools],
+                pools=settings.pool_names,
             )
 
         if options.dry_run:

@@ -33,6 +33,5 @@ def _plan(options: argparse.Namespace, settings: Settings) -> int:
 
     directory = options.manifests_dir or settings.manifests_dir
     registry = task_registry(tuple(settings.task_packages))
-    pools = [pool.name for pool in settings.pools]
-    print(options.workflow.run(options, directory, registry, pools=pools))
+    print(options.workflow.run(options, directory, registry, pools=settings.pool_names))
     return EXIT_OK

@@ -97,7 +97,7 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
             )
             if wait:
                 with _progress_bar() as (on_pass, warn):
-                    pools = [pool.name for pool in settings.ordered_pools]
+                    pools = settings.pool_names
                     report = await wait_until_settled(
                         verifier.check,
                         patience=options.timeout,

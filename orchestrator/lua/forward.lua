@@ -16,7 +16,8 @@
 -- is young (`hold`), a pool with no live worker yet blocks the pools after it: at start
 -- a cloud worker that announced itself first must not take what metal is about to.
 --
--- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
+-- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset, KEYS[4] dead-letter
+--   list, KEYS[5] batches zset, KEYS[6] zset of the tasks jobs wait for a worker of
 -- ARGV: root, now (ms, client clock, as arq scores use), arq job prefix, arq result
 --   prefix, arq expiry (ms), hold ("1": an empty pool blocks later ones), pool count,
 --   then per pool: name, queue, max_in_flight
@@ -118,7 +119,7 @@ while i <= #ARGV do
       redis.call('HINCRBY', batch_key, 'queued', 1)
       if redis.call('HSETNX', batch_key, 'created_at', string.format('%.6f', now)) == 1 then
         redis.call('HSET', batch_key, 'backlog', adhoc_backlog, 'adhoc', '1', 'complete', '1')
-        redis.call('ZADD', root .. ':batches', 'NX', string.format('%.6f', now), adhoc)
+        redis.call('ZADD', KEYS[5], 'NX', string.format('%.6f', now), adhoc)
       end
       local known = false
       for _, pool in pairs(pools) do
@@ -130,7 +131,7 @@ while i <= #ARGV do
       if not known then
         outcome, detail = 'unknown_task', ''
         local error = "task: unknown task '" .. task .. "' (no live worker runs it)"
-        redis.call('RPUSH', root .. ':dead', '{"job_id":' .. cjson.encode(job_id)
+        redis.call('RPUSH', KEYS[4], '{"job_id":' .. cjson.encode(job_id)
           .. ',"reason":"unknown_task","error":' .. cjson.encode(error)
           .. ',"at":' .. string.format('%.6f', now) .. ',"payload":' .. envelope .. '}')
       end
@@ -209,7 +210,7 @@ while i <= #ARGV do
       local member = pinned and (task .. '@' .. candidates) or task
       outcome, detail = 'no_worker', member
       redis.call('RPUSH', root .. ':no_worker:' .. member, stored)
-      redis.call('ZADD', root .. ':no_worker_tasks', 'NX', now_ms, member)
+      redis.call('ZADD', KEYS[6], 'NX', now_ms, member)
     elseif spill_at > 0 then
       -- back to the head of the line: metal may free a slot before the spill time
       outcome, detail = 'spill_wait', spill_at

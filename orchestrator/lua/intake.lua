@@ -8,7 +8,8 @@
 --   4. take at most that many jobs (and at most ARGV[2]) into the processing list:
 --      ready jobs first, then from the waiting list of each pool with room (no more
 --      than its room), then the backlogs in priority order.
--- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset
+-- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset, KEYS[4] zset of the
+--   tasks jobs wait for a worker of
 -- ARGV: key root, most jobs to take, most deferred jobs to release, pool count, then
 --   per pool: name, max_in_flight (0: none); then the backlog lists in priority order
 -- Returns: {taken jobs, ms until the next deferred job is due (-1: none), free slots
@@ -53,7 +54,7 @@ for p = 0, npools - 1 do
     stalled = stalled + redis.call('LLEN', waiting)
   end
 end
-local orphans = root .. ':no_worker_tasks'
+local orphans = KEYS[4]
 for _, member in ipairs(redis.call('ZRANGE', orphans, 0, -1)) do
   -- `task` waits for any pool; `task@pool` for that pool only (a rule or a pin)
   local task, only = string.match(member, '^([^@]+)@?(.*)$')
