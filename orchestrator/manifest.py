@@ -136,7 +136,7 @@ def read_manifest(
     """
     shown = str(path)
     if not path.exists():
-        raise ManifestError(shown, None, "", "no such file")
+        raise ManifestError(shown, None, "", "no such file" + _did_you_mean(path))
     if not path.is_file():
         raise ManifestError(shown, None, "", "not a regular file")
     reserved = re.compile(rf"^{re.escape(batch)}:\d+$")
@@ -189,6 +189,16 @@ def read_manifest(
             yield ManifestLine(number, job_id, spec, raw, derived)
     if count == 0:
         raise ManifestError(shown, None, "", "the manifest holds no jobs")
+
+
+def _did_you_mean(path: Path) -> str:
+    """`; did you mean <the manifest beside it with the closest name>?`, or ""."""
+    try:
+        names = [p.name for p in path.parent.iterdir() if p.name.endswith(SUFFIX)]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.8)
+    return f"; did you mean {path.with_name(close[0])}?" if close else ""
 
 
 def manifest_digest(path: Path) -> str:

@@ -8,7 +8,10 @@ recycled pid cannot fake it. Every other command resolves its Redis as
     --redis-url  >  REDIS_URL / ORCHESTRATOR_REDIS_URL  >  redis_url in the config file
                  >  a live `up` stack of this directory  >  the default
 
-so a second shell finds the stack `up` started without being told where it is.
+so a second shell finds the stack `up` started without being told where it is. The
+record outlives the stack (a clean stop marks it stopped): a directory where `up` ran
+then gets one line saying the stack is not running, never a quiet fallback to the
+default URL, which may be another Redis altogether.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -39,10 +42,15 @@ class StackRecord:
     data_dir: str
     redis_pid: int | None = None
     pids: dict[str, int] = field(default_factory=dict)
+    stopped_at: float | None = None  # set by a clean stop; a crash leaves it unset
 
     def describe(self) -> str:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_at))
-        return f"`orchestrator up` pid {self.up_pid}, started {started}"
+        said = f"`orchestrator up` pid {self.up_pid}, started {_when(self.started_at)}"
+        return said + (f", stopped {_when(self.stopped_at)}" if self.stopped_at else "")
+
+
+def _when(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,10 @@ class StackLock:
         os.replace(temporary, path)
 
     def release(self) -> None:
-        record_path(self.data_dir).unlink(missing_ok=True)
+        """Stopped: the record stays, saying so. A command run here later must not fall
+        back to the default Redis (perhaps somebody else's) as if no stack had been."""
+        if (record := read_record(self.data_dir)) is not None:
+            self.write(replace(record, stopped_at=time.time()))
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()

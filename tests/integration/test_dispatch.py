@@ -330,3 +330,17 @@ def test_a_manifest_replanned_under_a_dispatched_name_says_its_content_changed(
     renamed = run_cli("dispatch", str(path), "--backlog", BACKLOG, "--batch", "debug_again")
     assert renamed.code == 0, renamed.err
     assert sync_redis.llen(keys.backlog(BACKLOG)) == 5
+
+
+def test_a_mistyped_manifest_name_is_one_line_with_the_closest_one(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """`…_1.jsonl` for `…_01.jsonl`: no such file, and the name the user meant."""
+    (tmp_path / "manifests").mkdir()
+    manifest(tmp_path, GOOD, name="manifests/stress_01.jsonl")
+    result = run_cli("dispatch", "manifests/stress_1.jsonl", "--backlog", "stress", "--dry-run")
+    assert result.code == 2
+    assert result.err == (
+        "orchestrator: error: manifests/stress_1.jsonl: no such file; "
+        "did you mean manifests/stress_01.jsonl?\n"
+    )

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from orchestrator.redis_server import RedisServer, embedded_redis_server, free_port
-from orchestrator.stack_record import read_record
+from orchestrator.stack_record import StackRecord, read_record
 from tests.conftest import CliRunner
 from tests.integration.test_up import receipts, wait_until
 from tests.stack import REPO, write_manifest
@@ -56,8 +56,13 @@ def command(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def ready(cwd: Path) -> redis.Redis:
     """A client on the stack's Redis once both pools have a live worker."""
-    wait_until(lambda: read_record(cwd / "data") is not None)
-    record = read_record(cwd / "data")
+
+    def running() -> StackRecord | None:  # a stopped stack leaves its record behind
+        record = read_record(cwd / "data")
+        return record if record is not None and record.stopped_at is None else None
+
+    wait_until(running)
+    record = running()
     assert record is not None
     client = redis.Redis.from_url(record.redis_url)
     wait_until(lambda: client.scard("{orc}:workers:metal") and client.scard("{orc}:workers:cloud"))
@@ -90,7 +95,31 @@ def test_commands_in_another_shell_find_the_stack_up_started(tmp_path: Path) -> 
     finally:
         stop(up)
     assert up.returncode == 0
-    assert not (tmp_path / "data" / "stack.json").exists()
+    record = read_record(tmp_path / "data")
+    assert record is not None
+    assert record.stopped_at is not None
+
+
+def test_after_up_stopped_commands_say_so_instead_of_using_the_default_redis(
+    tmp_path: Path,
+) -> None:
+    """A clean stop leaves the record marked stopped: a later command is one line, exit 69,
+    never a quiet fallback to redis://127.0.0.1:6379 (somebody else's Redis, perhaps)."""
+    up = start_up(tmp_path, "--metal", "1", "--cloud", "1")
+    ready(tmp_path).close()
+    stop(up)
+    assert up.returncode == 0
+    status = command(tmp_path, "status")
+    assert status.returncode == 69
+    assert status.stderr.count("\n") == 1
+    assert "./data/stack.json is not running" in status.stderr
+    assert ", stopped " in status.stderr
+    again = start_up(tmp_path, "--metal", "1", "--cloud", "1", log="up-again.log")
+    try:
+        ready(tmp_path).close()
+        assert command(tmp_path, "status").returncode == 0
+    finally:
+        stop(again)
 
 
 def test_a_recorded_stack_that_died_is_one_line_not_a_bare_exit_69(
