@@ -8,6 +8,8 @@ instead of a WATCH/MULTI round trip per job — so it must write exactly what
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import orjson
 from arq.constants import (
     expires_extra_ms,
@@ -33,6 +35,7 @@ __all__ = [
     "RETRY_KEY_PREFIX",
     "SerializationError",
     "arq_job_timeout",
+    "envelope_in",
     "in_progress_timeout",
     "run_keys",
     "serialize",
@@ -42,6 +45,21 @@ __all__ = [
 def serialize(job: Job, enqueue_time_ms: int) -> bytes:
     """arq's payload for `job`: the task by name, the whole envelope as its one argument."""
     return serialize_job(job["task"], (job,), {}, None, enqueue_time_ms, serializer=orjson.dumps)
+
+
+def envelope_in(payload: bytes | None) -> dict[str, Any] | None:
+    """The envelope inside an arq job payload the conductor wrote (its one argument), or
+    None when the payload is not one. Parsed by orjson, so re-encoding it is exact."""
+    if payload is None:
+        return None
+    try:
+        stored = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    args = stored.get("a") if isinstance(stored, dict) else None
+    if isinstance(args, list) and args and isinstance(args[0], dict):
+        return cast(dict[str, Any], args[0])
+    return None
 
 
 def run_keys(arq_job_id: str) -> list[str]:

@@ -19,6 +19,10 @@ from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, TypeAdapter,
 from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
 JobId = Annotated[str, Field(pattern=r"^\S+$", min_length=1, max_length=200)]
+# Priorities: higher runs first, 0 is the default, equal ones keep their order. Each level
+# in use costs one Redis list per backlog; the bounds keep arq's queue scores exact.
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+Priority = Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX, strict=True)]
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -26,7 +30,7 @@ class JobMeta(TypedDict, total=False):
     """Scheduling hints the conductor understands; any other field is kept as it is."""
 
     pool: str  # pin the job to this pool (dispatch refuses a pool that is not configured)
-    priority: int  # reserved: checked to be an integer, but nothing acts on it yet
+    priority: Priority  # higher is taken first from a backlog and runs first in a pool
     rate_limit: list[str]  # extra token buckets the job must pass
     timeout: PositiveFloat  # seconds before the worker gives up on it
     max_tries: PositiveInt
@@ -55,6 +59,7 @@ class Job(TypedDict):
     meta: NotRequired[JobMeta]
     dispatched_at: Annotated[float, Field(allow_inf_nan=False)]
     rate_paid: NotRequired[bool]  # set by the conductor once the job's rate limits passed
+    priority: NotRequired[Priority]  # `dispatch --priority`: the batch's, over meta.priority
 
 
 JOB_SPEC: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
@@ -95,6 +100,14 @@ class EnvelopeEncoder:
         if add_id:
             return body + b',"id":' + orjson.dumps(job_id) + self._suffix
         return body + self._suffix
+
+
+def priority_of(job: Job | JobSpec) -> int:
+    """A job's priority: the one its batch was dispatched with, else its own, else 0."""
+    given = job.get("priority")
+    if given is None:
+        given = job.get("meta", {}).get("priority")
+    return given if isinstance(given, int) else 0
 
 
 def mark_paid(raw: bytes) -> bytes:

@@ -42,6 +42,18 @@ class Keys:
         """The list a backlog's jobs wait in; `name` is already normalised."""
         return f"{self._root}:{name}"
 
+    def backlog_level(self, name: str, level: int) -> str:
+        """The list of a backlog's jobs of priority `level`; level 0 is the backlog's own
+        list (where producers push), any other is `…:backlog:<name>#<level>` (`#` cannot
+        occur in a backlog name, so no backlog's list is another's level)."""
+        base = self.backlog(name)
+        return base if level == 0 else f"{base}#{level}"
+
+    def backlog_levels(self, name: str) -> str:
+        """Sorted set of the non-zero priority levels a backlog has jobs on (member and
+        score: the level), so intake drains them highest first without scanning."""
+        return f"{self._root}:levels:{name}"
+
     @property
     def backlogs(self) -> str:
         """Set of every backlog name ever dispatched to, so consumers can find them."""
@@ -51,6 +63,33 @@ class Keys:
         """Hash describing one dispatched manifest (path, digest, backlog, counts); its
         `queued` count is the cursor that makes dispatch idempotent."""
         return f"{self._root}:batch:{batch_id}"
+
+    def cancelled(self, batch_id: str) -> str:
+        """Hash of job id → envelope of a batch's cancelled jobs: a job listed here is not
+        started, wherever it is found, and `retry --cancelled` puts the envelopes back in
+        line. A whole batch is cancelled by the `cancelled_at` field of its `batch` hash."""
+        return f"{self._root}:cancelled:{batch_id}"
+
+    @property
+    def stop_running(self) -> str:
+        """Hash of what `cancel --running` stops while it runs: a batch id, or `<batch>
+        <job id>`, → the time asked. Workers check their running jobs against it."""
+        return f"{self._root}:stop_running"
+
+    @property
+    def cancels(self) -> str:
+        """Pub/sub channel on which `cancel --running` tells workers to look at once."""
+        return f"{self._root}:cancels"
+
+    @property
+    def paused_backlogs(self) -> str:
+        """Hash of paused backlog name → the time it was paused: no conductor takes from it."""
+        return f"{self._root}:paused:backlogs"
+
+    @property
+    def paused_pools(self) -> str:
+        """Hash of paused pool name → the time it was paused: no job is forwarded to it."""
+        return f"{self._root}:paused:pools"
 
     def staging(self, batch_id: str, token: str) -> str:
         """List one dispatch fills while it validates, before anything reaches a backlog."""
