@@ -37,6 +37,7 @@ __all__ = [
     "arq_job_timeout",
     "envelope_in",
     "in_progress_timeout",
+    "queue_score",
     "run_keys",
     "serialize",
 ]
@@ -60,6 +61,21 @@ def envelope_in(payload: bytes | None) -> dict[str, Any] | None:
     if isinstance(args, list) and args and isinstance(args[0], dict):
         return cast(dict[str, Any], args[0])
     return None
+
+
+# How much earlier in a pool's queue one priority level puts a job: more than any job
+# waits there, so a higher level always runs first; equal levels keep their order.
+PRIORITY_STEP_MS = 86_400_000
+
+
+def queue_score(enqueue_ms: int, priority: int) -> int:
+    """A job's score in a pool's arq queue: arq starts the lowest score that is due.
+
+    Above 0 each level moves the job a day earlier. Below 0 it cannot move later (arq
+    would take the score for a start time and hold the job back), so levels below 0
+    rank as 0 here; they are already taken last from the backlogs.
+    """
+    return enqueue_ms - max(priority, 0) * PRIORITY_STEP_MS
 
 
 def run_keys(arq_job_id: str) -> list[str]:

@@ -3,16 +3,18 @@
 One round is two scripts. The first (`lua/intake.lua`) releases deferred jobs that are
 due, puts back in line the jobs that waited for a worker running their task once one
 announces it, reads the pools' free slots and takes at most that many jobs (ready jobs
-first, then jobs waiting for a pool that has room, then the backlogs in priority order)
-into this conductor's processing list; the second (`lua/forward.lua`) routes them all
-atomically, to pools whose live workers announce the job's task. The conductor holds
-no task code: the workers' heartbeats say what exists. With no free slot it waits for
-a worker to announce one; with nothing to do it blocks in Redis on a `BLMOVE`, so idle
-costs nothing. A job is always in exactly one Redis structure — a backlog, a processing
-list, an arq queue, the deferred set, a waiting list (for a full pool, or for a worker
-that runs its task) or the dead letters — so a conductor that dies loses nothing: a
-peer sees its heartbeat lapse and puts its processing list back on the ready list.
-Bare manifest lines a producer pushed become envelopes here (`bare_lines`).
+first, then jobs waiting for a pool that has room, then the backlogs' priority levels,
+highest first, each level's backlogs in their configured order; paused backlogs not at
+all, paused pools counted full) into this conductor's processing list; the second
+(`lua/forward.lua`) routes them all atomically, to pools whose live workers announce
+the job's task. The conductor holds no task code: the workers' heartbeats say what
+exists. With no free slot it waits for a worker to announce one; with nothing to do it
+blocks in Redis on a `BLMOVE`, so idle costs nothing. A job is always in exactly one
+Redis structure — a backlog, a processing list, an arq queue, the deferred set, a
+waiting list (for a full pool, or for a worker that runs its task) or the dead letters
+— so a conductor that dies loses nothing: a peer sees its heartbeat lapse and puts its
+processing list back on the ready list. Bare manifest lines a producer pushed become
+envelopes here (`bare_lines`).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator import arq_jobs
 from orchestrator.bare_lines import BareJob, BareLineError, envelope_of, is_bare
 from orchestrator.connection import on_messages
-from orchestrator.job import JOB, Job, mark_paid
+from orchestrator.job import JOB, Job, mark_paid, priority_of
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.metrics import Metrics
+from orchestrator.priority import backlog_depths, level_separator
 from orchestrator.ratelimits import RateLimits
 from orchestrator.receipts import DeadLetter
 from orchestrator.registry import task_name_problem
@@ -71,7 +74,7 @@ class Conductor:
         self.processing = self.keys.processing(self.id)
         self._forward_keys = [
             self.processing, self.keys.ready, self.keys.deferred, self.keys.dead,
-            self.keys.batches, self.keys.no_worker_tasks,
+            self.keys.batches, self.keys.no_worker_tasks, self.keys.paused_pools,
         ]  # fmt: skip
         self.router = Router(settings)
         self.limits = RateLimits(settings)
@@ -88,6 +91,10 @@ class Conductor:
                 bucket.rate if bucket else 0,
                 bucket.burst if bucket else 1,
             ]
+        self._intake_keys = [
+            self.processing, self.keys.ready, self.keys.deferred, self.keys.no_worker_tasks,
+            self.keys.paused_backlogs, self.keys.paused_pools,
+        ]  # fmt: skip
         self._intake_args: list[Any] = [
             self.keys.root,
             settings.intake_batch,
@@ -96,6 +103,9 @@ class Conductor:
         ]
         for pool in settings.ordered_pools:
             self._intake_args += [pool.name, pool.max_in_flight or 0]
+        self._intake_args.append(level_separator(self.keys))
+        self._levels_seen = False  # some backlog has had jobs on levels other than 0
+        self._paused: dict[str, frozenset[str]] = {"backlog": frozenset(), "pool": frozenset()}
         self._forward = script(redis, "forward")
         self._intake = script(redis, "intake")
         self._recover = script(redis, "recover")
@@ -158,10 +168,15 @@ class Conductor:
                 await anyio.sleep(MAX_BACKOFF)
 
     async def _round(self) -> None:
-        taken, next_due_ms, free, stalled, now_ms, origins = await self._intake(
-            keys=[self.processing, self.keys.ready, self.keys.deferred, self.keys.no_worker_tasks],
-            args=[*self._intake_args, *(self.keys.backlog(name) for name in self._backlogs)],
-        )
+        backlogs = [
+            part
+            for name in self._backlogs
+            for part in (name, self.keys.backlog(name), self.keys.backlog_levels(name))
+        ]
+        reply = await self._intake(keys=self._intake_keys, args=[*self._intake_args, *backlogs])
+        taken, next_due_ms, free, stalled, now_ms, origins, levels, *paused = reply
+        self._levels_seen = self._levels_seen or levels > 0
+        self._note_pauses(*paused)
         wait_cap = self.settings.idle_block if next_due_ms < 0 else max(next_due_ms / 1000, 0.001)
         if not taken:
             if sum(max(int(n), 0) for n in free) <= 0:
@@ -169,10 +184,10 @@ class Conductor:
                 return
             # Jobs wait for a pool that is full while another idles: watch the backlog
             # only briefly, so a freed slot of the full pool is not left unused.
-            taken = await self._block_for_work(
+            taken, origin = await self._block_for_work(
                 min(wait_cap, STALLED_BLOCK) if stalled else wait_cap
             )
-            origins = [1] * len(taken)  # the first backlog is the one watched
+            origins = [origin] * len(taken)
             now_ms = int(time.time() * 1000)
         if taken:
             self.log.debug("intake", jobs=len(taken))
@@ -183,20 +198,40 @@ class Conductor:
                 # taking them again at once would spin. Wait for a slot or their time.
                 await self._wait_for_slots(max(hold_until - time.time(), 0.001))
 
-    async def _block_for_work(self, wait_cap: float) -> list[bytes]:
-        """Idle: wait inside Redis for the first backlog to receive a job.
+    async def _block_for_work(self, wait_cap: float) -> tuple[list[bytes], int]:
+        """Idle: wait inside Redis for the first backlog not paused to receive a job at
+        level 0; returns it (if any) and that backlog's 1-based index.
 
-        With several backlogs only the first can be watched by one BLMOVE, so the wait is
-        kept short enough for the others to be looked at again soon.
+        One BLMOVE watches one list, so while there are others — more backlogs, levels
+        other than 0 (once seen, a batch of another level may come at any time) — or
+        something is paused (a resume may come at any time), the wait is kept short
+        enough for intake to look at everything again soon.
         """
         timeout = min(wait_cap, self.settings.idle_block)
-        if len(self._backlogs) > 1:
-            timeout = min(timeout, 1.0)
-        source = self.keys.backlog(self._backlogs[0])
+        paused = self._paused["backlog"]
+        if len(self._backlogs) > 1 or self._levels_seen or paused or self._paused["pool"]:
+            timeout = min(timeout, 1.0)  # a full fix, watching every list, is another issue's
+        watched = [n for n, name in enumerate(self._backlogs, 1) if name not in paused]
+        if not watched:  # every backlog paused: `resume` publishes on the events channel
+            await self._wait_for_slots(timeout)
+            return [], 0
+        source = self.keys.backlog(self._backlogs[watched[0] - 1])
         # redis-py types the timeout as int; Redis 6+ takes fractions of a second.
         seconds: Any = max(timeout, 0.01)
         job = await self.redis.blmove(source, self.processing, seconds, "LEFT", "RIGHT")
-        return [job] if job is not None else []
+        return ([job] if job is not None else []), watched[0]
+
+    def _note_pauses(self, backlogs: Sequence[bytes], pools: Sequence[bytes]) -> None:
+        """Log `paused` and `resumed` as intake sees the state change; the first round
+        logs what was paused already when this conductor started."""
+        for kind, names in (("backlog", backlogs), ("pool", pools)):
+            now = frozenset(name.decode() for name in names)
+            before = self._paused[kind]
+            for name in sorted(now - before):
+                self.log.info("paused", **{kind: name})
+            for name in sorted(before - now):
+                self.log.info("resumed", **{kind: name})
+            self._paused[kind] = now
 
     async def _wait_for_slots(self, at_most: float) -> None:
         with anyio.move_on_after(at_most):
@@ -253,6 +288,8 @@ class Conductor:
                 1 if route.pinned else 0,
                 route.spill_at_ms,
                 1 if paid else 0,
+                job["batch"],
+                arq_jobs.queue_score(now_ms, priority_of(job)),
             ]
             routed.append((job, route))
         if not routed:
@@ -286,8 +323,12 @@ class Conductor:
         elif outcome == "unknown_task":
             self.metrics.dead_letters.labels("unknown_task").inc()
             bound.warning("dead_lettered", reason="unknown_task", error="no live worker runs it")
+        elif outcome == "cancelled":
+            bound.info("cancelled", reason="its batch or the job was cancelled")
         elif outcome == "stale":
-            bound.warning("stale", reason="recovered by a peer while this conductor held it")
+            bound.warning(
+                "stale", reason="recovered by a peer, or cancelled, while this conductor held it"
+            )
         elif outcome in ("rate_limited", "pool_rate_limited", "spill_wait"):
             if outcome != "spill_wait":
                 self.metrics.deferrals.labels("task" if outcome == "rate_limited" else "pool").inc()
@@ -370,19 +411,16 @@ class Conductor:
             pipe.sadd(self.keys.conductors, self.id)
             pipe.smembers(self.keys.conductors)
             pipe.smembers(self.keys.backlogs)
-            for name in self._backlogs:
-                pipe.llen(self.keys.backlog(name))
             for pool in pools:
                 pipe.zcard(self.keys.inflight(pool.name))
                 pipe.zcard(pool.queue or self.keys.pool_queue(pool.name))
             _, _, peers, backlogs, *gauges = await pipe.execute()
+        depths = await backlog_depths(self.redis, self.keys, self._backlogs)
         self.metrics.beat()
-        for name, depth in zip(self._backlogs, gauges, strict=False):
+        for name, depth in zip(self._backlogs, depths, strict=True):
             self.metrics.backlog_depth.labels(name).set(depth)
         for index, pool in enumerate(pools):
-            in_flight, queued = gauges[
-                len(self._backlogs) + 2 * index : len(self._backlogs) + 2 * index + 2
-            ]
+            in_flight, queued = gauges[2 * index : 2 * index + 2]
             self.metrics.in_flight.labels(pool.name).set(in_flight)
             self.metrics.queue_depth.labels(pool.name).set(queued)
         known = set(self._backlogs)

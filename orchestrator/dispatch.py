@@ -12,6 +12,13 @@ chunks are in flight between the thread and the loop.
 
 A batch is identified by its name and the SHA-256 of its manifest: the same name with
 other content is refused rather than silently merged.
+
+Each job goes onto the list of its priority level (see `priority`): all onto one list
+when `--priority` gives the batch its level or no line has a `meta.priority` other than
+0 — the plain push, as fast as ever — else the staged envelopes of such lines carry
+their level (`<level>|<envelope>`) and the commit script sorts them onto their lists.
+The cursor counts jobs in manifest order whatever their level, so it still makes a
+second dispatch queue nothing twice.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio import Redis
 
 from orchestrator.errors import UserError, first_leaf
-from orchestrator.job import EnvelopeEncoder, job_count
+from orchestrator.job import EnvelopeEncoder, job_count, priority_of
 from orchestrator.keys import BATCH_NAME, Keys
 from orchestrator.manifest import manifest_digest, read_manifest
 from orchestrator.registry import TaskRegistry
@@ -56,6 +63,7 @@ class DispatchResult:
     total: int  # jobs in the manifest
     queued: int  # jobs this call queued (0 when all were queued before)
     dry_run: bool = False
+    priority: int | None = None  # `--priority`: every job's level
 
     @property
     def already_queued(self) -> int:
@@ -74,9 +82,11 @@ async def dispatch_manifest(
     dry_run: bool = False,
     progress: Progress | None = None,
     pools: Collection[str] | None = None,
+    priority: int | None = None,
 ) -> DispatchResult:
     """Validate `path` and queue its jobs on `backlog` as batch `batch` (default: the
-    file's stem). With `pools`, a `meta.pool` naming none of them is refused here."""
+    file's stem). With `pools`, a `meta.pool` naming none of them is refused here. With
+    `priority`, every job has that priority, whatever its line's `meta.priority`."""
     if batch is not None and not BATCH_NAME.match(batch):
         raise UserError(f"--batch {batch!r}: {_BATCH_RULE}")
     batch = batch if batch is not None else path.stem
@@ -95,7 +105,7 @@ async def dispatch_manifest(
                     tasks.start_soon(_discard, receive)
                 else:
                     tasks.start_soon(_stage, redis, staging, receive)
-                total, digest, resolved = await anyio.to_thread.run_sync(
+                total, digest, resolved, levels = await anyio.to_thread.run_sync(
                     _validate,
                     path,
                     registry,
@@ -103,6 +113,7 @@ async def dispatch_manifest(
                     max_line_bytes,
                     pools,
                     dispatched_at,
+                    priority,
                     send,
                     progress,
                 )
@@ -110,9 +121,11 @@ async def dispatch_manifest(
             # The error that started it: a bad line, or Redis going away mid-upload.
             raise first_leaf(group) from None
         if dry_run:
-            return DispatchResult(str(path), batch, backlog, total, 0, dry_run=True)
+            return DispatchResult(str(path), batch, backlog, total, 0, True, priority)
         await _claim(redis, keys, batch, backlog, path, resolved, total, digest, dispatched_at)
-        queued = await _commit(redis, keys, batch, backlog, staging, total, progress)
+        # --priority N: every job on level N's list; else each on its own level's.
+        targets = [priority or 0] if priority is not None or not levels else [0, *levels]
+        queued = await _commit(redis, keys, batch, backlog, staging, total, progress, targets)
     finally:
         if not dry_run:
             with anyio.CancelScope(shield=True):
@@ -120,9 +133,10 @@ async def dispatch_manifest(
     finished = {"dispatched_at": time.time(), "complete": 1}
     await redis.hset(keys.batch(batch), mapping=finished)  # type: ignore[misc]  # redis-py stub
     log.info(
-        "dispatched", manifest=str(path), batch=batch, backlog=backlog, total=total, queued=queued
-    )
-    return DispatchResult(str(path), batch, backlog, total, queued)
+        "dispatched", manifest=str(path), batch=batch, backlog=backlog, total=total,
+        queued=queued, priority=priority,
+    )  # fmt: skip
+    return DispatchResult(str(path), batch, backlog, total, queued, priority=priority)
 
 
 def _validate(
@@ -132,19 +146,28 @@ def _validate(
     max_line_bytes: int,
     pools: Collection[str] | None,
     dispatched_at: float,
+    priority: int | None,
     send: MemoryObjectSendStream[list[bytes]],
     progress: Progress | None,
-) -> tuple[int, str, str]:
+) -> tuple[int, str, str, list[int]]:
     """In a worker thread: validate every line, handing envelopes over chunk by chunk.
+    Returns the count, the digest, the resolved path and the levels other than 0 that
+    lines gave themselves (their staged envelopes are marked `<level>|`); none when
+    `priority` gives every job its level.
 
     Closing `send` (also on error) tells the uploader that no more chunks come.
     """
     total = 0
-    encoder = EnvelopeEncoder(batch, dispatched_at)
+    levels: set[int] = set()
+    encoder = EnvelopeEncoder(batch, dispatched_at, priority)
     try:
         chunk: list[bytes] = []
         for line in read_manifest(path, registry, batch, max_line_bytes, pools=pools):
-            chunk.append(encoder.encode(line.raw, line.job_id, line.derived_id))
+            envelope = encoder.encode(line.raw, line.job_id, line.derived_id)
+            if priority is None and "meta" in line.spec and (level := priority_of(line.spec)):
+                envelope = b"%d|%b" % (level, envelope)
+                levels.add(level)
+            chunk.append(envelope)
             if len(chunk) == CHUNK:
                 anyio.from_thread.run(send.send, chunk)
                 chunk = []
@@ -156,7 +179,7 @@ def _validate(
             total += len(chunk)
     finally:
         anyio.from_thread.run_sync(send.close)  # streams are not thread-safe: close on the loop
-    return total, manifest_digest(path), str(path.resolve())
+    return total, manifest_digest(path), str(path.resolve()), sorted(levels)
 
 
 async def _stage(
@@ -219,13 +242,19 @@ async def _commit(
     staging: str,
     total: int,
     progress: Progress | None,
+    levels: list[int],
 ) -> int:
-    """Move the staging list onto the backlog behind the batch's cursor."""
+    """Move the staging list onto the backlog behind the batch's cursor: all onto the
+    list of the one level given, or each job onto its own level's (the first given is 0)."""
     commit = script(redis, "commit_staged")
-    script_keys = [staging, keys.backlog(backlog), keys.batch(batch)]
+    script_keys = [
+        staging, keys.batch(batch), keys.backlog_levels(backlog),
+        *(keys.backlog_level(backlog, level) for level in levels),
+    ]  # fmt: skip
+    mode = "one" if len(levels) == 1 else "marked"
     moved = queued = 0
     while moved < total:
-        taken, pushed = await commit(keys=script_keys, args=[moved, COMMIT_SLICE])
+        taken, pushed = await commit(keys=script_keys, args=[moved, COMMIT_SLICE, mode, *levels])
         if taken == 0:
             raise UserError(
                 f"batch {batch!r}: the staging list vanished after {moved} of "

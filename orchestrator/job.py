@@ -86,13 +86,15 @@ class EnvelopeEncoder:
     Re-serializing each parsed line cost as much as validating it; splicing the id,
     batch and dispatch time into the line's own JSON object is a few byte copies. Sound
     because the line was validated as a JSON object that has none of those keys (`id`
-    only when it is added here).
+    only when it is added here). With `priority` (`dispatch --priority`), every envelope
+    carries it, over its line's `meta.priority`.
     """
 
-    def __init__(self, batch: str, dispatched_at: float) -> None:
+    def __init__(self, batch: str, dispatched_at: float, priority: int | None = None) -> None:
+        given = b"" if priority is None else b',"priority":' + orjson.dumps(priority)
         self._suffix = (
             b',"batch":' + orjson.dumps(batch)
-            + b',"dispatched_at":' + orjson.dumps(dispatched_at) + b"}"
+            + b',"dispatched_at":' + orjson.dumps(dispatched_at) + given + b"}"
         )  # fmt: skip
 
     def encode(self, raw: bytes, job_id: str, add_id: bool) -> bytes:

@@ -201,6 +201,11 @@ class Keys:
         """Hash of worker id → pool, for every worker that may hold jobs."""
         return f"{self._root}:holders"
 
+    def running(self, batch_id: str) -> str:
+        """Hash of job id → who runs it and since when, for a batch's jobs running now:
+        written as a run begins (`lua/begin.lua`), deleted with the run's receipt."""
+        return f"{self._root}:running:{batch_id}"
+
     def receipts(self, batch_id: str) -> str:
         """Hash of job id → receipt (JSON) for one batch."""
         return f"{self._root}:receipts:{batch_id}"

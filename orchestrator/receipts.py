@@ -17,7 +17,10 @@ from typing_extensions import TypedDict
 
 from orchestrator.keys import Keys
 
-Status = Literal["succeeded", "failed", "retrying", "dead"]
+# `cancelled`: the job will not run (again) because `orchestrator cancel` said so — not a
+# failure, and never retried by itself. `running` is only ever in `Keys.running`, the
+# record of a run in progress: a batch's receipts are outcomes.
+Status = Literal["succeeded", "failed", "retrying", "dead", "running", "cancelled"]
 RESULT_LIMIT = 1024  # bytes of a task's result kept in its receipt
 
 
@@ -29,7 +32,7 @@ class Receipt(TypedDict):
     pool: str
     worker: str
     attempt: int
-    started_at: float
+    started_at: float | None  # None: cancelled before it ever started
     ended_at: float
     duration: float
     error: str | None
@@ -77,21 +80,26 @@ async def record(
     dead: DeadLetter | None = None,
     arq_job_id: str | None = None,
     running: RunningCount | None = None,
+    cancelled: bytes | None = None,
 ) -> None:
     """Write a receipt; when the job is `finished` (succeeded or dead) give its slot back.
 
     The run is over either way, so the worker no longer holds `arq_job_id`, and its
-    heartbeat's `running` count (when given) changes in the same step.
+    heartbeat's `running` count (when given) changes in the same step. A job stopped by
+    `cancel --running` keeps its envelope (`cancelled`) for `retry --cancelled`.
     """
     async with redis.pipeline(transaction=True) as pipe:
         encoded = orjson.dumps(receipt).decode()
         pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], encoded)
+        pipe.hdel(keys.running(receipt["batch"]), receipt["job_id"])  # the run is over
         if arq_job_id is not None:
             pipe.hdel(keys.holding(receipt["worker"]), arq_job_id)
         if finished:
             pipe.zrem(keys.inflight(receipt["pool"]), receipt["job_id"])
         if dead is not None:
             pipe.rpush(keys.dead, orjson.dumps(dead))
+        if cancelled is not None:
+            pipe.hset(keys.cancelled(receipt["batch"]), receipt["job_id"], cancelled.decode())
         if running is not None:
             pipe.hset(running.key, "running", str(running.running))
             pipe.expire(running.key, running.ttl)  # never a heartbeat without its TTL

@@ -24,6 +24,7 @@ import orjson
 from redis.asyncio import Redis
 
 from orchestrator.keys import Keys
+from orchestrator.priority import level_separator
 from orchestrator.scripts import script
 from orchestrator.settings import Settings, redact_url
 from orchestrator.status_batches import BatchCounter, as_int, hash_pairs
@@ -33,6 +34,7 @@ from orchestrator.status_model import (
     Batch,
     Bucket,
     ConductorSide,
+    Level,
     LiveConductor,
     NoWorker,
     Pool,
@@ -75,15 +77,18 @@ class StatusReader:
         self._counter = BatchCounter()
         self._script_keys = [
             keys.backlogs, keys.conductors, keys.ready, keys.deferred, keys.dead, keys.batches,
-            keys.no_worker_tasks,
+            keys.no_worker_tasks, keys.paused_backlogs, keys.paused_pools,
         ]  # fmt: skip
         self._request: dict[str, Any] = {
             "backlog_prefix": _prefix(keys.backlog),
+            "levels_prefix": _prefix(keys.backlog_levels),
+            "level_separator": level_separator(keys),
             "backlogs": settings.backlogs,
             "conductor_prefix": _prefix(keys.conductor),
             "processing_prefix": _prefix(keys.processing),
             "batch_prefix": _prefix(keys.batch),
             "receipts_prefix": _prefix(keys.receipts),
+            "running_prefix": _prefix(keys.running),
             "no_worker_prefix": _prefix(keys.no_worker),
             "pools": [
                 {
@@ -128,7 +133,14 @@ class StatusReader:
         next_due = reply["next_due_ms"]
         configured = set(self.settings.backlogs)
         backlogs = [
-            Backlog(name, depth, name in configured) for name, depth in _list(reply["backlogs"])
+            Backlog(
+                name,
+                depth,
+                name in configured,
+                sorted((Level(level, n) for level, n in _list(levels) if n), key=_highest),
+                float(paused_at) if paused_at else None,
+            )
+            for name, depth, levels, paused_at in _list(reply["backlogs"])
         ]
         backlogs.sort(key=lambda b: (not b.configured, "" if b.configured else b.name))
         return Snapshot(
@@ -179,6 +191,7 @@ class StatusReader:
             free=max(0, capacity - raw["in_flight"]),
             waiting=raw["waiting"],
             oldest_heartbeat_age=max((w.heartbeat_age for w in workers), default=None),
+            paused_at=float(raw["paused_at"]) if raw["paused_at"] else None,
         )
 
     def _bucket(self, name: str, tat: str | bool, now: float) -> Bucket:
@@ -201,6 +214,10 @@ def _worker(beat: dict[str, str], now: float) -> WorkerBeat:
         version=beat.get("version", "?"),
         heartbeat_age=round(max(0.0, now - float(beat.get("time") or now)), 3),
     )
+
+
+def _highest(level: Level) -> int:
+    return -level.level
 
 
 def _prefix(build: Callable[[str], str]) -> str:

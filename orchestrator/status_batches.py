@@ -3,8 +3,10 @@
 A job is counted once, as `verify` counts it: a success wins; else a dead letter makes it
 dead-lettered (a worker writes a failed receipt and a dead letter together; a conductor
 refuses an invalid payload or unknown task with a dead letter and no receipt at all);
-else a failed receipt makes it failed; anything else queued is pending. So the snapshot
-script hands back, besides receipt counts, each dead letter of a listed batch with its
+else a failed receipt makes it failed, a cancelled one cancelled; anything else queued
+(running — in `Keys.running` —, with a `retrying` receipt, or none yet) is pending. A
+batch settled with cancelled jobs and no failures is `cancelled`; failures win. So the
+snapshot script hands back, besides receipt counts, each dead letter of a listed batch with its
 job's receipt status, and the two are joined here.
 
 Both reads are spread over calls under a budget, so that a huge batch or dead-letter
@@ -105,11 +107,12 @@ class BatchCounter:
         done = counts["succeeded"]
         dead = letters.total() - letters["succeeded"] + max(0, counts["dead"] - letters["dead"])
         failed = max(0, counts["failed"] - letters["failed"])
+        cancelled = max(0, counts["cancelled"] - letters["cancelled"])
         dispatched = record.get("complete") == "1"
-        settled = dispatched and exact and done + failed + dead >= total
+        settled = dispatched and exact and done + failed + dead + cancelled >= total
         state: BatchState = "running"
         if settled:
-            state = "failed" if failed + dead else "succeeded"
+            state = "failed" if failed + dead else "cancelled" if cancelled else "succeeded"
         tally.settled = tally.settled or state == "succeeded"
         return Batch(
             id=raw["id"],
@@ -123,10 +126,13 @@ class BatchCounter:
             done=done,
             failed=failed,
             dead_lettered=dead,
+            cancelled=cancelled,
             retrying=max(0, counts["retrying"] - letters["retrying"]),
-            pending=max(0, queued - done - failed - dead),
+            running=int(raw.get("running") or 0),  # runs in progress (`Keys.running`)
+            pending=max(0, queued - done - failed - dead - cancelled),
             settled=settled,
             state=state,
+            cancelled_at=as_time(record.get("cancelled_at")),
             counts_exact=exact,
         )
 
@@ -143,3 +149,11 @@ def as_int(value: str | None) -> int:
         return int(float(value or 0))
     except ValueError:
         return 0
+
+
+def as_time(value: str | None) -> float | None:
+    """A unix time a hash field holds, or None when it holds none (or no number)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

@@ -6,8 +6,12 @@
 - `redis`: the Redis read and why that one: `url` (password redacted), `origin`
   (`--redis-url`, `REDIS_URL`, a config file, `./data/stack.json`, `default`) and
   `detail` (e.g. the `orchestrator up` that recorded it); null when not known.
-- `backlogs[]`: `name`, `depth` (jobs waiting), `configured` (in settings, else only
-  found in the set of backlogs dispatched to); in the order conductors consume them.
+- `backlogs[]`: `name`, `depth` (jobs waiting, every priority level summed),
+  `levels[]` (`level`, `depth`: the priority levels holding jobs, highest first, the
+  order conductors take them in), `configured` (in settings, else only found in the
+  set of backlogs dispatched to, or paused), `paused_at` (unix seconds it was paused:
+  no conductor takes its jobs; null when not paused); configured ones first, in the
+  order conductors consume them.
 - `conductor`: `live[]` (`id`, `processing`: jobs taken and not yet forwarded),
   `processing` (their sum), `orphaned` (jobs held by conductors whose heartbeat
   lapsed: a live peer puts them back on ready), `ready`, `deferred` and `next_due_in`
@@ -21,7 +25,8 @@
   `in_flight` (forwarded, not finished), `queued` (the arq queue's length: arq keeps a
   job there until it ends, so running jobs count), `free` (capacity - in_flight, at
   least 0: intake.lua's rule), `waiting` (jobs pinned to this pool while it is full),
-  `oldest_heartbeat_age` (seconds, null without workers).
+  `oldest_heartbeat_age` (seconds, null without workers), `paused_at` (unix seconds it
+  was paused: no new jobs go there, running ones finish; null when not paused).
 - `rate_limits[]`: `name`, `rate` (tokens/s), `burst`, `tokens` (available now),
   `full_in` (seconds until the bucket is full again; beyond burst/rate it means
   deferred jobs have reserved tokens ahead).
@@ -30,11 +35,16 @@
   (receipts written), then each job counted once, as `verify` counts it: `done`
   (succeeded), `failed` (failed for good, its dead letter purged), `dead_lettered`
   (has a dead letter: failed for good, or refused by the conductor with no receipt),
-  `retrying` (part of pending), `pending` (queued - done - failed - dead_lettered:
-  waiting or running); `settled`, `state` (`running`; once settled `succeeded`, or
-  `failed` when any job failed or was dead-lettered) and `counts_exact`.
+  `cancelled` (cancelled before or while it ran), `retrying` and `running` (both part
+  of pending), `pending` (queued - done - failed - dead_lettered - cancelled: waiting
+  or running); `settled`, `state` (`running`; once settled `succeeded`, `failed` when
+  any job failed or was dead-lettered, else `cancelled` when any was cancelled),
+  `cancelled_at` (unix seconds the batch was cancelled, null when it was not) and
+  `counts_exact`.
 
 Schema 2: `failed` no longer includes dead-lettered jobs (see `dead_lettered`).
+Schema 3: `pending` no longer includes cancelled jobs (see `cancelled`), and `state`
+may be `cancelled`.
 """
 
 from __future__ import annotations
@@ -44,8 +54,8 @@ from typing import Literal
 
 import orjson
 
-SCHEMA = 2
-BatchState = Literal["running", "succeeded", "failed"]
+SCHEMA = 3
+BatchState = Literal["running", "succeeded", "failed", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +66,18 @@ class RedisInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Level:
+    level: int
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
 class Backlog:
     name: str
     depth: int
     configured: bool
+    levels: list[Level]
+    paused_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +129,7 @@ class Pool:
     free: int
     waiting: int
     oldest_heartbeat_age: float | None
+    paused_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +154,13 @@ class Batch:
     done: int
     failed: int
     dead_lettered: int
+    cancelled: int
     retrying: int
+    running: int
     pending: int
     settled: bool
     state: BatchState
+    cancelled_at: float | None
     counts_exact: bool
 
 

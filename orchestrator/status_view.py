@@ -107,6 +107,9 @@ def _pools(snapshot: Snapshot, width: int) -> Table:
 
 
 def _load(pool: Pool) -> Text:
+    if pool.paused_at is not None:  # its running jobs finish; it gets no new ones
+        bar = _bar(((pool.in_flight, "yellow", "█"),), pool.capacity, BAR)
+        return bar + Text(" PAUSED", style="bold yellow")
     if pool.capacity == 0:
         return Text("no slots" if pool.workers else "no workers", style="dim")
     full = pool.free == 0
@@ -120,12 +123,14 @@ def _verdict(snapshot: Snapshot) -> Text:
     """Spillover in words: is the first pool full, and which later pools take the rest."""
     first, *later = snapshot.pools
     spilling = ", ".join(f"{p.name} runs {p.in_flight}" for p in later if p.in_flight)
-    if first.capacity == 0:
+    if first.paused_at is not None:
+        state = f"{first.name} paused"
+    elif first.capacity == 0:
         state = f"{first.name} has no {'slots' if first.workers else 'workers'}"
     else:
         state = f"{first.name} full" if first.free == 0 else f"{first.name} has {first.free} free"
     text = Text()
-    if spilling and first.free == 0:
+    if spilling and (first.free == 0 or first.paused_at is not None):
         text.append("⇢ spillover: ", style="bold yellow").append(f"{state}, {spilling}")
     elif spilling:  # an earlier spillover still running, or jobs a rule or pin sent there
         text.append(f"{state}; {spilling}", style="green")
@@ -144,8 +149,7 @@ def _queues(snapshot: Snapshot) -> RenderableType:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style=HEAD, no_wrap=True)
     grid.add_column()
-    backlogs = [(b.name.removeprefix("backlog:"), b.depth) for b in snapshot.backlogs]
-    grid.add_row("backlogs", _counts(backlogs))
+    grid.add_row("backlogs", _backlogs(snapshot))
     due = f" (next {side.next_due_in:.1f}s)" if side.next_due_in is not None else ""
     waiting = [(f"waiting {p.name}", p.waiting) for p in snapshot.pools if p.waiting]
     grid.add_row(
@@ -161,6 +165,26 @@ def _queues(snapshot: Snapshot) -> RenderableType:
     if not snapshot.no_worker:
         return grid
     return Group(grid, *_no_worker(snapshot))
+
+
+def _backlogs(snapshot: Snapshot) -> Text:
+    """Each backlog's depth; then, when it has jobs on levels other than 0, how many per
+    level (highest first, as they are taken), and PAUSED when no conductor takes them."""
+    text = Text()
+    for index, backlog in enumerate(snapshot.backlogs):
+        if index:
+            text.append(" · ", style="dim")
+        text.append(f"{backlog.name.removeprefix('backlog:')} ")
+        text.append(str(backlog.depth), style="bold" if backlog.depth else "dim")
+        if any(level.level for level in backlog.levels):
+            by_level = ", ".join(
+                f"{'+' if level.level > 0 else ''}{level.level}: {level.depth}"
+                for level in backlog.levels
+            )
+            text.append(f" (priority {by_level})", style="dim")
+        if backlog.paused_at is not None:
+            text.append(" PAUSED", style="bold yellow")
+    return text
 
 
 def _no_worker(snapshot: Snapshot) -> list[Text]:
@@ -228,8 +252,10 @@ def _batches(batches: list[Batch], room: int | None, width: int) -> Table:
     """Counts take what they need; the names get the rest of the width."""
     shown = batches if room is None or room >= len(batches) else batches[: max(room - 1, 0)]
     bar = WIDE_BAR if width >= WIDE else BAR
-    rows = [_batch_cells(batch, bar) for batch in shown]
-    headers = ("progress", "done", "failed", "dead", "pending")
+    cancelled = any(batch.cancelled for batch in shown)  # a column only while it has any
+    rows = [_batch_cells(batch, bar, cancelled) for batch in shown]
+    headers = ("progress", "done", "failed", "dead", *(["cancelled"] if cancelled else []))
+    headers += ("pending",)
     needed = [
         max([len(header), *(cells[index].cell_len for cells in rows)])
         for index, header in enumerate(headers)
@@ -247,16 +273,22 @@ def _batches(batches: list[Batch], room: int | None, width: int) -> Table:
     return table
 
 
-def _batch_cells(batch: Batch, bar: int) -> list[Text]:
-    """Done in green, failed or dead-lettered in red with a glyph of its own; once
-    settled, ✓ when every job succeeded and ✗ when any did not."""
+def _batch_cells(batch: Batch, bar: int, cancelled: bool) -> list[Text]:
+    """Done in green, failed or dead-lettered in red, cancelled in yellow, each with a
+    glyph of its own; once settled, ✓ when every job succeeded, ✗ when any failed, ⊘
+    when jobs were cancelled and none failed (⊘… while a cancelled batch settles)."""
     bad = batch.failed + batch.dead_lettered
-    progress = _bar(((batch.done, "green", "█"), (bad, "red", "▓")), batch.total, bar)
-    progress.append(f" {batch.done + bad}/{batch.total}")
+    parts = ((batch.done, "green", "█"), (bad, "red", "▓"), (batch.cancelled, "yellow", "▒"))
+    progress = _bar(parts, batch.total, bar)
+    progress.append(f" {batch.done + bad + batch.cancelled}/{batch.total}")
     if batch.state == "succeeded":
         progress.append(" ✓", style="bold green")
     elif batch.state == "failed":
         progress.append(" ✗", style="bold red")
+    elif batch.state == "cancelled":
+        progress.append(" ⊘", style="bold yellow")
+    elif batch.cancelled_at is not None:
+        progress.append(" ⊘…", style="yellow")
     elif not batch.dispatched:
         progress.append(" …", style="dim")
     return [
@@ -264,6 +296,11 @@ def _batch_cells(batch: Batch, bar: int) -> list[Text]:
         Text(str(batch.done)),
         Text(str(batch.failed), style="red" if batch.failed else ""),
         Text(str(batch.dead_lettered), style="red" if batch.dead_lettered else ""),
+        *(
+            [Text(str(batch.cancelled), style="yellow" if batch.cancelled else "")]
+            if cancelled
+            else []
+        ),
         Text(str(batch.pending) + ("~" if not batch.counts_exact else "")),
     ]
 

@@ -34,9 +34,12 @@ from orchestrator.manifest import ManifestLine, manifest_digest, read_manifest
 from orchestrator.receipts import Receipt
 from orchestrator.registry import TaskRegistry
 
-Outcome = Literal["done", "failed", "dead_lettered", "pending", "missing"]
-OUTCOMES: tuple[Outcome, ...] = ("done", "failed", "dead_lettered", "pending", "missing")
-LISTED: tuple[Outcome, ...] = ("failed", "dead_lettered", "missing")  # ids kept in the report
+Outcome = Literal["done", "failed", "dead_lettered", "cancelled", "pending", "missing"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "done", "failed", "dead_lettered", "cancelled", "pending", "missing",
+)  # fmt: skip
+# ids kept in the report
+LISTED: tuple[Outcome, ...] = ("failed", "dead_lettered", "cancelled", "missing")
 ID_LIMIT = 1000  # ids kept per listed outcome; the count is always exact
 CHUNK = 2000  # manifest lines per HMGET
 DEAD_CHUNK = 1000  # dead letters per LRANGE
@@ -57,6 +60,8 @@ def classify(position: int, receipt: Receipt | None, dead: bool, queued: int | N
         return "dead_lettered"
     if status == "failed":
         return "failed"
+    if status == "cancelled":
+        return "cancelled"  # settled, but not by running: `orchestrator cancel`
     if queued is not None and position <= queued:
         return "pending"  # also a receipt saying "retrying": it will run again
     return "missing"
@@ -132,7 +137,8 @@ class Report:
         totals = self.totals
         if not self.settled:
             return EXIT_JOBS_PENDING
-        return EXIT_JOBS_FAILED if totals["failed"] or totals["dead_lettered"] else EXIT_OK
+        unsuccessful = totals["failed"] + totals["dead_lettered"] + totals["cancelled"]
+        return EXIT_JOBS_FAILED if unsuccessful else EXIT_OK
 
     @property
     def may_change(self) -> bool:

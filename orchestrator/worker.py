@@ -37,6 +37,7 @@ from orchestrator import __version__, arq_jobs
 from orchestrator.connection import connect, on_messages, open_pool
 from orchestrator.errors import UserError
 from orchestrator.job import Job
+from orchestrator.job_stops import RunningJob, begin, watch_for_stops
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.receipts import DeadLetter, Receipt, RunningCount, record, result_summary
@@ -65,6 +66,7 @@ class WorkerState:
     stopping: int = 0  # signals received: 1 drains, 2 puts running jobs back in line
     metrics: Metrics = field(default_factory=Metrics)
     ttl: int = 15  # seconds a heartbeat outlives its last beat
+    jobs: dict[str, RunningJob] = field(default_factory=dict)  # arq id → job it runs
 
 
 async def run_worker(
@@ -127,6 +129,7 @@ async def run_worker(
         async with (
             _heartbeat(redis, keys, settings.heartbeat_interval, state),
             _wake_on_forward(redis, keys.pool_wake(pool), wake),
+            watch_for_stops(redis, keys, state.jobs, settings.heartbeat_interval),
             serve_telemetry(
                 settings.metrics_port, redis, state.metrics, settings.heartbeat_interval
             ),
@@ -272,6 +275,16 @@ def _runner(
     """The arq function for one task: the envelope in, a receipt out, whatever happens."""
 
     async def run(ctx: dict[str, Any], envelope: Job) -> dict[str, Any]:
+        running = RunningJob(envelope["batch"], envelope["id"])
+        state.jobs[ctx["job_id"]] = running  # so that `cancel --running` can stop it
+        try:
+            return await run_tracked(ctx, envelope, running)
+        finally:
+            state.jobs.pop(ctx["job_id"], None)
+
+    async def run_tracked(
+        ctx: dict[str, Any], envelope: Job, running: RunningJob
+    ) -> dict[str, Any]:
         redis: Redis = ctx["redis"]
         meta = envelope.get("meta", {})
         attempt: int = ctx["job_try"]
@@ -294,6 +307,12 @@ def _runner(
                 made["result"] = result_summary(result)
             return made
 
+        if not await begin(
+            redis, keys, envelope, receipt("running", None), arq_id=arq_id,
+            worker_id=state.worker_id,
+        ):  # fmt: skip
+            bound.info("job_cancelled", reason="cancelled before it started")
+            return {"status": "cancelled"}
         if attempt > max_tries:
             # Every earlier run ended without an outcome: the process died under it.
             error = f"interrupted: {attempt - 1} runs ended without an outcome"
@@ -312,7 +331,7 @@ def _runner(
         state.running += 1
         try:
             timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
-            with anyio.fail_after(timeout):
+            with running.scope, anyio.fail_after(timeout):
                 result = await definition.function(*envelope["args"], **envelope.get("kwargs", {}))
         except asyncio.CancelledError:
             state.running -= 1
@@ -345,6 +364,16 @@ def _runner(
             bound.warning("dead_lettered", reason="failed", error=error)
             return {"status": "failed", "error": error}
         state.running -= 1
+        if running.scope.cancelled_caught:
+            # `cancel --running`: not a failure, not retried; kept for `retry --cancelled`.
+            final = receipt("cancelled", "cancelled while running (orchestrator cancel --running)")
+            await record(
+                redis, keys, final, finished=True, arq_job_id=arq_id,
+                running=_running(keys, state), cancelled=orjson.dumps(envelope),
+            )  # fmt: skip
+            _observe(state, envelope, final)
+            bound.info("job_cancelled", reason="stopped while running")
+            return {"status": "cancelled"}
         final = receipt("succeeded", None, result)
         await record(
             redis, keys, final, finished=True, arq_job_id=arq_id, running=_running(keys, state)

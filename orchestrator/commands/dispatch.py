@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.commands.common import add_common_options, backlog_arg, run_async
 from orchestrator.errors import EXIT_OK
+from orchestrator.job import PRIORITY_MAX, PRIORITY_MIN
 from orchestrator.keys import Keys
 from orchestrator.settings import Settings
 
@@ -38,6 +39,17 @@ def register(commands: Any) -> None:
             "(default: the file's stem)"
         ),
     )
+    dispatch.add_argument(
+        "--priority",
+        type=_priority,
+        metavar="N",
+        help=(
+            f"give every job of the batch priority N ({PRIORITY_MIN}..{PRIORITY_MAX}), over "
+            "each line's meta.priority. Conductors take a backlog's higher priorities "
+            "first, equal ones in the order queued; without this flag each job has its "
+            "line's meta.priority, default 0. Each level in use is one more Redis list"
+        ),
+    )
     dispatch.add_argument("--dry-run", action="store_true", help="validate only; queue nothing")
     add_common_options(dispatch)
     dispatch.set_defaults(command=_dispatch)
@@ -66,6 +78,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 dry_run=options.dry_run,
                 progress=progress,
                 pools=settings.pool_names,
+                priority=options.priority,
             )
 
         if options.dry_run:
@@ -78,6 +91,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     finally:
         progress.close()
     where = f"{result.manifest} (batch {result.batch})"
+    at = "" if result.priority is None else f" at priority {result.priority}"
     if result.dry_run:
         print(f"{where} is valid: {job_count(result.total)}; dry run, nothing queued")
     elif result.queued == 0:
@@ -87,9 +101,21 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     elif result.already_queued:
         was = "was" if result.already_queued == 1 else "were"
         print(
-            f"queued {job_count(result.queued)} of {where} on {result.backlog}; "
+            f"queued {job_count(result.queued)} of {where} on {result.backlog}{at}; "
             f"{result.already_queued} {was} already queued"
         )
     else:
-        print(f"queued {job_count(result.queued)} of {where} on {result.backlog}")
+        print(f"queued {job_count(result.queued)} of {where} on {result.backlog}{at}")
     return EXIT_OK
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range: a priority is {PRIORITY_MIN}..{PRIORITY_MAX}"
+        )
+    return value

@@ -37,10 +37,10 @@ def register(commands: Any) -> None:
         help="compare a manifest with its receipts: done, failed, pending, missing",
         description=(
             "Read MANIFEST and its batch's receipts and dead letters, print per task how "
-            "many jobs are done, failed, dead-lettered, pending or missing, which pool ran "
-            "them and how long they took, and write MANIFEST.verify.json beside it. Exit "
-            "0 when every job succeeded, 1 when the batch settled with failures, 3 while "
-            "jobs are pending or missing."
+            "many jobs are done, failed, dead-lettered, cancelled, pending or missing, which "
+            "pool ran them and how long they took, and write MANIFEST.verify.json beside "
+            "it. Exit 0 when every job succeeded, 1 when the batch settled with failures "
+            "or cancelled jobs, 3 while jobs are pending or missing."
         ),
     )
     verify.add_argument(
@@ -220,8 +220,10 @@ def render_report(report: Report, written: Path | None) -> None:
     console.print(f"batch {report.batch} · {source} · {_dispatch_state(report)}")
     outcomes = Table(box=box.SIMPLE, show_edge=False, show_footer=True)
     outcomes.add_column("task", "all", overflow="fold")
-    labels = [outcome.replace("_", "-") for outcome in OUTCOMES]
-    for label, outcome in zip(labels, OUTCOMES, strict=True):
+    # `cancelled` only where there are some: most batches never see one.
+    shown = [o for o in OUTCOMES if o != "cancelled" or totals["cancelled"]]
+    labels = [outcome.replace("_", "-") for outcome in shown]
+    for label, outcome in zip(labels, shown, strict=True):
         outcomes.add_column(label, str(totals[outcome]), justify="right")
     outcomes.add_column("total", str(totals.total()), justify="right")
     times = Table(box=box.SIMPLE, show_edge=False)
@@ -229,7 +231,7 @@ def render_report(report: Report, written: Path | None) -> None:
     for heading in ("succeeded", "p50", "p95", "max", "retries"):
         times.add_column(heading, justify="right")
     for name, tally in sorted(report.tasks.items()):
-        counts = [str(tally.outcomes[o]) for o in OUTCOMES]
+        counts = [str(tally.outcomes[o]) for o in shown]
         outcomes.add_row(name, *counts, str(tally.outcomes.total()))
         times.add_row(name, *_durations(quantiles(tally.durations)), str(tally.retries))
     console.print()
@@ -272,8 +274,11 @@ def _verdict(report: Report) -> str:
         return f"not settled: {totals['pending']} pending, {totals['missing']} missing of {total}"
     bad = totals["failed"] + totals["dead_lettered"]
     if bad:
+        cancelled = f", {totals['cancelled']} cancelled" if totals["cancelled"] else ""
         return (
             f"settled with failures: {totals['failed']} failed, "
-            f"{totals['dead_lettered']} dead-lettered of {total}"
+            f"{totals['dead_lettered']} dead-lettered{cancelled} of {total}"
         )
+    if totals["cancelled"]:
+        return f"settled, not all run: {totals['cancelled']} cancelled of {total}"
     return "the 1 job succeeded" if total == 1 else f"all {total} jobs succeeded"

@@ -16,8 +16,14 @@
 -- is young (`hold`), a pool with no live worker yet blocks the pools after it: at start
 -- a cloud worker that announced itself first must not take what metal is about to.
 --
+-- A job of a cancelled batch, or itself cancelled, goes nowhere: it gets its `cancelled`
+-- receipt here. A paused pool counts as full, so spillover applies as if it were.
+-- A pool's queue is scored by the job's priority (see `arq_jobs.queue_score`), so arq
+-- starts the higher first.
+--
 -- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset, KEYS[4] dead-letter
---   list, KEYS[5] batches zset, KEYS[6] zset of the tasks jobs wait for a worker of
+--   list, KEYS[5] batches zset, KEYS[6] zset of the tasks jobs wait for a worker of,
+--   KEYS[7] hash of the paused pools
 -- ARGV: root, now (ms, client clock, as arq scores use), arq job prefix, arq result
 --   prefix, arq expiry (ms), hold ("1": an empty pool blocks later ones), pool count,
 --   then per pool: name, queue, max_in_flight
@@ -28,9 +34,11 @@
 --   ("name rate burst" joined by ";", or ""), paid envelope (stored instead of raw
 --   once its buckets are paid), pinned ("1": may only run on its candidate), spill-at
 --   (ms when a later pool becomes eligible, 0: none), paid ("1": reserved already)
+--   batch, score in the pool's queue
 -- Returns per job: outcome, detail (pool, or ms due). Each pool that received jobs is
 -- told so on its wake channel (`<root>:wake:<pool>`), so its workers poll at once.
 --#include pools
+--#include cancelling
 local root = ARGV[1]
 local now_ms = tonumber(ARGV[2])
 local job_prefix, result_prefix, expires = ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -81,6 +89,7 @@ for _ = 1, tonumber(ARGV[7]) do
   local free = slots - inflight
   local cap = tonumber(ARGV[i + 2])
   if cap > 0 and cap - inflight < free then free = cap - inflight end
+  if redis.call('HEXISTS', KEYS[7], name) == 1 then free = 0 end
   pools[name] = {
     queue = ARGV[i + 1], free = free, inflight = inflight_key,
     rate = tonumber(ARGV[i + 3]), burst = tonumber(ARGV[i + 4]),
@@ -98,7 +107,8 @@ while i <= #ARGV do
   local candidates, buckets, paid = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local pinned, spill_at = ARGV[i + 7] == '1', tonumber(ARGV[i + 8])
   local is_paid = ARGV[i + 9] == '1'
-  i = i + 10
+  local batch, score = ARGV[i + 10], ARGV[i + 11]
+  i = i + 12
   local stored = envelope
   local outcome, detail
   -- Only the conductor still holding the job may route it: a peer may have recovered
@@ -136,6 +146,11 @@ while i <= #ARGV do
           .. ',"at":' .. string.format('%.6f', now) .. ',"payload":' .. envelope .. '}')
       end
     end
+  end
+
+  if not outcome and is_cancelled(root, batch, job_id) then
+    outcome, detail = 'cancelled', ''
+    cancel_job(root, batch, job_id, task, envelope, now, 'cancelled before it started')
   end
 
   local parsed = {}
@@ -193,7 +208,7 @@ while i <= #ARGV do
         outcome, detail = 'duplicate', chosen
       else
         redis.call('SET', job_prefix .. arq_id, payload, 'PX', expires)
-        redis.call('ZADD', pool.queue, now_ms, arq_id)
+        redis.call('ZADD', pool.queue, score, arq_id)
         redis.call('ZADD', pool.inflight, now_ms, job_id)
         for _, b in ipairs(parsed) do charge(b.sent, b.rate, now) end
         pool.free = pool.free - 1

@@ -6,10 +6,15 @@
 -- huge batch never blocks Redis for long; a scan the budget cut short returns its
 -- cursor, and the caller resumes it on its next call. Dead letters of the batches
 -- listed are read the same way, by position in the list, under a budget of their own.
+-- A backlog's depth sums its priority levels (its own list, and one per level in its
+-- levels zset); a backlog that is paused is listed even when nothing was dispatched to it.
 -- KEYS[1] backlogs set, KEYS[2] conductors set, KEYS[3] ready list, KEYS[4] deferred
---   zset, KEYS[5] dead-letter list, KEYS[6] batches zset, KEYS[7] no-worker tasks zset
--- ARGV[1] JSON: {backlog_prefix, backlogs: [names], conductor_prefix,
---   processing_prefix, batch_prefix, receipts_prefix, no_worker_prefix, pools: [{name,
+--   zset, KEYS[5] dead-letter list, KEYS[6] batches zset, KEYS[7] no-worker tasks zset,
+--   KEYS[8] paused backlogs hash, KEYS[9] paused pools hash
+-- ARGV[1] JSON: {backlog_prefix, levels_prefix, level_separator, backlogs: [names],
+--   conductor_prefix,
+--   processing_prefix, batch_prefix, receipts_prefix, running_prefix, no_worker_prefix,
+--   pools: [{name,
 --   queue, inflight, workers, worker_prefix, waiting}], buckets: [{name, key}], batches:
 --   most batches, budget: most receipts to scan, cursors: {batch: HSCAN cursor to
 --   resume}, skip: [batches whose counts the caller keeps], order: [batches, the first
@@ -20,16 +25,32 @@ local req = cjson.decode(ARGV[1])
 local t = redis.call('TIME')
 local out = {time = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))}
 
+-- backlogs: {name, depth, {{level, jobs}…}, time paused or false}
+local paused_backlogs, paused_names = {}, {}
+local flat = redis.call('HGETALL', KEYS[8])
+for i = 1, #flat, 2 do
+  paused_backlogs[flat[i]] = flat[i + 1]
+  paused_names[#paused_names + 1] = flat[i]
+end
 out.backlogs = {}
 local seen = {}
 local function add_backlog(name)
   if not seen[name] then
     seen[name] = true
-    out.backlogs[#out.backlogs + 1] = {name, redis.call('LLEN', req.backlog_prefix .. name)}
+    local list = req.backlog_prefix .. name
+    local depth = redis.call('LLEN', list)
+    local levels = {{0, depth}}
+    for _, level in ipairs(redis.call('ZRANGE', req.levels_prefix .. name, 0, -1)) do
+      local jobs = redis.call('LLEN', list .. req.level_separator .. level)
+      levels[#levels + 1] = {tonumber(level), jobs}
+      depth = depth + jobs
+    end
+    out.backlogs[#out.backlogs + 1] = {name, depth, levels, paused_backlogs[name] or false}
   end
 end
 for _, name in ipairs(req.backlogs) do add_backlog(name) end
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do add_backlog(name) end
+for _, name in ipairs(paused_names) do add_backlog(name) end
 
 out.conductors = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -65,6 +86,7 @@ for _, pool in ipairs(req.pools) do
   out.pools[#out.pools + 1] = {
     name = pool.name, workers = workers, in_flight = redis.call('ZCARD', pool.inflight),
     queued = redis.call('ZCARD', pool.queue), waiting = redis.call('LLEN', pool.waiting),
+    paused_at = redis.call('HGET', KEYS[9], pool.name),
   }
 end
 
@@ -82,6 +104,7 @@ for i = 1, #latest, 2 do
   local batch = {
     id = id, score = latest[i + 1], record = redis.call('HGETALL', req.batch_prefix .. id),
     receipts = redis.call('HLEN', req.receipts_prefix .. id),
+    running = redis.call('HLEN', req.running_prefix .. id),
   }
   batches[#batches + 1] = batch
   if not skip[id] then to_count[#to_count + 1] = batch end

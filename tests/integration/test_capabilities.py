@@ -183,5 +183,6 @@ def test_a_finished_job_leaves_the_heartbeats_running_count_in_the_same_step(
     )
     run.wait_for(lambda: bytes(run.redis.hget(beat, "running")) == b"1", "a beat while it runs")
     run.wait_for(lambda: bool(run.receipts("beat_01")), "its receipt", timeout=10)
+    assert run.receipts("beat_01")[0]["status"] == "succeeded"
     assert bytes(run.redis.hget(beat, "running")) == b"0"
     assert run.redis.ttl(beat) > 0

@@ -37,7 +37,10 @@ def seed(client: redis.Redis, keys: Keys, batch: str, total: int, receipts: dict
     client.zadd(keys.batches, {batch: time.time()})
     for line, status in receipts.items():
         job_id = f"{batch}:{line}"
-        client.hset(keys.receipts(batch), job_id, orjson.dumps(receipt(job_id, batch, status)))
+        record = orjson.dumps(receipt(job_id, batch, status))
+        # a run in progress is not a receipt: workers record it in `Keys.running`
+        client.hset(keys.running(batch) if status == "running" else keys.receipts(batch),
+                    job_id, record)  # fmt: skip
 
 
 def letters(batch: str) -> dict[str, bytes]:
@@ -96,6 +99,37 @@ def test_dead_lettered_and_failed_jobs_settle_their_batch_as_failed(
     assert shown["good_01"].split()[2:4] == ["2/2", "✓"]
     assert shown["busy_01"].split()[2:] == ["2/3", "1", "0", "1", "1"]
     assert "batch progress done failed dead pending" in [" ".join(line.split()) for line in lines]
+
+
+def test_cancelled_jobs_are_counted_apart_and_a_batch_of_them_settles_as_cancelled(
+    sync_redis: redis.Redis, keys: Keys, run_cli: CliRunner
+) -> None:
+    seed(sync_redis, keys, "stop_01", 4, {1: "succeeded", 2: "cancelled", 3: "cancelled"})
+    seed(sync_redis, keys, "stop_02", 3, {1: "succeeded", 2: "cancelled", 3: "running"})
+    seed(sync_redis, keys, "mixed_01", 2, {1: "failed", 2: "cancelled"})  # failures win
+    sync_redis.hset(keys.batch("stop_01"), "cancelled_at", "1700000000.25")
+    sync_redis.hset(
+        keys.receipts("stop_01"),
+        "stop_01:4",
+        orjson.dumps(receipt("stop_01:4", "stop_01", "cancelled")),
+    )
+
+    document = orjson.loads(run_cli("status", "--json").out)
+    assert document["schema"] == 3
+    by_id = {b["id"]: b for b in document["batches"]}
+    fields = ("state", "done", "cancelled", "running", "pending", "settled", "cancelled_at")
+    assert {id_: tuple(b[f] for f in fields) for id_, b in by_id.items()} == {
+        "stop_01": ("cancelled", 1, 3, 0, 0, True, 1700000000.25),
+        "stop_02": ("running", 1, 1, 1, 1, False, None),
+        "mixed_01": ("failed", 0, 1, 0, 0, True, None),
+    }
+    lines = run_cli("status").out.splitlines()
+    shown = {line.split()[0]: line.split()[1:] for line in lines if line.strip()}
+    assert shown["stop_01"] == ["██▒▒▒▒▒▒▒▒", "4/4", "⊘", "1", "0", "0", "3", "0"]
+    assert shown["stop_02"][1:] == ["2/3", "1", "0", "0", "1", "1"]
+    assert "batch progress done failed dead cancelled pending" in [
+        " ".join(line.split()) for line in lines
+    ]
 
 
 async def test_dead_letters_are_read_in_bounded_steps_and_a_requeue_is_seen(

@@ -97,7 +97,8 @@ def test_all_succeeded_batch_exits_0_and_reports_pools_durations_and_retries(
     report = orjson.loads(result.out)
     assert report["settled"] is True
     assert report["totals"] == {
-        "done": 3, "failed": 0, "dead_lettered": 0, "pending": 0, "missing": 0, "total": 3
+        "done": 3, "failed": 0, "dead_lettered": 0,
+        "cancelled": 0, "pending": 0, "missing": 0, "total": 3
     }  # fmt: skip
     assert report["pools"] == {"cloud": {"succeeded": 1}, "metal": {"succeeded": 2}}
     assert report["durations"] == {"count": 3, "p50": 2.0, "p95": 3.0, "max": 3.0}
@@ -150,7 +151,8 @@ def test_partly_failed_batch_exits_1_and_lists_failed_and_dead_lettered_jobs(
     report = orjson.loads(result.out)
     assert report["settled"] is True
     assert report["tasks"]["system.echo"] == {
-        "done": 1, "failed": 1, "dead_lettered": 2, "pending": 0, "missing": 0, "total": 4,
+        "done": 1, "failed": 1, "dead_lettered": 2,
+        "cancelled": 0, "pending": 0, "missing": 0, "total": 4,
         "retries": 2, "durations": {"count": 1, "p50": 0.5, "p95": 0.5, "max": 0.5},
     }  # fmt: skip
     assert report["jobs"]["failed"]["ids"] == ["mixed_01:3"]
@@ -178,7 +180,8 @@ def test_unfinished_dispatch_shows_pending_and_missing_jobs_and_exits_3(
     report = orjson.loads(result.out)
     assert report["settled"] is False
     assert report["totals"] == {
-        "done": 1, "failed": 0, "dead_lettered": 0, "pending": 2, "missing": 2, "total": 5
+        "done": 1, "failed": 0, "dead_lettered": 0,
+        "cancelled": 0, "pending": 2, "missing": 2, "total": 5
     }  # fmt: skip
     assert report["jobs"]["missing"]["ids"] == ["half_01:4", "given"]
     human = lines_of(run_cli("verify", str(path)).out)

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.job import PRIORITY_MAX, PRIORITY_MIN
 from orchestrator.receipts import RESULT_LIMIT
 from orchestrator.registry import TASK_NAME, task_registry
 from tests.conftest import StackFactory
@@ -63,6 +64,7 @@ SAFE_JSON = st.recursive(
 BIG_INTS = st.integers(min_value=2**64, max_value=10**80) | st.integers(
     min_value=-(10**80), max_value=-(2**63) - 1
 )
+PRIORITIES = st.integers(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX)
 
 
 def encode(value: dict[str, Any], style: int) -> bytes:
@@ -93,10 +95,14 @@ def envelope(draw: st.DrawFn, job_id: str, batch: str) -> dict[str, Any]:
         meta["rate_limit"] = draw(st.lists(st.text(max_size=10), max_size=2))
     if draw(st.booleans()):
         meta["timeout"] = draw(st.floats(min_value=5, max_value=60))
+    if draw(st.booleans()):
+        meta["priority"] = draw(PRIORITIES)
     if meta or draw(st.booleans()):
         fields["meta"] = meta
     if draw(st.booleans()):
         fields["rate_paid"] = draw(st.booleans())
+    if draw(st.integers(0, 3)) == 0:
+        fields["priority"] = draw(PRIORITIES)  # as `dispatch --priority` writes it
     order = draw(st.permutations(list(fields)))
     return {key: fields[key] for key in order}
 
@@ -112,6 +118,9 @@ WRONG_FIELDS: list[tuple[str, Any]] = [
     ("meta", {"pool": None}), ("meta", {"timeout": -1}), ("meta", {"timeout": 0}),
     ("meta", {"timeout": math.nan}), ("meta", {"max_tries": 0}), ("meta", {"max_tries": 1.5}),
     ("meta", {"rate_limit": "abc"}), ("meta", {"rate_limit": [1]}), ("meta", {"priority": "high"}),
+    ("meta", {"priority": PRIORITY_MAX + 1}), ("meta", {"priority": PRIORITY_MIN - 1}),
+    ("meta", {"priority": 1.5}), ("meta", {"priority": True}), ("meta", {"priority": 2**70}),
+    ("priority", PRIORITY_MAX + 1), ("priority", -(2**70)), ("priority", "high"),
     ("dispatched_at", "soon"), ("dispatched_at", None), ("dispatched_at", [1]),
     ("dispatched_at", {}), ("rate_paid", "maybe"), ("rate_paid", 5),
     ("evil", 1), ("__class__", "os.system"),
@@ -183,14 +192,13 @@ def unserializable(draw: st.DrawFn, job_id: str, batch: str) -> Case:
     """A valid envelope holding an integer beyond 64 bits, which no arq job can carry."""
     fields = draw(envelope(job_id, batch))
     big = draw(BIG_INTS)
-    place = draw(st.sampled_from(["args", "kwargs", "priority", "meta"]))
+    place = draw(st.sampled_from(["args", "kwargs", "meta"]))
     if place == "args":
         fields["args"] = [*fields["args"], big]
     elif place == "kwargs":
         fields["kwargs"] = {"n": big}
-    else:
-        meta = {**fields.get("meta", {}), ("priority" if place == "priority" else "owner"): big}
-        fields["meta"] = meta
+    else:  # not meta.priority: beyond its bounds, the envelope is invalid (WRONG_FIELDS)
+        fields["meta"] = {**fields.get("meta", {}), "owner": big}
     return Case("unserializable", encode(fields, draw(st.integers(1, 2))), job_id)
 
 

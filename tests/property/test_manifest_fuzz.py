@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import ManifestError
-from orchestrator.job import JOB, EnvelopeEncoder, job_count
+from orchestrator.job import JOB, PRIORITY_MAX, PRIORITY_MIN, EnvelopeEncoder, job_count
 from orchestrator.keys import Keys
 from orchestrator.manifest import read_manifest
 from orchestrator.registry import default_registry
@@ -92,7 +92,7 @@ def spec(draw: st.DrawFn, index: int) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for name, values in (
         ("pool", st.sampled_from(["metal", "cloud"])),
-        ("priority", SAFE_INTS),
+        ("priority", st.integers(PRIORITY_MIN, PRIORITY_MAX) | st.sampled_from([-1, 0, 1])),
         ("timeout", st.floats(min_value=0.001, max_value=1e6)),
         ("max_tries", st.integers(min_value=1, max_value=100)),
         ("rate_limit", st.lists(st.text(max_size=8), max_size=2)),
@@ -133,6 +133,9 @@ WRONG_FIELDS: list[tuple[str, Any]] = [
     ("meta", []), ("meta", "metal"), ("meta", 3), ("meta", None), ("meta", {"pool": 5}),
     ("meta", {"timeout": -1}), ("meta", {"timeout": 0}), ("meta", {"timeout": "soon"}),
     ("meta", {"max_tries": 0}), ("meta", {"max_tries": 1.5}), ("meta", {"priority": "high"}),
+    ("meta", {"priority": PRIORITY_MAX + 1}), ("meta", {"priority": PRIORITY_MIN - 1}),
+    ("meta", {"priority": 2**64}), ("meta", {"priority": 1.0}), ("meta", {"priority": True}),
+    ("priority", 5),
     ("meta", {"rate_limit": "abc"}), ("meta", {"rate_limit": [1]}),
     ("id", 5), ("id", ""), ("id", "has space"), ("id", "tab\tin"), ("id", "x" * 201),
     ("id", None), ("batch", "b"), ("dispatched_at", 1.0), ("evil", 1),
@@ -305,6 +308,25 @@ def comparable(value: Any) -> Any:
     return value
 
 
+def levels_of(client: redis.Redis, keys: Keys) -> dict[int, list[bytes]]:
+    """The backlog's jobs on each priority level in its levels set, and on level 0."""
+    used = {int(level) for level in client.zrange(keys.backlog_levels(BACKLOG), 0, -1)}
+    return {level: client.lrange(keys.backlog_level(BACKLOG, level), 0, -1) for level in {0, *used}}
+
+
+def in_manifest_order(new: dict[int, list[bytes]], lines: list[Line]) -> list[bytes]:
+    """The jobs queued, in manifest order: each line's from the list of its priority
+    level, in order there too; none left over on any level."""
+    left = {level: list(jobs) for level, jobs in new.items()}
+    ordered = []
+    for line in lines:
+        level = (line.spec or {}).get("meta", {}).get("priority", 0)
+        assert left.get(level), f"no job queued on level {level} for {line}"
+        ordered.append(left[level].pop(0))
+    assert not any(left.values()), left
+    return ordered
+
+
 # --- the tests --------------------------------------------------------------------------
 
 
@@ -332,7 +354,7 @@ def test_dispatch_queues_all_valid_jobs_in_order_or_nothing(
     body, lines = data.draw(manifest(batch), label="manifest")
     path = tmp_path / f"{batch}.jsonl"
     path.write_bytes(body)
-    before = sync_redis.llen(keys.backlog(BACKLOG))
+    before = levels_of(sync_redis, keys)
     started = time.time()
 
     result = run_cli("dispatch", str(path), "--backlog", BACKLOG, "--batch", batch)
@@ -341,7 +363,8 @@ def test_dispatch_queues_all_valid_jobs_in_order_or_nothing(
     assert result.code in (0, 2), result.err
     field = result.err.split(": ")[3:4]  # "orchestrator: error: PATH:LINE: FIELD: …"
     event(f"exit {result.code}" + (f": {field[0]}" if result.code and field else ""))
-    queued = sync_redis.lrange(keys.backlog(BACKLOG), before, -1)
+    after = levels_of(sync_redis, keys)
+    new = {level: jobs[len(before.get(level, [])) :] for level, jobs in after.items()}
     assert not list(sync_redis.scan_iter(match=f"\\{{{keys.namespace}\\}}:staging:*"))
     allowed, has_jobs = first_bad(lines)
     if result.code == 2:
@@ -353,7 +376,7 @@ def test_dispatch_queues_all_valid_jobs_in_order_or_nothing(
             assert result.err.startswith(tuple(named)), (result.err, allowed)
         else:
             assert result.err == f"orchestrator: error: {path}: the manifest holds no jobs\n"
-        assert queued == []
+        assert not any(new.values())
         assert not sync_redis.exists(keys.batch(batch))
         return
 
@@ -366,7 +389,7 @@ def test_dispatch_queues_all_valid_jobs_in_order_or_nothing(
         if line.expect in (VALID, EITHER) and len(line.raw) <= LINE_LIMIT
     ]
     assert result.out == f"queued {job_count(len(jobs))} of {path} (batch {batch}) on {BACKLOG}\n"
-    assert len(queued) == len(jobs)
+    queued = in_manifest_order(new, [line for _, line in jobs])
     for raw, (number, line) in zip(queued, jobs, strict=True):
         envelope = JOB.validate_json(raw)  # the conductor's model takes it as it is
         assert envelope["batch"] == batch
