@@ -48,6 +48,7 @@ from orchestrator.ratelimits import RateLimits
 from orchestrator.receipts import DeadLetter
 from orchestrator.registry import task_name_problem
 from orchestrator.routing import Router, UnknownPool
+from orchestrator.scaler import Scaler
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
 
@@ -135,6 +136,8 @@ class Conductor:
                 tasks.start_soon(self._heartbeat_forever)
                 tasks.start_soon(self._listen_for_slots)
                 tasks.start_soon(self._conduct)
+                if any(pool.scaler for pool in self.settings.pools):
+                    tasks.start_soon(Scaler(self.settings, self.redis, self.id, self.metrics).run)
                 await stop.wait()
                 tasks.cancel_scope.cancel()
         finally:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import anyio
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.live import Live
 
@@ -21,13 +23,15 @@ from orchestrator.connection import connect
 from orchestrator.dispatch import dispatch_manifest
 from orchestrator.job import job_count
 from orchestrator.keys import Keys
-from orchestrator.local_stack import StackPlan, local_stack
+from orchestrator.launches import LIVE, paid_seconds, read_launches
+from orchestrator.local_stack import StackPlan, local_stack, with_local_scaler
 from orchestrator.redis_server import free_port
 from orchestrator.registry import task_registry
 from orchestrator.settings import Settings
 from orchestrator.status import Snapshot, StatusReader
 from orchestrator.status_view import render
 from orchestrator.verify import Report, Verifier, write_report
+from orchestrator.verify_cost import pool_prices
 from orchestrator.workflow import discover_workflows
 
 BACKLOG = "backlog:stress"
@@ -41,6 +45,7 @@ async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float
     settings = settings.model_copy(
         update={"namespace": namespace, "heartbeat_interval": 1.0, "backlogs": [BACKLOG]}
     )
+    settings, pools_env = with_local_scaler(settings, "cloud", CLOUD)
     registry = task_registry(tuple(settings.task_packages))
     with tempfile.TemporaryDirectory(prefix="orchestrator-demo-") as tmp:
         work = Path(tmp)
@@ -54,11 +59,13 @@ async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float
                 "ORCHESTRATOR_HEARTBEAT_INTERVAL": "1",
                 "ORCHESTRATOR_BACKLOGS": f'["{BACKLOG}"]',
                 "ORCHESTRATOR_LOG_FORMAT": "json",
+                **pools_env,
             },
             output=log,
         )
         console.print(f"[bold]starting[/] Redis ({'embedded' if embedded else 'yours'}), "
-                      f"a conductor, metal x{METAL} and cloud x{CLOUD} slots…")  # fmt: skip
+                      f"a conductor and metal x{METAL} slots; cloud workers (up to {CLOUD} "
+                      "slots) are launched only when metal is full…")  # fmt: skip
         async with local_stack(settings, plan) as stack, connect(stack.redis_url) as redis:
             keys = Keys(namespace)
             await _until_workers(redis, keys)
@@ -70,9 +77,10 @@ async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float
             result = await dispatch_manifest(redis, keys, manifest, BACKLOG, registry)
             console.print(f"[bold]dispatched[/] {job_count(result.queued)} on {BACKLOG}: "
                           "metal first, cloud for the overflow")  # fmt: skip
-            report = await _watch(console, StatusReader(redis, settings),
-                                  Verifier(redis, keys, manifest, registry))  # fmt: skip
+            verifier = Verifier(redis, keys, manifest, registry, prices=pool_prices(settings))
+            report = await _watch(console, StatusReader(redis, settings), verifier)
             await write_report(manifest, report.to_json())
+            console.print(await _cloud_bill(redis, keys, settings))
             console.print("[bold]stopping[/] the stack…")
         log.close()
     return report
@@ -87,13 +95,33 @@ def _plan(directory: Path, registry: object, jobs: int, seconds: tuple[float, fl
     return workflow.plan(options, directory, registry).path  # type: ignore[arg-type]
 
 
-async def _until_workers(redis: object, keys: Keys) -> None:
+async def _until_workers(redis: Redis, keys: Keys) -> None:
     with anyio.fail_after(30):
         while True:
-            counts = [await redis.scard(keys.workers(p)) for p in ("metal", "cloud")]  # type: ignore[attr-defined]
-            if all(counts):
+            if await redis.scard(keys.workers("metal")):  # type: ignore[misc]
                 return
             await anyio.sleep(0.1)
+
+
+async def _cloud_bill(redis: Redis, keys: Keys, settings: Settings) -> str:
+    """Once the scaler released them: how many cloud workers ran, and what they cost."""
+    scaler = next(p.scaler for p in settings.pools if p.name == "cloud" and p.scaler)
+    with anyio.move_on_after(scaler.idle_release_after + 10):
+        while True:
+            if not any(r["state"] in LIVE for r in await read_launches(redis, keys, "cloud")):
+                break
+            await anyio.sleep(0.2)
+    launched = await read_launches(redis, keys, "cloud")
+    now = time.time()
+    seconds = sum(paid_seconds(launch, now) for launch in launched)
+    price = scaler.price_per_worker_hour
+    cost = seconds * price / 3600
+    money = f"${cost:.2f}" if cost >= 0.01 or not cost else f"${cost:.4f}"
+    return (
+        f"[bold]cloud:[/] {len(launched)} worker{'' if len(launched) == 1 else 's'} launched, "
+        f"{seconds:.0f} worker-seconds, "
+        f"{money} at ${price:.2f}/h"
+    )
 
 
 async def _watch(console: Console, reader: StatusReader, verifier: Verifier) -> Report:

@@ -191,6 +191,32 @@ class Keys:
         """A worker's heartbeat hash (slots, running, host, pid, …), with a TTL."""
         return f"{self._root}:worker:{pool}:{worker_id}"
 
+    def release(self, pool: str) -> str:
+        """Set of the worker ids of `pool` the scaler asked to drain and leave: a worker
+        that finds itself here stops as on SIGTERM (whatever started it, on any host)."""
+        return f"{self._root}:release:{pool}"
+
+    # --- the scaler (elastic pools) --------------------------------------------------
+
+    @property
+    def scaler_lease(self) -> str:
+        """Which conductor's scaler decides (its id), with a TTL it renews while alive."""
+        return f"{self._root}:scaler:lease"
+
+    def launches(self, pool: str) -> str:
+        """Hash of launch id → JSON record of one worker launch (`scaler.Launch`): when,
+        its state (launching, active, draining, gone, failed), its worker once it beat."""
+        return f"{self._root}:launches:{pool}"
+
+    def spend(self, pool: str, day: str) -> str:
+        """Money spent on `pool`'s launched workers on UTC `day` (YYYY-MM-DD), a float."""
+        return f"{self._root}:spend:{pool}:{day}"
+
+    def scaler_state(self, pool: str) -> str:
+        """Hash of the scaler's last view of `pool`: demand, target, workers by state,
+        budget, and the last decision with its reason — what `status` shows."""
+        return f"{self._root}:scaler:{pool}"
+
     def holding(self, worker_id: str) -> str:
         """Hash of the arq job ids a worker is running (→ pool), so that a peer can free
         them for another worker at once when this one dies."""

@@ -13,6 +13,8 @@ The stack is recorded in its data directory (see `stack_record`) for the other c
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import sys
@@ -29,7 +31,7 @@ from anyio.abc import Process
 
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.redis_server import RedisServer, embedded_redis_server, port_is_free
-from orchestrator.settings import Settings, redact_url
+from orchestrator.settings import ScalerSettings, Settings, redact_url
 from orchestrator.stack_record import StackLock, StackRecord
 
 log = structlog.get_logger("orchestrator.up")
@@ -47,6 +49,31 @@ class StackPlan:
     redis_port: int | None = None  # None: DEFAULT_REDIS_PORT when free, else any free port
     env: dict[str, str] = field(default_factory=dict)  # extra environment for children
     output: IO[bytes] | None = None  # children's output (None: inherit ours)
+
+
+# The scaler `up --elastic` and `demo` give a pool that has none: cloud workers of this
+# host, launched when metal is full and released two seconds after their last job.
+LOCAL_SCALER: dict[str, Any] = {
+    "provider": "local", "scale_up_after": 1.0, "idle_release_after": 2.0,
+    "boot_timeout": 30.0, "launch_rate": 60.0, "price_per_worker_hour": 0.80,
+}  # fmt: skip
+SLOTS_PER_LOCAL_WORKER = 4
+
+
+def with_local_scaler(settings: Settings, pool: str, slots: int) -> tuple[Settings, dict[str, str]]:
+    """`settings` with a local scaler for `pool` (up to `slots` slots) unless it has a
+    scaler already, and the environment that gives the children the same pools."""
+    pools = []
+    for configured in settings.pools:
+        if configured.name == pool and configured.scaler is None:
+            per = min(SLOTS_PER_LOCAL_WORKER, slots)
+            scaler = ScalerSettings(
+                **LOCAL_SCALER, slots_per_worker=per, max_workers=math.ceil(slots / per)
+            )
+            configured = configured.model_copy(update={"scaler": scaler})
+        pools.append(configured)
+    env = {"ORCHESTRATOR_POOLS": json.dumps([p.model_dump(mode="json") for p in pools])}
+    return settings.model_copy(update={"pools": pools}), env
 
 
 @dataclass
@@ -89,7 +116,8 @@ async def local_stack(
         env = {**os.environ, **plan.env, "REDIS_URL": url}
         children["conductor"] = await _spawn(["conductor"], env, plan.output)
         for pool in settings.ordered_pools:
-            if (slots := plan.concurrency.get(pool.name, 0)) > 0:
+            # A pool with a scaler gets its workers from it (the conductor's), not here.
+            if pool.scaler is None and (slots := plan.concurrency.get(pool.name, 0)) > 0:
                 args = ["worker", "--pool", pool.name, "--concurrency", str(slots)]
                 children[f"worker-{pool.name}"] = await _spawn(args, env, plan.output)
         record = StackRecord(
@@ -162,10 +190,11 @@ async def _spawn(args: list[str], env: Mapping[str, str], output: IO[bytes] | No
 
 
 async def _stop_in_order(children: Mapping[str, Process], grace: float, shutdown: Shutdown) -> None:
-    """The conductor first (no new work is forwarded), then every worker at once."""
+    """The conductor first (no new work is forwarded; the workers its scaler launched
+    drain with it), then every other worker at once."""
     conductors = {n: p for n, p in children.items() if n == "conductor"}
     workers = {n: p for n, p in children.items() if n != "conductor"}
-    await _stop(conductors, CONDUCTOR_STOP, None)
+    await _stop(conductors, CONDUCTOR_STOP + grace + FAST_STOP, None)
     await _stop(workers, grace + FAST_STOP, shutdown)
 
 

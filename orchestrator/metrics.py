@@ -1,9 +1,9 @@
 """Prometheus metrics of the conductor and the workers, on one registry per process.
 
 Counters are bumped where the decision is made; gauges that mirror Redis (backlog
-depth, jobs in flight, arq queue depth — what an autoscaler such as KEDA scales the
-cloud pool on) are refreshed by the conductor's heartbeat, so a scrape costs no Redis
-round trip.
+depth, jobs in flight, arq queue depth) are refreshed by the conductor's heartbeat, so a
+scrape costs no Redis round trip. An outside autoscaler (KEDA) must scale the cloud pool
+on the backlog depth too: with no cloud worker alive nothing is forwarded to its queue.
 """
 
 from __future__ import annotations
@@ -48,6 +48,19 @@ class Metrics:
             "orchestrator_pool_queue_depth",
             "Jobs in a pool's arq queue (queued or running): scale the cloud pool on this.",
             ["pool"], registry=r,
+        )  # fmt: skip
+        self.pool_workers = Gauge(
+            "orchestrator_pool_workers",
+            "Workers of a scaled pool by state (launching, active, idle, draining).",
+            ["pool", "state"], registry=r,
+        )  # fmt: skip
+        self.pool_launches = Counter(
+            "orchestrator_pool_launches", "Worker launches by outcome (launched, booted, failed).",
+            ["pool", "outcome"], registry=r,
+        )  # fmt: skip
+        self.pool_spend = Counter(
+            "orchestrator_pool_spend", "Money spent on a pool's launched workers.", ["pool"],
+            registry=r,
         )  # fmt: skip
         self.jobs = Counter(
             "orchestrator_jobs_finished", "Jobs a worker finished, by outcome.",

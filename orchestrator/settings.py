@@ -12,6 +12,7 @@ import difflib
 import json
 import os
 import re
+import string
 import tomllib
 from importlib.abc import Traversable
 from pathlib import Path
@@ -63,6 +64,54 @@ class PoolSettings(BaseModel):
     queue: str | None = None  # arq queue key; default built by Keys.pool_queue(name)
     spill_after: float = Field(default=0.0, ge=0)  # seconds a job waits before it may go here
     max_in_flight: PositiveInt | None = None  # cap on jobs forwarded here and not finished
+    scaler: ScalerSettings | None = None  # launch/release workers on demand (elastic cloud)
+
+
+class ScalerSettings(BaseModel):
+    """How a pool's workers are launched when the pools before it are full, released when
+    idle, and kept within a budget (`[pools.scaler]`; see orchestrator/scaler.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Literal["local", "command"] = "local"
+    min_workers: int = Field(default=0, ge=0)
+    max_workers: PositiveInt = 3
+    slots_per_worker: PositiveInt = 2
+    scale_up_after: float = Field(default=5.0, ge=0)  # seconds spill demand must last
+    launch_rate: PositiveFloat = 6.0  # most launches per minute
+    boot_timeout: PositiveFloat = 60.0  # seconds a launch has to send its first heartbeat
+    idle_release_after: float = Field(default=60.0, ge=0)  # seconds idle before release
+    price_per_worker_hour: float = Field(default=0.0, ge=0)
+    budget_per_day: float | None = Field(default=None, ge=0)  # hard cap (UTC day); None: none
+    # `command` provider: shell commands; placeholders {pool} {target} {count} {launch_id}
+    # (launch) and {pool} {target} {worker} (release).
+    launch: str | None = None
+    release: str | None = None
+    command_timeout: PositiveFloat = 60.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScalerSettings:
+        if self.min_workers > self.max_workers:
+            raise ValueError(
+                f"min_workers ({self.min_workers}) is more than max_workers ({self.max_workers})"
+            )
+        if self.provider == "command" and not self.launch:
+            raise ValueError('the "command" provider needs a launch command (launch = "…")')
+        for name, template, allowed in (
+            ("launch", self.launch, ("pool", "target", "count", "launch_id")),
+            ("release", self.release, ("pool", "target", "worker")),
+        ):
+            try:
+                parsed = string.Formatter().parse(template or "")
+                used = {f for _, f, _, _ in parsed if f is not None}
+            except ValueError as exc:
+                raise ValueError(f"{name} command: {exc}") from None
+            if unknown := sorted(used - set(allowed)):
+                raise ValueError(
+                    f"{name} command: unknown placeholder {{{unknown[0]}}} "
+                    f"(it may use {', '.join('{' + a + '}' for a in allowed)})"
+                )
+        return self
 
 
 class RoutingRule(BaseModel):

@@ -12,10 +12,15 @@ batch costs Redis a few milliseconds per refresh rather than one long stall (see
 live view may show the counts of big unsettled batches a few refreshes old
 (`counts_exact` false); `read_exact` reads until all are current. The fields, as
 `--json` prints them, are described in `status_model`.
+
+A pool with a scaler also shows the scaler's last view of it and the day's spend
+(`status_scaler`), read in the same round trip. The day is this host's UTC day, as the
+scaler's is its host's: both are `launches.day` of the wall clock.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,10 +29,11 @@ import orjson
 from redis.asyncio import Redis
 
 from orchestrator.keys import Keys
+from orchestrator.launches import day
 from orchestrator.priority import level_separator
 from orchestrator.scripts import script
 from orchestrator.settings import Settings, redact_url
-from orchestrator.status_batches import BatchCounter, as_int, hash_pairs
+from orchestrator.status_batches import BatchCounter, as_int, as_time, hash_pairs
 from orchestrator.status_model import (
     SCHEMA,
     Backlog,
@@ -43,6 +49,7 @@ from orchestrator.status_model import (
     WorkerBeat,
     to_json,
 )
+from orchestrator.status_scaler import read_scaler
 
 if TYPE_CHECKING:
     from orchestrator.stack_record import RedisSource
@@ -79,6 +86,18 @@ class StatusReader:
             keys.backlogs, keys.conductors, keys.ready, keys.deferred, keys.dead, keys.batches,
             keys.no_worker_tasks, keys.paused_backlogs, keys.paused_pools,
         ]  # fmt: skip
+        self._pools = [
+            {
+                "name": pool.name,
+                "queue": pool.queue or keys.pool_queue(pool.name),
+                "inflight": keys.inflight(pool.name),
+                "workers": keys.workers(pool.name),
+                "worker_prefix": _prefix(partial(keys.worker, pool.name)),
+                "waiting": keys.waiting(pool.name),
+                "scaler_state": keys.scaler_state(pool.name),
+            }
+            for pool in settings.ordered_pools
+        ]  # and the day's spend counter, per read
         self._request: dict[str, Any] = {
             "backlog_prefix": _prefix(keys.backlog),
             "levels_prefix": _prefix(keys.backlog_levels),
@@ -90,17 +109,6 @@ class StatusReader:
             "receipts_prefix": _prefix(keys.receipts),
             "running_prefix": _prefix(keys.running),
             "no_worker_prefix": _prefix(keys.no_worker),
-            "pools": [
-                {
-                    "name": pool.name,
-                    "queue": pool.queue or keys.pool_queue(pool.name),
-                    "inflight": keys.inflight(pool.name),
-                    "workers": keys.workers(pool.name),
-                    "worker_prefix": _prefix(partial(keys.worker, pool.name)),
-                    "waiting": keys.waiting(pool.name),
-                }
-                for pool in settings.ordered_pools
-            ],
             "buckets": [{"name": n, "key": keys.bucket(n)} for n in settings.rate_limits],
             "batches": batches,
             "budget": receipt_budget,
@@ -113,7 +121,9 @@ class StatusReader:
         `keep`: batches whose receipt counts are current enough; they are not scanned
         this time.
         """
-        request = {**self._request, **self._counter.request(keep)}
+        today = day(time.time())
+        pools = [{**pool, "spend": self.keys.spend(pool["name"], today)} for pool in self._pools]
+        request = {**self._request, **self._counter.request(keep), "pools": pools}
         raw = await self._script(keys=self._script_keys, args=[orjson.dumps(request)])
         return self._build(orjson.loads(raw), keep)
 
@@ -192,6 +202,7 @@ class StatusReader:
             waiting=raw["waiting"],
             oldest_heartbeat_age=max((w.heartbeat_age for w in workers), default=None),
             paused_at=float(raw["paused_at"]) if raw["paused_at"] else None,
+            scaler=read_scaler(config.scaler, hash_pairs(raw["scaler"]), raw["spend"] or None),
         )
 
     def _bucket(self, name: str, tat: str | bool, now: float) -> Bucket:
@@ -213,6 +224,9 @@ def _worker(beat: dict[str, str], now: float) -> WorkerBeat:
         running=as_int(beat.get("running")),
         version=beat.get("version", "?"),
         heartbeat_age=round(max(0.0, now - float(beat.get("time") or now)), 3),
+        launch=beat.get("launch") or None,
+        idle_since=as_time(beat.get("idle_since")),
+        draining=beat.get("draining") == "1",
     )
 
 

@@ -20,13 +20,30 @@
   `since` (unix seconds the oldest of them started waiting); oldest first.
 - `pools[]`, in routing order: `name`, `order`, `queue` (arq queue key), `spill_after`,
   `max_in_flight`, `workers[]` (`id`, `host`, `pid`, `slots`, `running`, `version`,
-  `heartbeat_age`), `slots` (sum over live workers), `running` (sum of what workers
-  last reported: up to one heartbeat old), `capacity` (slots within max_in_flight),
-  `in_flight` (forwarded, not finished), `queued` (the arq queue's length: arq keeps a
-  job there until it ends, so running jobs count), `free` (capacity - in_flight, at
-  least 0: intake.lua's rule), `waiting` (jobs pinned to this pool while it is full),
+  `heartbeat_age`; `launch`: the scaler launch it answers, null when no scaler
+  launched it; `idle_since`: unix seconds it last became idle, null while it runs
+  jobs; `draining`: it takes no new jobs and leaves once its running ones end),
+  `slots` (sum over live workers), `running` (sum of what workers last reported: up to
+  one heartbeat old), `capacity` (slots within max_in_flight), `in_flight`
+  (forwarded, not finished), `queued` (the arq queue's length: arq keeps a job there
+  until it ends, so running jobs count), `free` (capacity - in_flight, at least 0:
+  intake.lua's rule), `waiting` (jobs pinned to this pool while it is full),
   `oldest_heartbeat_age` (seconds, null without workers), `paused_at` (unix seconds it
-  was paused: no new jobs go there, running ones finish; null when not paused).
+  was paused: no new jobs go there, running ones finish; null when not paused),
+  `scaler` (null when the settings give the pool no scaler and none wrote its state).
+- `pools[].scaler`: `configured` (the settings give the pool a scaler), `running` (a
+  conductor's scaler keeps its state fresh; it lapses within a minute of the scaler
+  stopping; when false, no worker is launched or released, and the fields only the
+  scaler knows are null), `leader` (the conductor whose scaler decides), `demand`
+  (jobs the pool would run now), `target` (workers it aims at), `workers`
+  (`launching`: launched, no heartbeat yet; `active`: running jobs; `idle`;
+  `draining`: released, finishing their jobs), `spend_today` (money spent on the
+  pool's launched workers this UTC day, from the day's spend counter), `budget` (per
+  UTC day; null: no cap), `budget_reached` (the scaler launches nothing more today and
+  releases what it launched: the pool's jobs wait for the pools before it),
+  `price_per_worker_hour`, `decision` (the last one: `event` — `scale_up`,
+  `scale_down`, `launch_failed`, `budget_reached` or `hold` —, `reason`, and `at` in
+  unix seconds; null when none).
 - `rate_limits[]`: `name`, `rate` (tokens/s), `burst`, `tokens` (available now),
   `full_in` (seconds until the bucket is full again; beyond burst/rate it means
   deferred jobs have reserved tokens ahead).
@@ -45,6 +62,8 @@
 Schema 2: `failed` no longer includes dead-lettered jobs (see `dead_lettered`).
 Schema 3: `pending` no longer includes cancelled jobs (see `cancelled`), and `state`
 may be `cancelled`.
+Schema 4: `pools[].scaler` (elastic pools), and workers' `launch`, `idle_since` and
+`draining`.
 """
 
 from __future__ import annotations
@@ -54,7 +73,7 @@ from typing import Literal
 
 import orjson
 
-SCHEMA = 3
+SCHEMA = 4
 BatchState = Literal["running", "succeeded", "failed", "cancelled"]
 
 
@@ -111,6 +130,39 @@ class WorkerBeat:
     running: int
     version: str
     heartbeat_age: float
+    launch: str | None
+    idle_since: float | None
+    draining: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerWorkers:
+    launching: int
+    active: int
+    idle: int
+    draining: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    event: str
+    reason: str
+    at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scaler:
+    configured: bool
+    running: bool
+    leader: str | None
+    demand: int | None
+    target: int | None
+    workers: ScalerWorkers | None
+    spend_today: float
+    budget: float | None
+    budget_reached: bool
+    price_per_worker_hour: float | None
+    decision: Decision | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +182,7 @@ class Pool:
     waiting: int
     oldest_heartbeat_age: float | None
     paused_at: float | None
+    scaler: Scaler | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ rich's colour-only progress bars, so they still read on a terminal without colou
 a pasted capture; for the same reason a batch that settled says so with a mark (✓ or
 ✗), not a colour alone. When the screen is short, batches give way first (the newest
 are kept); batch names take the width left, and when cut keep their end, where
-`_01` and `_02` differ.
+`_01` and `_02` differ. Under the pools, a pool with a scaler says what its workers are
+doing, what it spent today against its budget, and what the scaler last decided and
+why; a pool without one, only when workers are draining.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.money import money
 from orchestrator.status import Batch, Pool, Snapshot
+from orchestrator.status_model import Scaler
 
 BAR = 10
 WIDE_BAR = 16  # a batch's bar from 100 columns on
@@ -39,7 +43,7 @@ def render(
     (a plain string is shown dim, as is)."""
     parts: list[RenderableType] = [
         _title(snapshot, note, width),
-        Group(_pools(snapshot, width), _verdict(snapshot)),
+        Group(_pools(snapshot, width), _verdict(snapshot), *_elastic(snapshot)),
         _queues(snapshot),
     ]
     if snapshot.rate_limits:
@@ -142,6 +146,64 @@ def _verdict(snapshot: Snapshot) -> Text:
     if backlogged and all(p.free == 0 for p in snapshot.pools):
         text.append(f" · no free slot, {backlogged} wait in backlogs", style="bold red")
     return text
+
+
+def _elastic(snapshot: Snapshot) -> list[Table]:
+    """Per pool with a scaler: its workers by state and its target, today's spend, and
+    the last decision, or that the budget stops launches; per pool without one, its
+    draining workers, if any. Nothing when there is neither."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style=HEAD, no_wrap=True, max_width=22, overflow="ellipsis")
+    grid.add_column(overflow="fold")
+    for index, pool in enumerate(snapshot.pools):
+        draining = sum(w.draining for w in pool.workers)
+        if pool.scaler is not None:
+            before = [p.name for p in snapshot.pools[:index]]
+            first, *rest = _scaler_rows(pool.scaler, before, draining, snapshot.time)
+            grid.add_row(f"{pool.name} scaler", first)
+            for row in rest:
+                grid.add_row("", row)
+        elif draining:
+            workers = "1 worker" if draining == 1 else f"{draining} workers"
+            line = f"{workers} draining: no new jobs, running ones finish"
+            grid.add_row(pool.name, Text(line, style="yellow"))
+    return [grid] if grid.row_count else []
+
+
+def _scaler_rows(scaler: Scaler, before: list[str], draining: int, now: float) -> list[Text]:
+    """Workers by state and the target; the spend; the last decision or the budget's stop.
+    `before`: the pools jobs fall back on once the budget stops launches; `draining`:
+    workers whose heartbeat says so, shown when no scaler counts them."""
+    spend = Text(money(scaler.spend_today))
+    spend.append(
+        " today, no budget" if scaler.budget is None else f" of {money(scaler.budget)} today"
+    )
+    if scaler.price_per_worker_hour:
+        spend.append(f" ({money(scaler.price_per_worker_hour)} a worker-hour)", style="dim")
+    if not scaler.running or scaler.workers is None:
+        line = Text("no scaler running", style="yellow")
+        if draining:
+            line.append(" · ", style="dim").append(f"{draining} draining")
+        return [line, spend]
+    counts = scaler.workers
+    states = {
+        "launching": counts.launching, "active": counts.active, "idle": counts.idle,
+        "draining": counts.draining,
+    }  # fmt: skip
+    workers = Text(" · ".join(f"{n} {state}" for state, n in states.items() if n) or "no workers")
+    if scaler.target is not None:
+        demand = "" if scaler.demand is None else f" for {_jobs(scaler.demand)}"
+        workers.append(f" → target {scaler.target}{demand}")
+    rows = [workers, spend]
+    said = scaler.decision
+    if said is not None and not (scaler.budget_reached and said.event == "budget_reached"):
+        ago = "" if said.at is None else f" {_age(now - said.at)} ago"
+        reason = f": {said.reason}" if said.reason else ""
+        rows.append(Text(f"{said.event}{ago}{reason}", style="dim"))
+    if scaler.budget_reached:  # the budget's own reason repeats the spend: not shown
+        wait = f"jobs wait for {' and '.join(before)}" if before else "jobs wait"
+        rows.append(Text(f"budget reached: no launches; {wait}", style="bold yellow"))
+    return rows
 
 
 def _queues(snapshot: Snapshot) -> RenderableType:

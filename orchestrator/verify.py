@@ -9,6 +9,9 @@ the whole batch to join the two, and never counts a receipt the manifest does no
 The batch record's `queued` cursor tells a job that is still on its way (pending) from
 one that never left (missing): dispatch queues a batch in manifest order, so exactly
 the first `queued` jobs were dispatched.
+
+Each pass also sums, per pool, the worker time the batch's receipts took and what it
+cost at the pool's price (`verify_cost`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import time
 from array import array
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -33,6 +36,7 @@ from orchestrator.keys import Keys
 from orchestrator.manifest import ManifestLine, manifest_digest, read_manifest
 from orchestrator.receipts import Receipt
 from orchestrator.registry import TaskRegistry
+from orchestrator.verify_cost import PoolUsage, Price
 
 Outcome = Literal["done", "failed", "dead_lettered", "cancelled", "pending", "missing"]
 OUTCOMES: tuple[Outcome, ...] = (
@@ -118,12 +122,15 @@ class Report:
     tasks: dict[str, Tally] = field(default_factory=dict)
     pools: dict[str, Counter[str]] = field(default_factory=dict)  # pool → final status → jobs
     ids: dict[Outcome, list[str]] = field(default_factory=lambda: {o: [] for o in LISTED})
+    usage: PoolUsage = field(default_factory=PoolUsage)  # worker time and cost per pool
 
     def add(self, job_id: str, task: str, outcome: Outcome, receipt: Receipt | None) -> None:
         self.totals[outcome] += 1
         self.tasks.setdefault(task, Tally()).add(outcome, receipt)
-        if receipt is not None and receipt["status"] in FINAL:
-            self.pools.setdefault(receipt["pool"], Counter())[receipt["status"]] += 1
+        if receipt is not None:
+            self.usage.add(receipt)
+            if receipt["status"] in FINAL:
+                self.pools.setdefault(receipt["pool"], Counter())[receipt["status"]] += 1
         listed = self.ids.get(outcome)
         if listed is not None and len(listed) < ID_LIMIT:
             listed.append(job_id)
@@ -175,6 +182,7 @@ class Report:
                 for name, tally in sorted(self.tasks.items())
             },
             "pools": {name: dict(sorted(c.items())) for name, c in sorted(self.pools.items())},
+            "pool_usage": self.usage.to_json(),
             "jobs": {
                 o: {"count": totals[o], "ids": ids, "truncated": totals[o] > len(ids)}
                 for o, ids in self.ids.items()
@@ -200,7 +208,8 @@ class Verifier:
     A dispatched batch is read in its manifest's order. An ad-hoc batch (bare manifest
     lines producers pushed, `manifest` None) has no manifest: its job ids are the set
     the conductor recorded as it took them, and each job's task comes from its receipt
-    or dead letter.
+    or dead letter. `prices`: the priced pools (`verify_cost.pool_prices`), whose worker
+    time the report also tells in money.
     """
 
     def __init__(
@@ -212,6 +221,7 @@ class Verifier:
         *,
         batch: str | None = None,
         max_line_bytes: int = 1_048_576,
+        prices: Mapping[str, Price] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -221,6 +231,7 @@ class Verifier:
             raise ValueError("a batch without a manifest must be named")
         self.batch = batch or cast(Path, manifest).stem  # as dispatch names it
         self.max_line_bytes = max_line_bytes
+        self.prices: Mapping[str, Price] = prices or {}
         self._digest_checked = False
 
     async def check(self) -> Report:
@@ -230,7 +241,7 @@ class Verifier:
         # during the pass shows as failed, not dead-lettered, until the next pass (the
         # exit code is the same).
         dead = await self._dead_ids()
-        report = Report(self.manifest, self.batch, record)
+        report = Report(self.manifest, self.batch, record, usage=PoolUsage(self.prices))
         if self.manifest is None:
             await self._check_ids(report, dead)
             return report

@@ -67,13 +67,28 @@ class WorkerState:
     metrics: Metrics = field(default_factory=Metrics)
     ttl: int = 15  # seconds a heartbeat outlives its last beat
     jobs: dict[str, RunningJob] = field(default_factory=dict)  # arq id → job it runs
+    launch_id: str = ""  # the scaler launch it answers, "" when started otherwise
+    idle_since: float | None = field(default_factory=time.time)  # None while running jobs
+    idle_exit: float | None = None  # seconds idle before it leaves by itself
+
+    def ran(self, delta: int) -> None:
+        """`running` changes by `delta`; idleness is timed from the moment it hits 0."""
+        self.running += delta
+        self.idle_since = time.time() if self.running == 0 else None
 
 
 async def run_worker(
-    settings: Settings, pool: str, concurrency: int, *, burst: bool = False
+    settings: Settings,
+    pool: str,
+    concurrency: int,
+    *,
+    burst: bool = False,
+    idle_exit: float | None = None,
+    launch_id: str | None = None,
 ) -> WorkerState:
-    """Run until SIGTERM/SIGINT (draining for `grace_period`), or until the queue is
-    empty when `burst`."""
+    """Run until SIGTERM/SIGINT (draining for `grace_period`), until the pool's scaler
+    releases it or it was idle `idle_exit` seconds (the same drain), or until the queue
+    is empty when `burst`."""
     if pool not in {p.name for p in settings.pools}:
         known = ", ".join(p.name for p in settings.ordered_pools)
         raise UserError(f"unknown pool {pool!r} (configured pools: {known})")
@@ -85,6 +100,8 @@ async def run_worker(
         concurrency,
         tasks=tuple(sorted(registry)),
         ttl=_ttl(settings.heartbeat_interval),
+        launch_id=launch_id or "",
+        idle_exit=idle_exit,
     )
     functions = [
         func(_runner(definition, settings, keys, state), name=name)  # type: ignore[arg-type]
@@ -214,7 +231,10 @@ async def _announce(redis: Redis, keys: Keys, state: WorkerState) -> None:
     key = keys.worker(state.pool, state.worker_id)
     with suppress(RedisConnectionError, RedisTimeoutError, OSError):
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"slots": str(state.slots), "running": str(state.running)})
+            pipe.hset(key, mapping={
+                "slots": str(state.slots), "running": str(state.running),
+                "draining": "1" if state.stopping else "",
+            })  # fmt: skip
             pipe.expire(key, state.ttl)  # never leave a heartbeat without its TTL
             await pipe.execute()
 
@@ -328,13 +348,13 @@ def _runner(
             await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
             bound.warning("dead_lettered", reason="invalid_args", error=problem)
             return {"status": "failed", "error": problem}
-        state.running += 1
+        state.ran(+1)
         try:
             timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
             with running.scope, anyio.fail_after(timeout):
                 result = await definition.function(*envelope["args"], **envelope.get("kwargs", {}))
         except asyncio.CancelledError:
-            state.running -= 1
+            state.ran(-1)
             if state.stopping:
                 # Cut short by a stop (a second signal, or the grace period ran out):
                 # back in line, not held by this worker any more, and not counted.
@@ -346,7 +366,7 @@ def _runner(
                 bound.info("job_requeued", reason="worker stopped before it finished")
             raise
         except Exception as exc:
-            state.running -= 1
+            state.ran(-1)
             error = f"{type(exc).__name__}: {exc}"
             if attempt < max_tries:
                 await record(
@@ -363,7 +383,7 @@ def _runner(
             )  # fmt: skip
             bound.warning("dead_lettered", reason="failed", error=error)
             return {"status": "failed", "error": error}
-        state.running -= 1
+        state.ran(-1)
         if running.scope.cancelled_caught:
             # `cancel --running`: not a failure, not retried; kept for `retry --cancelled`.
             final = receipt("cancelled", "cancelled while running (orchestrator cancel --running)")
@@ -385,6 +405,22 @@ def _runner(
 
     run.__qualname__ = definition.name
     return run
+
+
+def _leave_when_due(state: WorkerState, released: bool) -> None:
+    """Drain and leave, as on SIGTERM, when the pool's scaler released this worker or
+    it was idle for `idle_exit`: the signal handler is the one way out, so that a
+    release drains exactly like a stop (running jobs finish within grace_period)."""
+    if state.stopping:
+        return
+    idle = state.idle_since is not None and state.idle_exit is not None
+    if idle and time.time() - (state.idle_since or 0.0) >= (state.idle_exit or 0.0):
+        log.info("worker_leaving", pool=state.pool, worker=state.worker_id, reason="idle_exit")
+    elif released:
+        log.info("worker_leaving", pool=state.pool, worker=state.worker_id, reason="released")
+    else:
+        return
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _running(keys: Keys, state: WorkerState) -> RunningCount:
@@ -425,12 +461,16 @@ async def _heartbeat(
                 "pool": state.pool, "worker": state.worker_id, "host": socket.gethostname(),
                 "pid": os.getpid(), "slots": state.slots, "running": state.running,
                 "version": __version__, "time": time.time(), "tasks": ",".join(state.tasks),
+                "launch": state.launch_id, "draining": "1" if state.stopping else "",
+                "idle_since": "" if state.idle_since is None else f"{state.idle_since:.3f}",
             })  # fmt: skip
             pipe.expire(key, state.ttl)
             pipe.sadd(keys.workers(state.pool), state.worker_id)
             pipe.hset(keys.holders, state.worker_id, state.pool)
-            await pipe.execute()
+            pipe.sismember(keys.release(state.pool), state.worker_id)
+            *_, released = await pipe.execute()
         state.metrics.beat()
+        _leave_when_due(state, bool(released))
 
     async def beat_forever() -> None:
         while True:
@@ -452,5 +492,6 @@ async def _heartbeat(
                 async with redis.pipeline(transaction=True) as pipe:
                     pipe.delete(key)
                     pipe.srem(keys.workers(state.pool), state.worker_id)
+                    pipe.srem(keys.release(state.pool), state.worker_id)
                     pipe.publish(keys.events, state.pool)
                     await pipe.execute()

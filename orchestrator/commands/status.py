@@ -19,10 +19,12 @@ def register(commands: Any) -> None:
         description=(
             "One consistent snapshot of the service, read atomically in one Redis round "
             "trip (a few more to count big batches' receipts): backlog depths, the "
-            "conductors' lists, each pool's workers, slots and jobs in flight, rate-limit "
-            "buckets, the latest batches' progress (settled, or settled with failures), "
-            "jobs waiting for a worker that runs their task, and the dead letters; headed "
-            "by which Redis it reads, and why that one."
+            "conductors' lists, each pool's workers, slots and jobs in flight (and, for a "
+            "pool with a scaler, its workers by state, target, spend against the day's "
+            "budget and last decision), rate-limit buckets, the latest batches' progress "
+            "(settled, or settled with failures), jobs waiting for a worker that runs "
+            "their task, and the dead letters; headed by which Redis it reads, and why "
+            "that one."
         ),
     )
     mode = status.add_mutually_exclusive_group()

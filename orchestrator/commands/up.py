@@ -18,6 +18,7 @@ from orchestrator.local_stack import (
     StackPlan,
     local_stack,
     wait_for_exit,
+    with_local_scaler,
 )
 from orchestrator.settings import Settings, redact_url
 
@@ -43,6 +44,13 @@ def register(commands: Any) -> None:
     up.add_argument("--metal", type=positive_int, default=4, help="metal worker slots (4)")
     up.add_argument("--cloud", type=positive_int, default=8, help="cloud worker slots (8)")
     up.add_argument(
+        "--elastic",
+        action="store_true",
+        help="start no cloud worker: the conductor's scaler launches cloud workers here "
+        "(up to --cloud slots) when metal is full and releases them when idle (a pool "
+        "whose settings have a [pools.scaler] is always run so)",
+    )
+    up.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -59,10 +67,14 @@ def register(commands: Any) -> None:
 
 
 def _up(options: argparse.Namespace, settings: Settings) -> int:
+    env: dict[str, str] = {}
+    if options.elastic:
+        settings, env = with_local_scaler(settings, "cloud", options.cloud)
     plan = StackPlan(
         concurrency={"metal": options.metal, "cloud": options.cloud},
         data_dir=options.data_dir or settings.data_dir,
         redis_port=options.redis_port,
+        env=env,
     )
     shutdown = Shutdown()
 

@@ -38,7 +38,8 @@ def register(commands: Any) -> None:
         description=(
             "Read MANIFEST and its batch's receipts and dead letters, print per task how "
             "many jobs are done, failed, dead-lettered, cancelled, pending or missing, which "
-            "pool ran them and how long they took, and write MANIFEST.verify.json beside "
+            "pool ran them, how long they took and the worker time (and, at a scaler's "
+            "price, the cost) they used per pool, and write MANIFEST.verify.json beside "
             "it. Exit 0 when every job succeeded, 1 when the batch settled with failures "
             "or cancelled jobs, 3 while jobs are pending or missing."
         ),
@@ -75,6 +76,7 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.connection import connect
     from orchestrator.registry import task_registry
     from orchestrator.verify import Verifier, write_report
+    from orchestrator.verify_cost import pool_prices
     from orchestrator.verify_wait import StallWarner, wait_until_settled
 
     registry = task_registry(tuple(settings.task_packages))
@@ -94,6 +96,7 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
                 registry,
                 batch=options.batch,
                 max_line_bytes=settings.max_line_bytes,
+                prices=pool_prices(settings),
             )
             if wait:
                 with _progress_bar() as (on_pass, warn):
@@ -241,6 +244,8 @@ def render_report(report: Report, written: Path | None) -> None:
     console.print()
     ran = [f"{pool} {_counts(statuses)}" for pool, statuses in sorted(report.pools.items())]
     console.print(f"pools: {'; '.join(ran) or 'no job has run to an end'}")
+    for line in report.usage.lines():  # wrapped, not cut, at the terminal's width
+        console.print(f"  {line}", soft_wrap=False)
     console.print(_verdict(report))
     if written is not None:
         console.print(f"wrote {written}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from orchestrator.commands.common import add_common_options, positive_int, run_async
@@ -20,7 +21,8 @@ def register(commands: Any) -> None:
             "Run the tasks forwarded to POOL, at most --concurrency at once. Publishes a "
             "heartbeat with its slots, writes a receipt per job, retries failures up to "
             "max_tries, and dead-letters what still fails. SIGTERM stops taking jobs and "
-            "lets running ones finish within grace_period."
+            "lets running ones finish within grace_period (a second one hands them back); "
+            "so does a release by the pool's scaler."
         ),
     )
     worker.add_argument("--pool", required=True, help="pool to serve, e.g. metal or cloud")
@@ -28,6 +30,20 @@ def register(commands: Any) -> None:
         "--concurrency", type=positive_int, default=4, help="jobs at once (default: 4)"
     )
     worker.add_argument("--burst", action="store_true", help="exit once the pool's queue is empty")
+    worker.add_argument(
+        "--idle-exit",
+        type=_seconds,
+        metavar="SECONDS",
+        help="drain and leave after SECONDS without a job: a launched cloud worker's way "
+        "out when no scaler is left to release it",
+    )
+    worker.add_argument(
+        "--launch-id",
+        default=os.environ.get("ORCHESTRATOR_LAUNCH_ID") or None,
+        metavar="ID",
+        help="the scaler launch this worker answers (announced in its heartbeat; default: "
+        "$ORCHESTRATOR_LAUNCH_ID)",
+    )
     add_common_options(worker)
     worker.set_defaults(command=_worker, service=True)
 
@@ -35,5 +51,24 @@ def register(commands: Any) -> None:
 def _worker(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.worker import run_worker
 
-    run_async(lambda: run_worker(settings, options.pool, options.concurrency, burst=options.burst))
+    run_async(
+        lambda: run_worker(
+            settings,
+            options.pool,
+            options.concurrency,
+            burst=options.burst,
+            idle_exit=options.idle_exit,
+            launch_id=options.launch_id,
+        )
+    )
     return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value

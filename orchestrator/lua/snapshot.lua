@@ -15,7 +15,8 @@
 --   conductor_prefix,
 --   processing_prefix, batch_prefix, receipts_prefix, running_prefix, no_worker_prefix,
 --   pools: [{name,
---   queue, inflight, workers, worker_prefix, waiting}], buckets: [{name, key}], batches:
+--   queue, inflight, workers, worker_prefix, waiting, scaler_state, spend: the spend
+--   counter of the caller's UTC day}], buckets: [{name, key}], batches:
 --   most batches, budget: most receipts to scan, cursors: {batch: HSCAN cursor to
 --   resume}, skip: [batches whose counts the caller keeps], order: [batches, the first
 --   to be counted first], dead_from: position in the dead-letter list to read on from
@@ -87,6 +88,8 @@ for _, pool in ipairs(req.pools) do
     name = pool.name, workers = workers, in_flight = redis.call('ZCARD', pool.inflight),
     queued = redis.call('ZCARD', pool.queue), waiting = redis.call('LLEN', pool.waiting),
     paused_at = redis.call('HGET', KEYS[9], pool.name),
+    -- the scaler's last view (it lapses soon after its scaler stops) and the day's spend
+    scaler = redis.call('HGETALL', pool.scaler_state), spend = redis.call('GET', pool.spend),
   }
 end
 

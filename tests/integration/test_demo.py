@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,11 @@ def test_demo_runs_the_lifecycle_on_both_pools_and_leaves_nothing_running(tmp_pa
     assert "cloud" in pools
     assert "metal" in pools
     assert "all 16 jobs succeeded" in text
+    # cloud capacity appeared when metal filled, and was paid for only while it ran
+    bill = next(line for line in text.splitlines() if line.startswith("cloud: "))
+    assert re.fullmatch(
+        r"cloud: [1-9]\d* workers? launched, \d+ worker-seconds, \$\d+\.\d+ at \$0\.80/h", bill
+    ), bill
     assert left_behind(tmp_path) == []
     assert (tmp_path / "manifests" / "system_test_stress_supervisor_01.jsonl").exists()
     assert (tmp_path / "manifests" / "system_test_stress_supervisor_01.jsonl.verify.json").exists()

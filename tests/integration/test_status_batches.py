@@ -115,7 +115,7 @@ def test_cancelled_jobs_are_counted_apart_and_a_batch_of_them_settles_as_cancell
     )
 
     document = orjson.loads(run_cli("status", "--json").out)
-    assert document["schema"] == 3
+    assert document["schema"] == 4
     by_id = {b["id"]: b for b in document["batches"]}
     fields = ("state", "done", "cancelled", "running", "pending", "settled", "cancelled_at")
     assert {id_: tuple(b[f] for f in fields) for id_, b in by_id.items()} == {

@@ -128,10 +128,53 @@ def test_tables_fit_80_columns_and_end_in_the_verdict(
     assert "system.sleep 1 0 0 0 0 1" in shown
     assert "all 3 0 0 0 0 3" in shown
     assert "system.echo 2 0.25s 0.50s 0.50s 1" in shown
-    assert shown[-3:] == [
+    assert shown[-5:] == [
         "pools: cloud 1 succeeded; metal 2 succeeded",
+        "cloud: 0.50 job-seconds",
+        "metal: 0.75 job-seconds",
         "all 3 jobs succeeded",
         f"wrote {path}.verify.json",
+    ]
+
+
+def test_worker_time_is_summed_per_pool_and_priced_where_a_scaler_sets_a_price(
+    run_cli: CliRunner, dispatched: Any, sync_redis: redis.Redis, keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Every run a receipt tells counts, whatever its outcome; a job cancelled before it
+    started ran nowhere. Cost: the time over the worker's slots, at its hourly price."""
+    scaler = {"price_per_worker_hour": 0.8, "slots_per_worker": 2}
+    pools = [{"name": "metal", "order": 0}, {"name": "cloud", "order": 1, "scaler": scaler}]
+    monkeypatch.setenv("ORCHESTRATOR_POOLS", orjson.dumps(pools).decode())
+    path = dispatched("usage_01", [ECHO] * 5)
+    put_receipt(sync_redis, keys, "usage_01:1", "succeeded", duration=12.0)
+    put_receipt(sync_redis, keys, "usage_01:2", "succeeded", pool="cloud", duration=20.0)
+    put_receipt(sync_redis, keys, "usage_01:3", "failed", pool="cloud", duration=21.2)
+    put_receipt(sync_redis, keys, "usage_01:4", "retrying", pool="cloud", duration=0.5)
+    put_receipt(sync_redis, keys, "usage_01:5", "cancelled", pool="", duration=0.0)
+
+    result = run_cli("verify", str(path), "--json")
+
+    assert result.code == 3, result.err  # job 4 runs again
+    report = orjson.loads(result.out)
+    assert report["pool_usage"] == {
+        "cloud": {"job_seconds": 41.7, "worker_seconds": 20.85, "cost": 0.004633,
+                  "price_per_worker_hour": 0.8,
+                  "slots_per_worker": 2},
+        "metal": {"job_seconds": 12.0, "worker_seconds": None, "cost": None,
+                  "price_per_worker_hour": None,
+                  "slots_per_worker": None},
+    }  # fmt: skip
+    assert orjson.loads(path.with_name("usage_01.jsonl.verify.json").read_bytes()) == report
+
+    human = run_cli("verify", str(path))
+    assert max(len(line) for line in human.out.splitlines()) <= 80
+    shown = lines_of(human.out)
+    at = shown.index("pools: cloud 1 failed, 1 succeeded; metal 1 succeeded")
+    assert shown[at + 1 : at + 4] == [
+        "cloud: 41.70 job-seconds = 20.85 worker-seconds, $0.0046 at $0.80/h",
+        "metal: 12.00 job-seconds",
+        "not settled: 1 pending, 0 missing of 5",
     ]
 
 
@@ -331,6 +374,13 @@ def test_real_batch_with_a_broken_task_settles_with_it_dead_lettered(
     assert report["tasks"]["image.flaky"]["retries"] == 1
     assert report["retries"] == 2
     assert report["pools"] == {"metal": {"failed": 1, "succeeded": 3}}
+    ran = [orjson.loads(r) for r in run.redis.hvals(run.keys.receipts("real_01"))]
+    seconds = pytest.approx(sum(r["duration"] for r in ran), abs=1e-5)
+    assert report["pool_usage"] == {  # the jobs' own run times (their last runs), summed
+        "metal": {"job_seconds": seconds, "worker_seconds": None, "cost": None,
+                  "price_per_worker_hour": None,
+                  "slots_per_worker": None},
+    }  # fmt: skip
 
 
 def test_bad_manifest_is_one_line_and_exit_2(
