@@ -30,6 +30,7 @@ import orjson
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
+from orchestrator.arq_worker import POLL_DELAY
 from orchestrator.conductor import Conductor
 from orchestrator.connection import open_client, open_pool
 from orchestrator.dispatch import dispatch_manifest
@@ -38,7 +39,6 @@ from orchestrator.logs import configure_logging
 from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
 from orchestrator.settings import load_settings
-from orchestrator.worker import POLL_DELAY
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 10

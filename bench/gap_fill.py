@@ -29,7 +29,7 @@ from pathlib import Path
 
 import orjson
 
-from orchestrator.bible import INDEXES, RELATIONS, create_schema
+from workflows.gap_fill.bible import INDEXES, RELATIONS, create_schema
 
 ORPHANS = 1_000
 MISSING = 500

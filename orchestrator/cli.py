@@ -1,6 +1,7 @@
 """The `orchestrator` command: plan, dispatch, conduct, work (and, as they land, watch).
 
-Each subcommand lives in `orchestrator/commands/`. Every command goes through
+Each core subcommand lives in `orchestrator/commands/`; a workflow may add its own
+(`Workflow.register_commands`), listed after them. Every command goes through
 `run_cli`, so an error a user can cause ends in one line on stderr and a non-zero
 exit, never a traceback.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from orchestrator import __version__
 from orchestrator.commands import discover
@@ -59,7 +61,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for module in discover():
         module.register(commands)
+    add_workflow_commands(commands)
     return parser
+
+
+def add_workflow_commands(commands: Any) -> None:
+    """The workflows' own subcommands. A workflow that fails to load (or to add them)
+    costs its own commands and one line on stderr, never the rest of the CLI."""
+    from orchestrator.workflow import describe_error, load_workflows
+
+    workflows, broken = load_workflows()
+    for name, error in broken.items():
+        _warn(
+            f"workflow {name} not loaded, its plan and commands left out: {describe_error(error)}"
+        )
+    for name, workflow in workflows.items():
+        if workflow.register_commands is None:
+            continue
+        try:
+            workflow.register_commands(commands)
+        except Exception as exc:  # a workflow's bug, or a name another command took
+            _warn(f"workflow {name}: its commands not added ({describe_error(exc)})")
+
+
+def _warn(message: str) -> None:
+    print(f"orchestrator: warning: {message}", file=sys.stderr)
 
 
 __all__ = ["build_parser", "main", "run_async"]

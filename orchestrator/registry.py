@@ -3,6 +3,9 @@
 Task code lives in `workers/tasks/<category>.py`; a function there decorated with
 `@task` is registered as `<category>.<function>`. The registry is built by importing
 those modules only — a manifest's text never decides what gets imported.
+
+It stays one module over 300 lines because checking a job's arguments against a task's
+signature (`TaskDef.signature_problem`, `TypeCheck`) is what a registered task is for.
 """
 
 from __future__ import annotations

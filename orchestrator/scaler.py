@@ -10,20 +10,18 @@ policy (`scaling.decide`) what to do, and does it through the pool's provider
 `scale_up`, `scale_down`, `launch_failed`, `budget_reached`; and `worker_booted` when a
 launch's first heartbeat arrives (its boot time).
 
-**Demand** is what the pool would run now: the jobs it holds (forwarded, not finished),
-the jobs that may only run there and wait for it (`waiting:<pool>`), and the jobs
-queued in the backlogs and the ready list beyond what the pools before it have free
-slots for — counting only jobs that may go to this pool at all (its rules, pins and
-`spill_after`), judged on a sample from the head of each list.
+Its reads of Redis — a pool's launches, workers and demand — are in `scaler_reads`.
 
 Launch records (`launches.Launch`), the spend of the day and the last decision
 (`Keys.scaler_state`) are kept in Redis for `status`, `verify`, `demo` and the next
 leader.
+
+It stays one module over 300 lines because launching, following launches, counting
+spend and publishing state all act on one pool's memory within one tick under the lease.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from contextlib import suppress
@@ -40,7 +38,7 @@ from orchestrator.keys import Keys
 from orchestrator.launches import KEEP_SECONDS, LIVE, Launch, day
 from orchestrator.metrics import Metrics
 from orchestrator.providers import LaunchError, LocalProvider, Provider, provider_for
-from orchestrator.routing import Router, UnknownPool
+from orchestrator.scaler_reads import PoolReads
 from orchestrator.scaling import Plan, View, Worker, backoff, decide
 from orchestrator.scripts import script
 from orchestrator.settings import PoolSettings, ScalerSettings, Settings
@@ -48,7 +46,6 @@ from orchestrator.settings import PoolSettings, ScalerSettings, Settings
 log = structlog.get_logger("orchestrator.scaler")
 TICK = 0.5  # seconds between looks
 LEASE_TTL_MS = 3000  # a dead holder's lease lapses within this
-SAMPLE = 50  # jobs read from the head of each list to judge which may run on a pool
 STATE_TTL = 30  # seconds the last decision outlives a scaler that stopped
 
 
@@ -73,7 +70,7 @@ class Scaler:
         self.id = conductor_id
         self.metrics = metrics
         self.keys = Keys(settings.namespace)
-        self.router = Router(settings)
+        self.reads = PoolReads(settings, redis, self.keys)
         self.pools = [p for p in settings.ordered_pools if p.scaler is not None]
         self.providers: dict[str, Provider] = {
             p.name: provider_for(settings, p.name, p.scaler) for p in self.pools if p.scaler
@@ -128,12 +125,12 @@ class Scaler:
         assert config is not None
         memory = self._memory[pool.name]
         now = time.time()
-        launches = await self._launches(pool.name)
-        workers = await self._workers(pool.name)
+        launches = await self.reads.launches(pool.name)
+        workers = await self.reads.workers(pool.name)
         await self._follow_launches(pool.name, config, launches, workers, now, memory)
         spend = await self._accrue(pool.name, config, launches, now, memory)
         launched_workers = {r["worker"] for r in launches.values() if r["worker"]}
-        released = await self._released(pool.name)
+        released = await self.reads.released(pool.name)
         live = tuple(
             Worker(
                 id=w["worker"], slots=int(w.get("slots") or 0), running=int(w.get("running") or 0),
@@ -147,7 +144,7 @@ class Scaler:
             for w in workers
         )  # fmt: skip
         launching = sum(1 for r in launches.values() if r["state"] == "launching")
-        demand = await self._demand(pool, now)
+        demand = await self.reads.demand(pool, now)
         capacity = (len([w for w in live if not w.draining]) + launching) * config.slots_per_worker
         if demand > capacity:
             memory.pressure_since = memory.pressure_since or now
@@ -231,7 +228,7 @@ class Scaler:
         self, pool: str, worker_id: str, plan: Plan, numbers: dict[str, Any]
     ) -> None:
         await self.redis.sadd(self.keys.release(pool), worker_id)  # type: ignore[misc]
-        launches = await self._launches(pool)
+        launches = await self.reads.launches(pool)
         for record in launches.values():
             if record["worker"] == worker_id and record["state"] == "active":
                 record.update({"state": "draining", "released_at": time.time()})
@@ -242,11 +239,7 @@ class Scaler:
         except LaunchError as exc:
             log.warning("release_failed", pool=pool, worker=worker_id, error=str(exc))
 
-    # --- what the scaler reads --------------------------------------------------------
-
-    async def _launches(self, pool: str) -> dict[str, Launch]:
-        raw = await self.redis.hgetall(self.keys.launches(pool))  # type: ignore[misc]
-        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+    # --- launch records, spend and state ------------------------------------------------
 
     async def _save(self, pool: str, records: Any) -> None:
         mapping = {r["launch_id"]: orjson.dumps(r) for r in records}
@@ -255,21 +248,6 @@ class Scaler:
                 pipe.hset(self.keys.launches(pool), mapping=mapping)
                 pipe.expire(self.keys.launches(pool), KEEP_SECONDS)
                 await pipe.execute()
-
-    async def _workers(self, pool: str) -> list[dict[str, str]]:
-        ids = sorted(m.decode() for m in await self.redis.smembers(self.keys.workers(pool)))  # type: ignore[misc]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for worker_id in ids:
-                pipe.hgetall(self.keys.worker(pool, worker_id))
-            beats = await pipe.execute()
-        return [
-            {k.decode(): v.decode() for k, v in beat.items()} | {"worker": worker_id}
-            for worker_id, beat in zip(ids, beats, strict=True)
-            if beat
-        ]
-
-    async def _released(self, pool: str) -> set[str]:
-        return {m.decode() for m in await self.redis.smembers(self.keys.release(pool))}  # type: ignore[misc]
 
     async def _follow_launches(
         self,
@@ -351,64 +329,6 @@ class Scaler:
             self.metrics.pool_spend.labels(pool).inc(cost)
             return float(total)
         return float(await self.redis.get(key) or 0.0)
-
-    async def _demand(self, pool: PoolSettings, now: float) -> int:
-        """Jobs the pool would run now (see the module docstring)."""
-        keys = self.keys
-        earlier = [p for p in self.settings.ordered_pools if p.order < pool.order]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.inflight(pool.name))
-            pipe.llen(keys.waiting(pool.name))
-            pipe.hkeys(keys.paused_backlogs)
-            pipe.hkeys(keys.paused_pools)
-            pipe.smembers(keys.backlogs)
-            own, waiting, paused_backlogs, paused_pools, known = await pipe.execute()
-        paused_pools = {p.decode() for p in paused_pools}
-        if pool.name in paused_pools:
-            return int(own)  # no new work goes there; keep what runs
-        paused = {b.decode() for b in paused_backlogs}
-        backlogs = dict.fromkeys([*self.settings.backlogs, *sorted(b.decode() for b in known)])
-        lists = [keys.ready]
-        for name in (b for b in backlogs if b not in paused):
-            levels = await self.redis.zrange(keys.backlog_levels(name), 0, -1)
-            lists += [keys.backlog_level(name, int(float(level))) for level in levels]
-            lists.append(keys.backlog(name))
-        queued = 0.0
-        for key in lists:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.llen(key)
-                pipe.lrange(key, 0, SAMPLE - 1)
-                depth, head = await pipe.execute()
-            if depth:
-                eligible = sum(self._may_run(raw, pool.name, now) for raw in head)
-                queued += depth * eligible / len(head)
-        free = 0
-        for other in earlier:
-            if other.name not in paused_pools:
-                free += await self._free(other)
-        return int(own) + int(waiting) + max(0, math.ceil(queued) - free)
-
-    async def _free(self, pool: PoolSettings) -> int:
-        workers = await self._workers(pool.name)
-        slots = sum(int(w.get("slots") or 0) for w in workers)
-        inflight = int(await self.redis.zcard(self.keys.inflight(pool.name)))
-        free = slots - inflight
-        if pool.max_in_flight:
-            free = min(free, pool.max_in_flight - inflight)
-        return max(0, free)
-
-    def _may_run(self, raw: bytes, pool: str, now: float) -> bool:
-        """Whether the job (an envelope, or a bare line) may be routed to `pool` now."""
-        try:
-            job = orjson.loads(raw)
-            if not isinstance(job, dict) or not isinstance(job.get("task"), str):
-                return False
-            job.setdefault("dispatched_at", now)
-            if not isinstance(job["dispatched_at"], int | float):
-                job["dispatched_at"] = now
-            return pool in self.router.route(job, now).candidates  # type: ignore[arg-type]
-        except (orjson.JSONDecodeError, UnknownPool, AttributeError, TypeError):
-            return False
 
     async def _publish_state(
         self,

@@ -3,6 +3,9 @@
 Environment variables carry the `ORCHESTRATOR_` prefix (nested fields use `__`, lists
 and tables are JSON; `backlogs` may also be comma-separated), except `REDIS_URL`,
 honoured as the de-facto standard name.
+
+It stays one module over 300 lines because its length is the one schema: the settings'
+fields, their validators and the sources they load from.
 """
 
 from __future__ import annotations

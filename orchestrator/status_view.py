@@ -10,6 +10,9 @@ are kept); batch names take the width left, and when cut keep their end, where
 `_01` and `_02` differ. Under the pools, a pool with a scaler says what its workers are
 doing, what it spent today against its budget, and what the scaler last decided and
 why; a pool without one, only when workers are draining.
+
+It stays one module over 300 lines because its parts share one layout budget (the
+screen's height and width), which a split would have to pass around.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ the first `queued` jobs were dispatched.
 
 Each pass also sums, per pool, the worker time the batch's receipts took and what it
 cost at the pool's price (`verify_cost`).
+
+It stays one module over 300 lines because the pass, its tally and the report it
+fills are one idea whose parts only make sense together (the waiting is `verify_wait`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A plan module defines `WORKFLOW = Workflow(...)`: a name, its modes (each a func
 from the parsed options to job specs) and the options it takes. Discovery imports the
 plan modules of the installed `workflows` package; nothing else needs registering. The
 same module also runs on its own (`python workflows/<name>/plan.py ...`).
+
+A workflow brings its own code (in its package) and, if it needs any, its own
+`orchestrator` subcommands: `Workflow(register_commands=...)` is called with the CLI's
+subparsers, as a core command module's `register` is. The core knows no workflow.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from orchestrator.registry import TaskRegistry, task_registry
 WORKFLOWS_PACKAGE = "workflows"
 
 Planner = Callable[[argparse.Namespace], Iterable[JobSpec]]
+# Adds subcommands to `orchestrator`; its argument is argparse's subparsers action.
+CommandRegistrar = Callable[[Any], None]
 
 
 class NothingToPlan(Exception):
@@ -50,6 +56,9 @@ class Workflow:
     summary: str
     modes: Mapping[str, Planner]
     add_arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
+    # The workflow's own `orchestrator` subcommands, if any: like a core command
+    # module's `register(commands)`, it adds its parsers and sets `command=` on them.
+    register_commands: CommandRegistrar | None = None
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         """Add this workflow's options (its modes, with their docstrings, and its own)."""
@@ -139,17 +148,45 @@ def positive_int(text: str) -> int:
 
 
 def discover_workflows(package: str = WORKFLOWS_PACKAGE) -> dict[str, Workflow]:
-    """Every `<package>/<name>/plan.py` that defines `WORKFLOW`, by name."""
+    """Every `<package>/<name>/plan.py` that defines `WORKFLOW`, by name; the first
+    that fails to load raises."""
+    found, broken = load_workflows(package)
+    if broken:
+        raise next(iter(broken.values()))
+    return found
+
+
+def load_workflows(
+    package: str = WORKFLOWS_PACKAGE,
+) -> tuple[dict[str, Workflow], dict[str, Exception]]:
+    """Every workflow of `package` that loads, by name, and why each other one did not:
+    one broken workflow must not take the others (or the whole CLI) down with it."""
     root = importlib.import_module(package)
     found: dict[str, Workflow] = {}
+    broken: dict[str, Exception] = {}
     for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):
         if not info.ispkg:
             continue
-        module = importlib.import_module(f"{package}.{info.name}.plan")
-        workflow = getattr(module, "WORKFLOW", None)
-        if not isinstance(workflow, Workflow):
-            raise TypeError(f"{module.__name__} defines no WORKFLOW = Workflow(...)")
-        if workflow.name != info.name:
-            raise ValueError(f"{module.__name__}: WORKFLOW.name must be {info.name!r}")
-        found[workflow.name] = workflow
-    return found
+        try:
+            workflow = _load(f"{package}.{info.name}.plan", info.name)
+        except Exception as exc:  # anything its import runs may raise
+            broken[info.name] = exc
+        else:
+            found[workflow.name] = workflow
+    return found, broken
+
+
+def _load(module_name: str, name: str) -> Workflow:
+    module = importlib.import_module(module_name)
+    workflow = getattr(module, "WORKFLOW", None)
+    if not isinstance(workflow, Workflow):
+        raise TypeError(f"{module.__name__} defines no WORKFLOW = Workflow(...)")
+    if workflow.name != name:
+        raise ValueError(f"{module.__name__}: WORKFLOW.name must be {name!r}")
+    return workflow
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as one line: its type and message."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -2,7 +2,8 @@
 
 A module declares `ORDER` (its place in `--help`) and `register(commands)`, which adds
 its subparser and sets `command=` to the function that runs it. Nothing else lists the
-commands, so adding one is adding a module.
+commands, so adding one is adding a module. A workflow adds its own commands the same
+way, through `Workflow.register_commands` (see orchestrator/workflow.py and cli.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ ORDER = 10
 
 
 def register(commands: Any) -> None:
-    from orchestrator.workflow import discover_workflows
+    from orchestrator.workflow import load_workflows
 
     plan = commands.add_parser(
         "plan",
@@ -21,7 +21,8 @@ def register(commands: Any) -> None:
         description="Plan a batch: write manifests/<workflow>_<mode>_NN.jsonl (never overwriting).",
     )
     workflows = plan.add_subparsers(title="workflows", metavar="WORKFLOW", required=True)
-    for name, workflow in discover_workflows().items():
+    # A workflow that does not load is left out (the CLI says so, once, on stderr).
+    for name, workflow in load_workflows()[0].items():
         sub = workflows.add_parser(name, help=workflow.summary, description=workflow.summary)
         workflow.configure(sub)
         add_common_options(sub)

@@ -4,7 +4,7 @@
 -- The caller read each job's payload and envelope; a job moves only if it is still in
 -- the queue with those very bytes and arq's in-progress claim on it does not exist: a
 -- job a worker claimed finishes where it is. A worker may stand between its WATCH of the
--- claim and the MULTI that sets it (arq's start_jobs): touching the claim here makes
+-- claim and the MULTI that sets it (arq's claim, see arq_worker.py): touching the claim here makes
 -- that MULTI fail, so no worker starts a job that has gone (arq would record a result
 -- for it, and the id's next forward would be dropped as a duplicate).
 -- KEYS[1] the pool's arq queue, KEYS[2] its in-flight zset, KEYS[3] ready list,

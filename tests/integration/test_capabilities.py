@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio
 import structlog
 
-from orchestrator import conductor as conductor_module
+from orchestrator import conductor_liveness
 from orchestrator.conductor import Conductor
 from orchestrator.keys import Keys
 from orchestrator.settings import load_settings
@@ -151,7 +151,7 @@ async def test_jobs_waiting_for_a_worker_are_warned_about_once_a_minute(
     redis_url: str, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A `no_worker` warning names the task and the wait, then repeats only a minute on."""
-    monkeypatch.setattr(conductor_module, "NO_WORKER_WARN_AFTER", 0.2)
+    monkeypatch.setattr(conductor_liveness, "NO_WORKER_WARN_AFTER", 0.2)
     client = redis.asyncio.Redis.from_url(redis_url)
     await client.zadd(keys.no_worker_tasks, {"image.resize": (time.time() - 1) * 1000})
     await client.rpush(keys.no_worker("image.resize"), b"{}", b"{}")

@@ -109,3 +109,73 @@ def test_refuses_to_overwrite_and_rejects_bad_names(
     elsewhere = run_cli("new-workflow", "harvest", "--root", str(tmp_path / "empty"))
     assert elsewhere.code == 2
     assert "is not an orchestrator project" in elsewhere.err
+
+
+def uncomment_the_example_command(plan: Path) -> None:
+    """What the scaffold's comment asks: uncomment the example and add the import."""
+    text = plan.read_text()
+    start = text.index("# def register_commands")
+    end = text.index("\n\n\nWORKFLOW = ")
+    example = "\n".join(line[2:] for line in text[start:end].split("\n"))
+    text = text[:start] + example.replace("\n#\n", "\n\n") + text[end:]
+    text = text.replace(
+        "# register_commands=register_commands", "register_commands=register_commands"
+    )
+    text = text.replace("import Iterator\n", "import Iterator\nfrom typing import Any\n")
+    plan.write_text(text)
+
+
+def orchestrator(project: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`orchestrator ARGV...` as a user of `project` runs it, in a new process."""
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *argv],
+        cwd=project, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_a_scaffolded_workflows_own_command_is_discovered_once_uncommented(
+    run_cli: CliRunner, project: Path
+) -> None:
+    assert run_cli("new-workflow", "harvest", "--root", str(project)).code == 0
+    plan = project / "workflows" / "harvest" / "plan.py"
+    assert "harvest" not in orchestrator(project, "--help").stdout.split("commands:")[1]
+    uncomment_the_example_command(plan)
+    for check in (["check"], ["format", "--check"]):
+        linted = subprocess.run(
+            [sys.executable, "-m", "ruff", *check, str(plan)],
+            cwd=project, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert linted.returncode == 0, linted.stdout
+    listed = orchestrator(project, "--help")
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert "say hello (an example command)" in listed.stdout
+    hello = orchestrator(project, "harvest", "--who", "you")
+    assert (hello.returncode, hello.stdout, hello.stderr) == (0, "hello, you, from harvest\n", "")
+    assert orchestrator(project, "plan", "harvest", "--count", "2").returncode == 0
+
+
+def test_a_workflow_that_fails_to_load_costs_one_line_not_the_cli(project: Path) -> None:
+    broken = project / "workflows" / "broken"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("")
+    (broken / "plan.py").write_text("import no_such_module\n")
+    clash = project / "workflows" / "clash"
+    shutil.copytree(project / "workflows" / "system_test", clash)
+    plan = (clash / "plan.py").read_text()
+    plan = plan.replace('name="system_test"', 'name="clash"')
+    plan = plan.replace(
+        "\n)\n", "\n    register_commands=lambda commands: commands.add_parser('plan'),\n)\n"
+    )
+    (clash / "plan.py").write_text(plan)
+    listed = orchestrator(project, "--help")
+    assert listed.returncode == 0
+    assert listed.stderr.splitlines() == [
+        "orchestrator: warning: workflow broken not loaded, its plan and commands left out: "
+        "ModuleNotFoundError: No module named 'no_such_module'",
+        "orchestrator: warning: workflow clash: its commands not added "
+        "(ArgumentError: argument COMMAND: conflicting subparser: plan)",
+    ]
+    planned = orchestrator(project, "plan", "system_test", "--help")
+    assert planned.returncode == 0
+    assert "--mode" in planned.stdout

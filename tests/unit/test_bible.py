@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator import bible
 from orchestrator.errors import UserError
 from orchestrator.job import JobSpec
 from orchestrator.registry import default_registry
 from workers.tasks.bible import infer_stub
+from workflows.gap_fill import bible
 from workflows.gap_fill import plan as gap_fill
 
 

@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 import structlog
 
-from orchestrator.bible import RELATIONS, open_bible
 from orchestrator.registry import task
+from workflows.gap_fill.bible import RELATIONS, open_bible
 
 LOCKED_ATTEMPTS = 5  # transactions tried before a "database is locked" fails the job
 UNKNOWN_KIND = "unknown"

@@ -4,7 +4,7 @@ orchestrator bible init --sample                       # a sample bible, data/bi
 orchestrator plan gap_fill --mode all --database data/bible.db
 python workflows/gap_fill/plan.py --mode orphans --limit 100
 
-The gaps (defined in `orchestrator/bible.py`) and the jobs that repair them:
+The gaps (defined in `bible.py`, beside this file) and the jobs that repair them:
 
 - missing node (edges name an id that no node has): `bible.create_missing_node` writes
   a stub, its kind and name inferred from its edges, flagged for review;
@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from sqlite3 import Connection
 
-from orchestrator import bible
 from orchestrator.job import JobSpec, spec
 from orchestrator.workflow import NothingToPlan, Workflow, positive_int
+from workflows.gap_fill import bible, commands
 
 DEFAULT_MAX_EDGES = 20  # edges a missing-node job carries: enough evidence, small lines
 
@@ -174,6 +174,7 @@ WORKFLOW = Workflow(
         "duplicates": duplicates,
     },
     add_arguments=add_arguments,
+    register_commands=commands.register,  # orchestrator bible init|scan
 )
 
 if __name__ == "__main__":

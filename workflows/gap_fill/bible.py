@@ -1,5 +1,8 @@
 """The story bible: a film world's knowledge graph in SQLite, and the scans for its gaps.
 
+(One module over 300 lines: the schema, the sample world and the scans are one SQL
+vocabulary, read together when a gap's definition changes.)
+
 `bible.db` holds what the writers know about a film's world as nodes (characters,
 places, scenes, objects) and the relations between them as edges:
 

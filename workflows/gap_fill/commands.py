@@ -1,4 +1,8 @@
-"""`orchestrator bible init|scan`: create a story bible (`bible.db`), count its gaps."""
+"""`orchestrator bible init|scan`: create a story bible (`bible.db`), count its gaps.
+
+gap_fill's own subcommands: `WORKFLOW` in plan.py passes `register` as its
+`register_commands`, and `orchestrator` adds them beside its core commands.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,10 @@ from typing import Any
 
 import orjson
 
-from orchestrator.bible import DEFAULT_DATABASE, count_gaps, init_database, snapshot
 from orchestrator.commands.common import add_common_options
 from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
-
-ORDER = 90
+from workflows.gap_fill.bible import DEFAULT_DATABASE, count_gaps, init_database, snapshot
 
 
 def register(commands: Any) -> None:
@@ -23,7 +25,7 @@ def register(commands: Any) -> None:
         help="create a story bible (bible.db) or count its gaps",
         description=(
             "The story bible: a SQLite graph of a film's world (nodes and edges) that the "
-            "gap_fill workflow repairs. The schema is documented in orchestrator/bible.py."
+            "gap_fill workflow repairs. The schema is documented in workflows/gap_fill/bible.py."
         ),
     )
     actions = bible.add_subparsers(title="actions", metavar="ACTION", required=True)

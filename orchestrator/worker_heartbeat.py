@@ -1,0 +1,109 @@
+"""A worker's presence: the heartbeat that announces its slots and the tasks it runs
+(the conductor routes by them), the announcements between beats, and leaving by itself
+when the pool's scaler released it or it was idle too long."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from orchestrator import __version__
+from orchestrator.keys import Keys
+from orchestrator.receipts import RunningCount
+from orchestrator.worker_state import WorkerState
+
+log = structlog.get_logger("orchestrator.worker")
+
+
+async def announce(redis: Redis, keys: Keys, state: WorkerState) -> None:
+    """Tell the conductors at once what changed (slots, running), between beats."""
+    key = keys.worker(state.pool, state.worker_id)
+    with suppress(RedisConnectionError, RedisTimeoutError, OSError):
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={
+                "slots": str(state.slots), "running": str(state.running),
+                "draining": "1" if state.stopping else "",
+            })  # fmt: skip
+            pipe.expire(key, state.ttl)  # never leave a heartbeat without its TTL
+            await pipe.execute()
+
+
+@asynccontextmanager
+async def heartbeat(
+    redis: Redis, keys: Keys, interval: float, state: WorkerState
+) -> AsyncIterator[None]:
+    """Announce the worker's slots every `interval`; the key outlives three missed beats."""
+    key = keys.worker(state.pool, state.worker_id)
+
+    async def beat() -> None:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={
+                "pool": state.pool, "worker": state.worker_id, "host": socket.gethostname(),
+                "pid": os.getpid(), "slots": state.slots, "running": state.running,
+                "version": __version__, "time": time.time(), "tasks": ",".join(state.tasks),
+                "launch": state.launch_id, "draining": "1" if state.stopping else "",
+                "idle_since": "" if state.idle_since is None else f"{state.idle_since:.3f}",
+            })  # fmt: skip
+            pipe.expire(key, state.ttl)
+            pipe.sadd(keys.workers(state.pool), state.worker_id)
+            pipe.hset(keys.holders, state.worker_id, state.pool)
+            pipe.sismember(keys.release(state.pool), state.worker_id)
+            *_, released = await pipe.execute()
+        state.metrics.beat()
+        leave_when_due(state, bool(released))
+
+    async def beat_forever() -> None:
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await beat()
+            except Exception as exc:  # Redis away: keep the process, the key will lapse
+                log.warning("heartbeat_failed", error=str(exc))
+
+    await beat()
+    await redis.publish(keys.events, state.pool)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(beat_forever)
+        try:
+            yield
+        finally:
+            tasks.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                async with redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(key)
+                    pipe.srem(keys.workers(state.pool), state.worker_id)
+                    pipe.srem(keys.release(state.pool), state.worker_id)
+                    pipe.publish(keys.events, state.pool)
+                    await pipe.execute()
+
+
+def leave_when_due(state: WorkerState, released: bool) -> None:
+    """Drain and leave, as on SIGTERM, when the pool's scaler released this worker or
+    it was idle for `idle_exit`: the signal handler is the one way out, so that a
+    release drains exactly like a stop (running jobs finish within grace_period)."""
+    if state.stopping:
+        return
+    idle = state.idle_since is not None and state.idle_exit is not None
+    if idle and time.time() - (state.idle_since or 0.0) >= (state.idle_exit or 0.0):
+        log.info("worker_leaving", pool=state.pool, worker=state.worker_id, reason="idle_exit")
+    elif released:
+        log.info("worker_leaving", pool=state.pool, worker=state.worker_id, reason="released")
+    else:
+        return
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def running_count(keys: Keys, state: WorkerState) -> RunningCount:
+    """The heartbeat's `running` field, written with the receipt that changed it, so
+    `status` never shows a job running after its receipt."""
+    return RunningCount(keys.worker(state.pool, state.worker_id), state.running, state.ttl)

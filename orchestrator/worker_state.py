@@ -1,0 +1,39 @@
+"""What a worker process knows of itself — its slots, what it runs, whether it is
+stopping — shared by the worker's loop (`worker`), its heartbeat (`worker_heartbeat`)
+and its job runner (`worker_runner`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from orchestrator.job_stops import RunningJob
+from orchestrator.metrics import Metrics
+
+
+@dataclass
+class WorkerState:
+    pool: str
+    worker_id: str
+    slots: int
+    tasks: tuple[str, ...] = ()  # what this worker runs, announced with its heartbeat
+    running: int = 0
+    done: int = 0
+    stopping: int = 0  # signals received: 1 drains, 2 puts running jobs back in line
+    metrics: Metrics = field(default_factory=Metrics)
+    ttl: int = 15  # seconds a heartbeat outlives its last beat
+    jobs: dict[str, RunningJob] = field(default_factory=dict)  # arq id → job it runs
+    launch_id: str = ""  # the scaler launch it answers, "" when started otherwise
+    idle_since: float | None = field(default_factory=time.time)  # None while running jobs
+    idle_exit: float | None = None  # seconds idle before it leaves by itself
+
+    def ran(self, delta: int) -> None:
+        """`running` changes by `delta`; idleness is timed from the moment it hits 0."""
+        self.running += delta
+        self.idle_since = time.time() if self.running == 0 else None
+
+
+def heartbeat_ttl(interval: float) -> int:
+    """A heartbeat outlives three missed beats."""
+    return max(1, math.ceil(interval * 3))
