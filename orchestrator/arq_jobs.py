@@ -8,6 +8,8 @@ instead of a WATCH/MULTI round trip per job — so it must write exactly what
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -19,6 +21,7 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.jobs import SerializationError, serialize_job
+from redis.asyncio import Redis
 
 from orchestrator.job import Job
 
@@ -33,11 +36,13 @@ __all__ = [
     "JOB_KEY_PREFIX",
     "RESULT_KEY_PREFIX",
     "RETRY_KEY_PREFIX",
+    "Queued",
     "SerializationError",
     "arq_job_timeout",
     "envelope_in",
     "in_progress_timeout",
     "queue_score",
+    "queued",
     "run_keys",
     "serialize",
 ]
@@ -76,6 +81,39 @@ def queue_score(enqueue_ms: int, priority: int) -> int:
     rank as 0 here; they are already taken last from the backlogs.
     """
     return enqueue_ms - max(priority, 0) * PRIORITY_STEP_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A job found in a pool's arq queue: its payload as read (the scripts that take jobs
+    back compare it, so a job changed meanwhile is left alone) and its envelope."""
+
+    arq_id: str
+    payload: bytes
+    envelope: dict[str, Any]
+
+    @property
+    def take_keys(self) -> list[str]:
+        """What a script needs to take it back (lua/lib/queued.lua): its job key, its
+        in-progress claim and its try counter."""
+        return [prefix + self.arq_id for prefix in (job_key_prefix, in_progress_key_prefix,
+                                                    retry_key_prefix)]  # fmt: skip
+
+
+async def queued(redis: Redis, queue: str, chunk: int = 200) -> AsyncIterator[list[Queued]]:
+    """The jobs of a pool's arq queue (claimed ones included), `chunk` at a time: one
+    ZRANGE, then one MGET of their payloads per chunk. Ids whose payload is gone or not
+    an envelope the conductor wrote are skipped."""
+    arq_ids = [raw.decode() for raw in await redis.zrange(queue, 0, -1)]
+    for start in range(0, len(arq_ids), chunk):
+        ids = arq_ids[start : start + chunk]
+        payloads = await redis.mget([job_key_prefix + arq_id for arq_id in ids])
+        found = []
+        for arq_id, payload in zip(ids, payloads, strict=True):
+            envelope = envelope_in(payload)
+            if payload is not None and envelope is not None and isinstance(envelope.get("id"), str):
+                found.append(Queued(arq_id, payload, envelope))
+        yield found
 
 
 def run_keys(arq_job_id: str) -> list[str]:

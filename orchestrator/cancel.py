@@ -206,30 +206,22 @@ class Canceller:
     async def _sweep_queue(self, pool: str, queue: str, target: Target, now: float) -> int:
         """A pool's arq queue holds ids; the envelopes are in arq's job keys, read here and
         removed by a script only if unchanged and unclaimed."""
-        arq_ids = [raw.decode() for raw in await self.redis.zrange(queue, 0, -1)]
         removed = 0
-        for start in range(0, len(arq_ids), QUEUED_CHUNK):
-            chunk = arq_ids[start : start + QUEUED_CHUNK]
-            payloads = await self.redis.mget([arq_jobs.JOB_KEY_PREFIX + i for i in chunk])
+        cancel_queued = script(self.redis, "cancel_queued")
+        async for chunk in arq_jobs.queued(self.redis, queue, QUEUED_CHUNK):
             script_keys = [queue, self.keys.inflight(pool), self.keys.events]
             args: list[Any] = [self.keys.root, now, _QUEUED_ERROR, pool]
-            for arq_id, payload in zip(chunk, payloads, strict=True):
-                envelope = arq_jobs.envelope_in(payload)
-                if envelope is None or not target.matches(
-                    envelope.get("batch"), envelope.get("id")
-                ):
+            for job in chunk:
+                envelope = job.envelope
+                if not target.matches(envelope.get("batch"), envelope["id"]):
                     continue
-                script_keys += [
-                    arq_jobs.JOB_KEY_PREFIX + arq_id,
-                    arq_jobs.IN_PROGRESS_KEY_PREFIX + arq_id,
-                    arq_jobs.RETRY_KEY_PREFIX + arq_id,
-                ]
+                script_keys += job.take_keys
                 args += [
-                    arq_id, payload, envelope["id"], envelope["batch"], envelope.get("task", ""),
-                    orjson.dumps(envelope),
+                    job.arq_id, job.payload, envelope["id"], envelope["batch"],
+                    envelope.get("task", ""), orjson.dumps(envelope),
                 ]  # fmt: skip
             if len(args) > 4:
-                outcomes = await script(self.redis, "cancel_queued")(keys=script_keys, args=args)
+                outcomes = await cancel_queued(keys=script_keys, args=args)
                 removed += sum(int(outcome) for outcome in outcomes)
         return removed
 
@@ -277,20 +269,18 @@ class Canceller:
         held: dict[tuple[str, str], str | None] = {}
         for pool in self.settings.ordered_pools:
             queue = pool.queue or self.keys.pool_queue(pool.name)
-            arq_ids = [raw.decode() for raw in await self.redis.zrange(queue, 0, -1)]
-            for start in range(0, len(arq_ids), QUEUED_CHUNK):
-                chunk = arq_ids[start : start + QUEUED_CHUNK]
+            async for chunk in arq_jobs.queued(self.redis, queue, QUEUED_CHUNK):
+                mine = [
+                    job for job in chunk
+                    if target.matches(job.envelope.get("batch"), job.envelope["id"])
+                ]  # fmt: skip
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.mget([arq_jobs.JOB_KEY_PREFIX + i for i in chunk])
-                    for arq_id in chunk:
-                        pipe.exists(arq_jobs.IN_PROGRESS_KEY_PREFIX + arq_id)
-                    payloads, *claimed = await pipe.execute()
-                for payload, is_claimed in zip(payloads, claimed, strict=True):
-                    envelope = arq_jobs.envelope_in(payload)
-                    if envelope is None or not is_claimed:
-                        continue
-                    if target.matches(envelope.get("batch"), envelope.get("id")):
-                        held[(str(envelope["batch"]), str(envelope["id"]))] = None
+                    for job in mine:
+                        pipe.exists(arq_jobs.IN_PROGRESS_KEY_PREFIX + job.arq_id)
+                    claimed = await pipe.execute()
+                for job, is_claimed in zip(mine, claimed, strict=True):
+                    if is_claimed:
+                        held[(str(job.envelope["batch"]), job.envelope["id"])] = None
         statuses = await self._statuses(held)
         return {job: statuses[job] for job in held}
 

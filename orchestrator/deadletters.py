@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from orchestrator import arq_jobs
-from orchestrator.job import JOB
+from orchestrator.job import JOB, requeued
 from orchestrator.keys import Keys
 from orchestrator.receipts import DeadLetter
 from orchestrator.scripts import script
@@ -165,7 +165,7 @@ async def requeue(
                 keys.receipts(str(envelope["batch"])),
                 *arq_jobs.run_keys(arq_id),
             ]
-            args += [len(entries), *(entry.raw for entry in entries), _encode(envelope)]
+            args += [len(entries), *(entry.raw for entry in entries), requeued(envelope)]
             args += [envelope["id"], *(receipt or ("", ""))]
         reply = await run(keys=script_keys, args=args)
         for (ref, _, envelope), outcome in zip(chunk, reply, strict=True):
@@ -250,12 +250,6 @@ async def _receipts(
         else:
             swaps.append(None)
     return swaps
-
-
-def _encode(envelope: Mapping[str, Any]) -> bytes:
-    """The envelope as the conductor takes it. `rate_paid` is dropped: the job's rate
-    limits were paid for a run that is over, and the rerun must pay again."""
-    return orjson.dumps({name: value for name, value in envelope.items() if name != "rate_paid"})
 
 
 async def remove(redis: Redis, keys: Keys, entries: Sequence[Entry]) -> int:

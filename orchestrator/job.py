@@ -112,6 +112,13 @@ def priority_of(job: Job | JobSpec) -> int:
     return given if isinstance(given, int) else 0
 
 
+def requeued(envelope: Mapping[str, Any]) -> bytes:
+    """An envelope as it goes back in line (dlq requeue, retry, a paused pool's jobs taken
+    back): `rate_paid` dropped, as its rate limits were paid for a forward that is over
+    and the next one must pay again."""
+    return orjson.dumps({name: value for name, value in envelope.items() if name != "rate_paid"})
+
+
 def mark_paid(raw: bytes) -> bytes:
     """The envelope with `rate_paid` set, by splicing (the conductor never re-encodes)."""
     return raw.rstrip()[:-1] + b',"rate_paid":true}'

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
 from redis.asyncio import Redis
 
 from orchestrator import arq_jobs
+from orchestrator.job import requeued
 from orchestrator.keys import Keys
 from orchestrator.priority import backlog_depths
 from orchestrator.scripts import script
@@ -102,26 +102,15 @@ async def resume(redis: Redis, keys: Keys, kind: Kind, names: Sequence[str]) -> 
 async def take_back(redis: Redis, keys: Keys, pool: str, queue: str) -> int:
     """Move the jobs of `pool`'s arq queue that no worker has claimed back onto the ready
     list; returns how many moved. The queue holds at most the pool's forwarded jobs."""
-    arq_ids = [raw.decode() for raw in await redis.zrange(queue, 0, -1)]
     move = script(redis, "take_back")
     moved = 0
-    for start in range(0, len(arq_ids), TAKE_BACK_CHUNK):
-        chunk = arq_ids[start : start + TAKE_BACK_CHUNK]
-        payloads = await redis.mget([arq_jobs.JOB_KEY_PREFIX + arq_id for arq_id in chunk])
+    async for chunk in arq_jobs.queued(redis, queue, TAKE_BACK_CHUNK):
         script_keys = [queue, keys.inflight(pool), keys.ready, keys.events]
         args: list[Any] = [pool]
-        for arq_id, payload in zip(chunk, payloads, strict=True):
-            envelope = arq_jobs.envelope_in(payload)
-            if envelope is None or not isinstance(envelope.get("id"), str):
-                continue  # not a job the conductor forwarded: not ours to move
-            envelope.pop("rate_paid", None)  # its rate limits are for its next forward
-            script_keys += [
-                arq_jobs.JOB_KEY_PREFIX + arq_id,
-                arq_jobs.IN_PROGRESS_KEY_PREFIX + arq_id,
-                arq_jobs.RETRY_KEY_PREFIX + arq_id,
-            ]
-            args += [arq_id, payload, envelope["id"], orjson.dumps(envelope)]
-        if len(args) > 1:
+        for job in chunk:
+            script_keys += job.take_keys
+            args += [job.arq_id, job.payload, job.envelope["id"], requeued(job.envelope)]
+        if chunk:
             moved += int(await move(keys=script_keys, args=args))
     return moved
 

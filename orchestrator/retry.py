@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from orchestrator import arq_jobs, deadletters
 from orchestrator.errors import UserError
+from orchestrator.job import requeued
 from orchestrator.keys import Keys
 from orchestrator.scripts import script
 
@@ -101,15 +102,6 @@ async def _retry_cancelled(redis: Redis, keys: Keys, batch: str, report: RetryRe
         args: list[Any] = [batch, per_job]
         for job_id, stored in chunk:
             script_keys += arq_jobs.run_keys(keys.arq_job_id(job_id.decode()))
-            args += [job_id, stored, _fresh(stored)]
+            args += [job_id, stored, requeued(orjson.loads(stored)) if stored else b""]
         for outcome in await run(keys=script_keys, args=args):
             report.cancelled[outcome.decode()] += 1
-
-
-def _fresh(stored: bytes) -> bytes:
-    """The envelope to queue again: `rate_paid` dropped, as the new run must pay again."""
-    if not stored:
-        return b""
-    envelope = orjson.loads(stored)
-    envelope.pop("rate_paid", None)
-    return orjson.dumps(envelope)
