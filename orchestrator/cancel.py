@@ -23,6 +23,7 @@ wait for running jobs are one operation whose order is its correctness.
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -112,10 +113,7 @@ class Canceller:
             created = await pipe.execute()
         unknown = [name for name, at in zip(names, created, strict=True) if at is None]
         if unknown:
-            raise UserError(
-                f"unknown batch {unknown[0]!r}: nothing was cancelled "
-                "(`orchestrator status` lists the batches)"
-            )
+            raise await unknown_batch(self.redis, self.keys, unknown[0], "nothing was cancelled")
         now = time.time()
         report = CancelReport(batches=names, jobs=[])
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -351,6 +349,15 @@ class Canceller:
                     found[job_id] = (batch, status)
                     break
         return found
+
+
+async def unknown_batch(redis: Redis, keys: Keys, name: str, consequence: str) -> UserError:
+    """The one line for a batch id nothing knows, with the closest known one when a typo
+    is likely."""
+    known = [raw.decode() for raw in await redis.zrevrange(keys.batches, 0, 9999)]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "`orchestrator status` lists the batches"
+    return UserError(f"unknown batch {name!r}: {consequence}; {hint}")
 
 
 def _status(raw: bytes | None) -> str | None:

@@ -19,6 +19,7 @@ import orjson
 from redis.asyncio import Redis
 
 from orchestrator import arq_jobs, deadletters
+from orchestrator.cancel import unknown_batch
 from orchestrator.errors import UserError
 from orchestrator.job import requeued
 from orchestrator.keys import Keys
@@ -54,7 +55,7 @@ async def retry_batch(
 ) -> RetryReport:
     record = {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.batch(batch))).items()}  # type: ignore[misc]
     if "created_at" not in record:
-        raise UserError(f"unknown batch {batch!r} (`orchestrator status` lists the batches)")
+        raise await unknown_batch(redis, keys, batch, "nothing was retried")
     if failed and not cancelled and "cancelled_at" in record:
         raise UserError(
             f"batch {batch!r} is cancelled, so its retried jobs would be cancelled again: "

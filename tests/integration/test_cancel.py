@@ -150,6 +150,10 @@ def test_cancelling_one_job_leaves_its_batch_and_a_later_reuse_of_its_id(
     missing = orchestrator(run, "cancel", "no_such_batch")
     assert missing.returncode == 2
     assert "unknown batch 'no_such_batch'" in missing.stderr
+    typo = orchestrator(run, "cancel", "frist_01")
+    assert typo.returncode == 2
+    assert "did you mean 'first_01'?" in typo.stderr
+    assert orchestrator(run, "retry", "frist_01").returncode == 2
 
     # A later batch reuses the id: the earlier cancel must not touch it.
     run.dispatch(write_manifest(tmp_path / "second_01.jsonl", [lines[1]]))
