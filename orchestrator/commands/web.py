@@ -1,0 +1,73 @@
+"""`orchestrator web [--host H] [--port P]`: the dashboard in a browser."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from orchestrator.commands.common import add_common_options, positive_int, run_async
+from orchestrator.errors import EXIT_OK
+from orchestrator.settings import Settings
+
+ORDER = 61
+
+
+def register(commands: Any) -> None:
+    web = commands.add_parser(
+        "web",
+        help="a dashboard in the browser: pools filling and spilling, batches, dead "
+        "letters, and buttons to act on them",
+        description=(
+            "Serve the dashboard until Ctrl-C. Overview: each pool in routing order (its "
+            "load, and whether metal is full and cloud is taking the overflow), cloud "
+            "workers and today's spend, backlogs, rate limits, conductors. Batches: "
+            "progress, and a page per batch with its jobs. Dead letters: payload, last "
+            "error, requeue. Buttons cancel a batch, retry its failures, pause or resume "
+            "a backlog or a pool; they need a token: ORCHESTRATOR_WEB_TOKEN, or, on "
+            "loopback without it, one made up and printed in the URL to open. The same "
+            "data is JSON under /api/ (/api/status is `status --json`). All open pages "
+            "share one Redis read per --interval."
+        ),
+    )
+    web.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; any other "
+        "needs ORCHESTRATOR_WEB_TOKEN)",
+    )
+    web.add_argument("--port", type=positive_int, default=None, help="default: 8765")
+    web.add_argument(
+        "--interval",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between refreshes of what the pages show (default: 1)",
+    )
+    add_common_options(web)
+    web.set_defaults(command=_web, service=True)
+
+
+def _web(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.web.server import DEFAULT_PORT, serve
+
+    async def run() -> None:
+        await serve(
+            settings,
+            options.host,
+            options.port or DEFAULT_PORT,
+            interval=options.interval,
+            source=getattr(options, "redis_source", None),
+        )
+
+    run_async(run)
+    return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.1 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 60 seconds, got {text}")
+    return value

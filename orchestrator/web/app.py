@@ -1,0 +1,315 @@
+"""The dashboard as an ASGI app: a page shell, its script and style, and the JSON API
+under `/api/` the pages read and scripts may call.
+
+The pages are one static shell (`static/index.html`) whose script renders every view
+from the API; it builds the DOM from text nodes only, so a job's arguments are shown,
+never interpreted. Reads go through `hub`, shared by every open page: the overview and
+the first page of batches come from one snapshot (`status.py`'s one Lua round trip)
+per refresh interval, whoever watches. Actions are POSTs that `guard` checks first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from orchestrator import deadletters, pausing
+from orchestrator.batch_detail import JOB_STATES, BatchDetail, read_batch
+from orchestrator.cancel import Canceller
+from orchestrator.errors import UserError
+from orchestrator.keys import Keys, backlog_name
+from orchestrator.retry import retry_batch
+from orchestrator.settings import Settings, redact_url
+from orchestrator.stack_record import RedisSource
+from orchestrator.status import Snapshot, StatusReader, to_json
+from orchestrator.web.guard import HostGuard, action_refusal, refusal
+from orchestrator.web.hub import Shared, SharedByKey
+
+STATIC = Path(__file__).parent / "static"
+PAGE_SIZE = 25  # batches per page of the batch list
+JOBS_PAGE = 100  # jobs per page of a batch page
+DEAD_PAGE = 100  # dead letters per page
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Dashboard:
+    """What the routes share: one Redis client, the shared reads, the token."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        token: str,
+        interval: float = 1.0,
+        source: RedisSource | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.token = token
+        self.interval = interval
+        self.source = source
+        # The overview and the first page of batches: one snapshot for both.
+        reader = StatusReader(redis, settings, batches=PAGE_SIZE, source=source)
+        self.snapshot: Shared[Snapshot] = Shared(reader.read, interval)
+        # Later pages of batches: a reader each, so that its receipt counts carry over.
+        self.pages: SharedByKey[Snapshot] = SharedByKey(self._page_reader, interval, size=16)
+        self.batches: SharedByKey[BatchDetail | None] = SharedByKey(
+            lambda batch: partial(read_batch, redis, self.keys, batch), interval, size=32
+        )
+
+    def _page_reader(self, page: str) -> Callable[[], Awaitable[Snapshot]]:
+        first = (int(page) - 1) * PAGE_SIZE
+        return StatusReader(self.redis, self.settings, batches=PAGE_SIZE, first_batch=first).read
+
+    # --- pages and reads ---------------------------------------------------------------
+
+    async def shell(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    async def status(self, request: Request) -> Response:
+        frame = await self.snapshot.get()
+        return _json_bytes(to_json(frame.value))
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: the status document at every refresh, until the page goes."""
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for frame in self.snapshot.stream():
+                if await request.is_disconnected():
+                    return
+                body = orjson.dumps(asdict(frame.value))
+                yield b"event: status\ndata: " + body + b"\n\n"
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"x-accel-buffering": "no"},
+        )
+
+    async def batch_list(self, request: Request) -> Response:
+        page = _int(request.query_params.get("page"), 1, minimum=1)
+        snapshot = (
+            (await self.snapshot.get()).value
+            if page == 1
+            else (await self.pages.get(str(page))).value
+        )
+        return _json(
+            {
+                "page": page,
+                "page_size": PAGE_SIZE,
+                "total": snapshot.batches_total,
+                "batches": [asdict(batch) for batch in snapshot.batches],
+            }
+        )
+
+    async def batch(self, request: Request) -> Response:
+        batch = request.path_params["batch"]
+        state = request.query_params.get("state") or None
+        if state is not None and state not in JOB_STATES:
+            return refusal(f"state must be one of {', '.join(JOB_STATES)}", 400)
+        detail = (await self.batches.get(batch)).value
+        if detail is None:
+            return refusal(f"unknown batch {batch!r}", 404)
+        offset = _int(request.query_params.get("offset"), 0, minimum=0)
+        return _json(detail.to_json(state=state, offset=offset, limit=JOBS_PAGE))
+
+    async def dead_list(self, request: Request) -> Response:
+        offset = _int(request.query_params.get("offset"), 0, minimum=0)
+        total, entries = await deadletters.read_page(self.redis, self.keys, offset, DEAD_PAGE)
+        return _json(
+            {
+                "total": total,
+                "offset": offset,
+                "page_size": DEAD_PAGE,
+                "letters": [_letter(entry, full=False) for entry in entries],
+            }
+        )
+
+    async def dead(self, request: Request) -> Response:
+        ref = request.path_params["ref"]
+        chosen, _ = deadletters.select(await deadletters.read_all(self.redis, self.keys), [ref])
+        if not chosen:
+            return refusal(f"no dead letter {ref!r} (requeued or purged?)", 404)
+        records = chosen[ref]
+        return _json({**_letter(records[-1], full=True), "records": len(records)})
+
+    # --- actions -------------------------------------------------------------------------
+
+    async def cancel(self, request: Request) -> Response:
+        body = await _body(request)
+        report = await Canceller(self.redis, self.settings).batches(
+            [request.path_params["batch"]], running=bool(body.get("running")), wait=0.0
+        )
+        return self._acted(report.to_json())
+
+    async def retry(self, request: Request) -> Response:
+        body = await _body(request)
+        report = await retry_batch(
+            self.redis,
+            self.keys,
+            request.path_params["batch"],
+            failed=True,
+            cancelled=bool(body.get("cancelled")),
+        )
+        return self._acted(report.to_json())
+
+    async def pause(self, request: Request) -> Response:
+        kind, name = request.path_params["kind"], request.path_params["name"]
+        if kind == "pools":
+            pools = [p for p in self.settings.pools if p.name == name]
+            if not pools:
+                return refusal(f"{name!r} is not a configured pool", 404)
+            changes = await pausing.pause_pools(self.redis, self.keys, pools, time.time())
+        else:
+            changes = await pausing.pause_backlogs(
+                self.redis, self.keys, [_backlog(name)], time.time(), self.settings.backlogs
+            )
+        return self._acted([asdict(change) for change in changes])
+
+    async def resume(self, request: Request) -> Response:
+        kind, name = request.path_params["kind"], request.path_params["name"]
+        if kind == "pools" and name not in self.settings.pool_names:
+            return refusal(f"{name!r} is not a configured pool", 404)
+        which: pausing.Kind = "pool" if kind == "pools" else "backlog"
+        names = [name] if kind == "pools" else [_backlog(name)]
+        changes = await pausing.resume(self.redis, self.keys, which, names)
+        return self._acted([asdict(change) for change in changes])
+
+    async def requeue(self, request: Request) -> Response:
+        ref = request.path_params["ref"]
+        chosen, _ = deadletters.select(await deadletters.read_all(self.redis, self.keys), [ref])
+        if not chosen:
+            return refusal(f"no dead letter {ref!r} (requeued or purged meanwhile?)", 404)
+        (result,) = await deadletters.requeue(self.redis, self.keys, chosen)
+        if result.outcome != "requeued":
+            why = {"live": "arq still holds the job; try again in a moment", "gone": "gone"}
+            return refusal(f"not requeued: {why.get(result.outcome, result.detail)}", 409)
+        return self._acted({"ref": ref, "outcome": result.outcome, "task": result.detail})
+
+    def _acted(self, result: Any) -> Response:
+        """After an action, the next read of every view is a fresh one."""
+        self.snapshot.expire()
+        self.pages.expire()
+        self.batches.expire()
+        return _json({"ok": True, "result": result})
+
+    # --- the app -------------------------------------------------------------------------
+
+    def app(self, *, loopback_only: bool) -> Starlette:
+        def guarded(handler: Handler) -> Handler:
+            async def endpoint(request: Request) -> Response:
+                refused = action_refusal(request, self.token)
+                if refused is not None:
+                    return refused
+                return await handler(request)
+
+            return endpoint
+
+        shell = self.shell
+        routes = [
+            Route("/", shell),
+            Route("/batches", shell),
+            Route("/batches/{batch:path}", shell),
+            Route("/dead", shell),
+            Route("/dead/{ref:path}", shell),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            Route("/api/status", self.status),
+            Route("/api/events", self.events),
+            Route("/api/batches", self.batch_list),
+            Route("/api/batches/{batch}", self.batch),
+            Route("/api/batches/{batch}/cancel", guarded(self.cancel), methods=["POST"]),
+            Route("/api/batches/{batch}/retry", guarded(self.retry), methods=["POST"]),
+            Route("/api/dead", self.dead_list),
+            Route("/api/dead/{ref}", self.dead),
+            Route("/api/dead/{ref}/requeue", guarded(self.requeue), methods=["POST"]),
+            Route("/api/{kind:str}/{name}/pause", guarded(self.pause), methods=["POST"]),
+            Route("/api/{kind:str}/{name}/resume", guarded(self.resume), methods=["POST"]),
+        ]
+        return Starlette(
+            routes=routes,
+            middleware=[Middleware(HostGuard, loopback_only=loopback_only)],
+            exception_handlers={
+                UserError: _user_error,
+                RedisConnectionError: self._unreachable,
+                RedisTimeoutError: self._unreachable,
+                OSError: self._unreachable,
+            },
+        )
+
+    async def _unreachable(self, request: Request, exc: Exception) -> Response:
+        return refusal(f"cannot reach Redis at {redact_url(self.settings.redis_url)}: {exc}", 503)
+
+
+async def _user_error(request: Request, exc: Exception) -> Response:
+    return refusal(str(exc), 400 if not str(exc).startswith("unknown batch") else 404)
+
+
+def _letter(entry: deadletters.Entry, *, full: bool) -> dict[str, Any]:
+    record = entry.record
+    payload = record["payload"]
+    task = payload.get("task") if isinstance(payload, dict) else None
+    out: dict[str, Any] = {
+        "ref": entry.ref,
+        "job_id": record["job_id"],
+        "batch": entry.batch,
+        "task": task if isinstance(task, str) else None,
+        "reason": record["reason"],
+        "error": record["error"],
+        "at": record["at"],
+    }
+    if full:
+        out["payload"] = payload
+        out["receipt"] = record.get("receipt")
+    return out
+
+
+def _backlog(name: str) -> str:
+    try:
+        return backlog_name(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UserError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise UserError("the request body must be a JSON object")
+    return body
+
+
+def _int(text: str | None, default: int, *, minimum: int) -> int:
+    try:
+        return max(minimum, int(text)) if text else default
+    except ValueError:
+        return default
+
+
+def _json(value: Any) -> Response:
+    return _json_bytes(orjson.dumps(value))
+
+
+def _json_bytes(body: bytes) -> Response:
+    return Response(body, media_type="application/json")

@@ -1,0 +1,99 @@
+"""Who may act through the dashboard, and which requests are refused before any route.
+
+- **Actions need the token.** Every POST carries it in the `X-Orchestrator-Token`
+  header, compared in constant time. A header, not a cookie: a browser never adds it
+  to a request another site makes, so a forged form or image cannot act (CSRF). As
+  defence in depth, a POST whose `Origin` or `Sec-Fetch-Site` says it comes from
+  another site is refused too.
+- **Hosts.** Bound to loopback, only requests addressed to a loopback name are served,
+  so a web page cannot reach the dashboard through a DNS name it points at 127.0.0.1
+  (DNS rebinding).
+- **Headers.** A content security policy that allows nothing but the app's own files:
+  even a payload that slipped past escaping could not run a script or send data out.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+TOKEN_HEADER = "x-orchestrator-token"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cache-control": "no-store",
+}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server to this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(why: str, status: int = 403) -> Response:
+    return JSONResponse({"error": why}, status_code=status, headers=SECURITY_HEADERS)
+
+
+def action_refusal(request: Request, token: str) -> Response | None:
+    """Why this POST may not act, as the response to send; None when it may."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return refusal(f"cross-site request refused ({site})")
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        return refusal("cross-origin request refused")
+    given = request.headers.get(TOKEN_HEADER, "")
+    if not given:
+        return refusal("this action needs the dashboard token (X-Orchestrator-Token header)")
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return refusal("wrong dashboard token")
+    return None
+
+
+class HostGuard:
+    """ASGI middleware: refuse requests whose Host is not a loopback name (when bound
+    to loopback) and add the security headers to every response."""
+
+    def __init__(self, app: ASGIApp, *, loopback_only: bool) -> None:
+        self.app = app
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.loopback_only:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = urlsplit(f"//{host}").hostname or ""
+            if not is_loopback(name):
+                why = f"host {host!r} refused: this dashboard answers on loopback names only"
+                await refusal(why, 421)(scope, receive, send)
+                return
+
+        async def with_headers(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))  # type: ignore[call-overload]
+                present = {name.lower() for name, _ in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)  # type: ignore[arg-type]
