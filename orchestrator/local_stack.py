@@ -30,9 +30,15 @@ import structlog
 from anyio.abc import Process
 
 from orchestrator.errors import ServiceUnavailable
-from orchestrator.redis_server import RedisServer, embedded_redis_server, port_is_free
+from orchestrator.redis_server import (
+    RedisServer,
+    embedded_redis_server,
+    free_port,
+    port_is_free,
+)
 from orchestrator.settings import ScalerSettings, Settings, redact_url
 from orchestrator.stack_record import StackLock, StackRecord
+from orchestrator.web.access import DEFAULT_PORT as DEFAULT_WEB_PORT
 
 log = structlog.get_logger("orchestrator.up")
 DEFAULT_REDIS_PORT = 6399
@@ -49,6 +55,16 @@ class StackPlan:
     redis_port: int | None = None  # None: DEFAULT_REDIS_PORT when free, else any free port
     env: dict[str, str] = field(default_factory=dict)  # extra environment for children
     output: IO[bytes] | None = None  # children's output (None: inherit ours)
+    web: WebPlan | None = None  # the dashboard, as a child like the others (None: none)
+
+
+@dataclass(frozen=True)
+class WebPlan:
+    """The dashboard `up` starts: where, and the token its actions need."""
+
+    token: str
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: DEFAULT_WEB_PORT when free, else any free port
 
 
 # The scaler `up --elastic` and `demo` give a pool that has none: cloud workers of this
@@ -81,6 +97,7 @@ class RunningStack:
     redis_url: str
     embedded: RedisServer | None
     children: dict[str, Process]
+    web_url: str | None = None  # the dashboard's address (without its token)
 
 
 @dataclass
@@ -120,6 +137,9 @@ async def local_stack(
             if pool.scaler is None and (slots := plan.concurrency.get(pool.name, 0)) > 0:
                 args = ["worker", "--pool", pool.name, "--concurrency", str(slots)]
                 children[f"worker-{pool.name}"] = await _spawn(args, env, plan.output)
+        web_url = None
+        if plan.web is not None:
+            web_url, children["web"] = await _start_web(plan.web, env, plan.output)
         record = StackRecord(
             redis_url=url,
             up_pid=os.getpid(),
@@ -130,7 +150,7 @@ async def local_stack(
         )
         await anyio.to_thread.run_sync(lock.write, record)
         log.info("stack_started", redis=redact_url(url), processes=sorted(children))
-        yield RunningStack(url, embedded, children)
+        yield RunningStack(url, embedded, children, web_url)
     finally:
         with anyio.CancelScope(shield=True):
             await _stop_in_order(children, settings.grace_period, shutdown)
@@ -158,6 +178,16 @@ async def _start_redis(plan: StackPlan) -> RedisServer:
         ) from None
     log.info("redis_started", url=embedded.url, data=str(plan.data_dir / "redis"), embedded=True)
     return embedded
+
+
+async def _start_web(
+    web: WebPlan, env: Mapping[str, str], output: IO[bytes] | None
+) -> tuple[str, Process]:
+    port = web.port or (DEFAULT_WEB_PORT if port_is_free(DEFAULT_WEB_PORT) else free_port())
+    args = ["web", "--host", web.host, "--port", str(port)]
+    process = await _spawn(args, {**env, "ORCHESTRATOR_WEB_TOKEN": web.token}, output)
+    host = f"[{web.host}]" if ":" in web.host else web.host
+    return f"http://{host}:{port}/", process
 
 
 async def wait_for_exit(stack: RunningStack) -> str:

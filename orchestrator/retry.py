@@ -72,7 +72,7 @@ async def retry_batch(
 
 
 async def _retry_failed(redis: Redis, keys: Keys, batch: str, report: RetryReport) -> None:
-    entries = [e for e in await deadletters.read_all(redis, keys) if _batch_of(e) == batch]
+    entries = [e for e in await deadletters.read_all(redis, keys) if e.batch == batch]
     groups = deadletters.group(entries)
     for result in await deadletters.requeue(redis, keys, groups):
         report.failed[result.outcome] += 1
@@ -82,17 +82,10 @@ async def _retry_failed(redis: Redis, keys: Keys, batch: str, report: RetryRepor
             report.no_record.append(job_id.decode())
 
 
-def _batch_of(entry: deadletters.Entry) -> str | None:
-    for holder in (entry.record.get("payload"), entry.record.get("receipt")):
-        if isinstance(holder, dict) and isinstance(holder.get("batch"), str):
-            return str(holder["batch"])
-    return None
-
-
 async def _retry_cancelled(redis: Redis, keys: Keys, batch: str, report: RetryReport) -> None:
     run = script(redis, "retry_cancelled")
     fixed = [keys.batch(batch), keys.cancelled(batch), keys.receipts(batch)]
-    fixed += [keys.stop_running, keys.ready]
+    fixed += [keys.stop_running, keys.ready, keys.doorbell]
     per_job = len(arq_jobs.run_keys(""))
     found: list[tuple[bytes, bytes]] = [
         pair async for pair in redis.hscan_iter(keys.cancelled(batch), count=1000)

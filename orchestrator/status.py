@@ -61,7 +61,11 @@ DEAD_BUDGET = 1_000  # dead letters read per call: ~8 ms (each also reads its re
 
 
 class StatusReader:
-    """Reads snapshots; keep one per view so that receipt counts carry over."""
+    """Reads snapshots; keep one per view so that receipt counts carry over.
+
+    `batches` newest batches are listed, after passing over `first_batch` newer ones
+    (a page of the dashboard's batch list).
+    """
 
     def __init__(
         self,
@@ -69,6 +73,7 @@ class StatusReader:
         settings: Settings,
         *,
         batches: int = 10,
+        first_batch: int = 0,
         receipt_budget: int = RECEIPT_BUDGET,
         dead_budget: int = DEAD_BUDGET,
         source: RedisSource | None = None,
@@ -111,6 +116,7 @@ class StatusReader:
             "no_worker_prefix": _prefix(keys.no_worker),
             "buckets": [{"name": n, "key": keys.bucket(n)} for n in settings.rate_limits],
             "batches": batches,
+            "first_batch": first_batch,
             "budget": receipt_budget,
             "dead_budget": dead_budget,
         }
@@ -175,6 +181,7 @@ class StatusReader:
             pools=[self._pool(raw, now) for raw in reply["pools"]],
             rate_limits=[self._bucket(name, tat, now) for name, tat in _list(reply["buckets"])],
             batches=self._counter.batches(_list(reply["batches"]), reply["dead_scan"], keep),
+            batches_total=reply["batch_total"],
             dead_letters=reply["dead"],
         )
 

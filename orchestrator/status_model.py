@@ -58,6 +58,8 @@
   any job failed or was dead-lettered, else `cancelled` when any was cancelled),
   `cancelled_at` (unix seconds the batch was cancelled, null when it was not) and
   `counts_exact`.
+- `batches_total`: how many batches there are (`batches[]` holds the newest few, or
+  one page of them).
 
 Schema 2: `failed` no longer includes dead-lettered jobs (see `dead_lettered`).
 Schema 3: `pending` no longer includes cancelled jobs (see `cancelled`), and `state`
@@ -229,6 +231,7 @@ class Snapshot:
     pools: list[Pool]
     rate_limits: list[Bucket]
     batches: list[Batch]
+    batches_total: int
     dead_letters: int
 
 

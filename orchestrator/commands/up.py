@@ -16,11 +16,13 @@ from orchestrator.local_stack import (
     DEFAULT_REDIS_PORT,
     Shutdown,
     StackPlan,
+    WebPlan,
     local_stack,
     wait_for_exit,
     with_local_scaler,
 )
 from orchestrator.settings import Settings, redact_url
+from orchestrator.web.access import token_for
 
 ORDER = 80
 log = structlog.get_logger("orchestrator.up")
@@ -31,7 +33,8 @@ def register(commands: Any) -> None:
         "up",
         help="run the whole stack here: Redis, conductor, a metal and a cloud worker",
         description=(
-            "Start a conductor and one worker process per pool against REDIS_URL, or, "
+            "Start a conductor, one worker process per pool and the dashboard (`orchestrator "
+            "web`, its URL printed at start) against REDIS_URL, or, "
             "when no Redis URL is set, against an embedded Redis server (data kept in "
             "DATA_DIR/redis with the append-only file on, so a restart loses nothing). "
             "The stack is recorded in DATA_DIR/stack.json, so `dispatch`, `status`, "
@@ -62,6 +65,12 @@ def register(commands: Any) -> None:
         help=f"embedded Redis port (default: {DEFAULT_REDIS_PORT}, or any free port when "
         "that one is taken; the other commands find it either way)",
     )  # fmt: skip
+    up.add_argument(
+        "--web-port", type=positive_int, default=None,
+        help="the dashboard's port (default: 8765, or any free port when that one is "
+        "taken; its URL is printed at start)",
+    )  # fmt: skip
+    up.add_argument("--no-web", action="store_true", help="start no dashboard")
     add_common_options(up)
     up.set_defaults(command=_up, service=True, uses_stack=False)
 
@@ -70,11 +79,16 @@ def _up(options: argparse.Namespace, settings: Settings) -> int:
     env: dict[str, str] = {}
     if options.elastic:
         settings, env = with_local_scaler(settings, "cloud", options.cloud)
+    web, made_up = None, False
+    if not options.no_web:
+        token, made_up = token_for(settings, "127.0.0.1")
+        web = WebPlan(token, port=options.web_port)
     plan = StackPlan(
         concurrency={"metal": options.metal, "cloud": options.cloud},
         data_dir=options.data_dir or settings.data_dir,
         redis_port=options.redis_port,
         env=env,
+        web=web,
     )
     shutdown = Shutdown()
 
@@ -98,9 +112,13 @@ def _up(options: argparse.Namespace, settings: Settings) -> int:
 
                 tasks.start_soon(on_signals)
                 async with local_stack(settings, plan, shutdown) as stack:
+                    web_url = stack.web_url
+                    if web_url is not None and web is not None and made_up:
+                        web_url += f"#token={web.token}"  # opened so, its buttons work
                     log.info(
                         "ready",
                         redis=redact_url(stack.redis_url),
+                        web=web_url,
                         stack=str(plan.data_dir / "stack.json"),
                         hint="other commands run from this directory use this stack",
                     )

@@ -48,7 +48,8 @@ def register(commands: Any) -> None:
 
 
 def _web(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.web.server import DEFAULT_PORT, serve
+    from orchestrator.web.access import DEFAULT_PORT
+    from orchestrator.web.server import serve
 
     async def run() -> None:
         await serve(

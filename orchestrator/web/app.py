@@ -39,6 +39,7 @@ from orchestrator.stack_record import RedisSource
 from orchestrator.status import Snapshot, StatusReader, to_json
 from orchestrator.web.guard import HostGuard, action_refusal, refusal
 from orchestrator.web.hub import Shared, SharedByKey
+from orchestrator.web.timing import ServerTiming
 
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 25  # batches per page of the batch list
@@ -171,25 +172,19 @@ class Dashboard:
         return self._acted(report.to_json())
 
     async def pause(self, request: Request) -> Response:
-        kind, name = request.path_params["kind"], request.path_params["name"]
-        if kind == "pools":
+        kind, name = _paused_thing(request, self.settings)
+        if kind == "pool":
             pools = [p for p in self.settings.pools if p.name == name]
-            if not pools:
-                return refusal(f"{name!r} is not a configured pool", 404)
             changes = await pausing.pause_pools(self.redis, self.keys, pools, time.time())
         else:
             changes = await pausing.pause_backlogs(
-                self.redis, self.keys, [_backlog(name)], time.time(), self.settings.backlogs
+                self.redis, self.keys, [name], time.time(), self.settings.backlogs
             )
         return self._acted([asdict(change) for change in changes])
 
     async def resume(self, request: Request) -> Response:
-        kind, name = request.path_params["kind"], request.path_params["name"]
-        if kind == "pools" and name not in self.settings.pool_names:
-            return refusal(f"{name!r} is not a configured pool", 404)
-        which: pausing.Kind = "pool" if kind == "pools" else "backlog"
-        names = [name] if kind == "pools" else [_backlog(name)]
-        changes = await pausing.resume(self.redis, self.keys, which, names)
+        kind, name = _paused_thing(request, self.settings)
+        changes = await pausing.resume(self.redis, self.keys, kind, [name])
         return self._acted([asdict(change) for change in changes])
 
     async def requeue(self, request: Request) -> Response:
@@ -232,19 +227,24 @@ class Dashboard:
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/api/status", self.status),
             Route("/api/events", self.events),
+            # Ids may hold any non-blank character, `/` included (sent as %2F, which
+            # routing sees decoded): `path` parameters, actions matched first.
             Route("/api/batches", self.batch_list),
-            Route("/api/batches/{batch}", self.batch),
-            Route("/api/batches/{batch}/cancel", guarded(self.cancel), methods=["POST"]),
-            Route("/api/batches/{batch}/retry", guarded(self.retry), methods=["POST"]),
+            Route("/api/batches/{batch:path}/cancel", guarded(self.cancel), methods=["POST"]),
+            Route("/api/batches/{batch:path}/retry", guarded(self.retry), methods=["POST"]),
+            Route("/api/batches/{batch:path}", self.batch),
             Route("/api/dead", self.dead_list),
-            Route("/api/dead/{ref}", self.dead),
-            Route("/api/dead/{ref}/requeue", guarded(self.requeue), methods=["POST"]),
-            Route("/api/{kind:str}/{name}/pause", guarded(self.pause), methods=["POST"]),
-            Route("/api/{kind:str}/{name}/resume", guarded(self.resume), methods=["POST"]),
+            Route("/api/dead/{ref:path}/requeue", guarded(self.requeue), methods=["POST"]),
+            Route("/api/dead/{ref:path}", self.dead),
+            Route("/api/{kind}/{name:path}/pause", guarded(self.pause), methods=["POST"]),
+            Route("/api/{kind}/{name:path}/resume", guarded(self.resume), methods=["POST"]),
         ]
         return Starlette(
             routes=routes,
-            middleware=[Middleware(HostGuard, loopback_only=loopback_only)],
+            middleware=[
+                Middleware(HostGuard, loopback_only=loopback_only),
+                Middleware(ServerTiming),
+            ],
             exception_handlers={
                 UserError: _user_error,
                 RedisConnectionError: self._unreachable,
@@ -258,7 +258,8 @@ class Dashboard:
 
 
 async def _user_error(request: Request, exc: Exception) -> Response:
-    return refusal(str(exc), 400 if not str(exc).startswith("unknown batch") else 404)
+    unknown = isinstance(exc, NotFound) or str(exc).startswith("unknown batch")
+    return refusal(str(exc), 404 if unknown else 400)
 
 
 def _letter(entry: deadletters.Entry, *, full: bool) -> dict[str, Any]:
@@ -280,11 +281,24 @@ def _letter(entry: deadletters.Entry, *, full: bool) -> dict[str, Any]:
     return out
 
 
-def _backlog(name: str) -> str:
+def _paused_thing(request: Request, settings: Settings) -> tuple[pausing.Kind, str]:
+    """`/api/pools/NAME/…` or `/api/backlogs/NAME/…`: a configured pool, or a backlog
+    (a bare name means `backlog:NAME`, as on the command line)."""
+    kind, name = request.path_params["kind"], request.path_params["name"]
+    if kind == "pools":
+        if name not in settings.pool_names:
+            raise NotFound(f"{name!r} is not a configured pool ({', '.join(settings.pool_names)})")
+        return "pool", name
+    if kind != "backlogs":
+        raise NotFound(f"no such thing to pause or resume: {kind!r} (pools or backlogs)")
     try:
-        return backlog_name(name)
+        return "backlog", backlog_name(name)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+class NotFound(UserError):
+    """What the request names does not exist: 404."""
 
 
 async def _body(request: Request) -> dict[str, Any]:

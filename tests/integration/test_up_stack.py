@@ -268,3 +268,45 @@ def test_a_second_ctrl_c_stops_at_once_and_running_jobs_go_back_in_line(tmp_path
     client.close()
     assert persisted_receipts(tmp_path, "hurry_01") == []
     finish_after_restart(tmp_path, "hurry_01", {})
+
+
+def test_up_starts_the_dashboard_and_prints_its_url_with_the_token(tmp_path: Path) -> None:
+    """The URL in `up`'s ready line opens the dashboard of this stack, and the token in it
+    is the one its actions take."""
+    import urllib.error
+    import urllib.request
+
+    up = start_up(tmp_path, "--metal", "1", "--cloud", "1", "--web-port", str(free_port()))
+    try:
+        ready(tmp_path).close()
+        lines = [
+            orjson.loads(x)
+            for x in (tmp_path / "up.log").read_bytes().splitlines()
+            if x.startswith(b"{")
+        ]
+        (url,) = [line["web"] for line in lines if line.get("event") == "ready"]
+        base, token = url.split("#token=")
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(base + "api/status", timeout=2) as reply:
+                    return bool(orjson.loads(reply.read())["pools"][0]["workers"])
+            except OSError:
+                return False
+
+        wait_until(answers)
+        pause = base + "api/backlogs/default/pause"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(pause, method="POST"), timeout=5)
+        assert refused.value.code == 403
+        request = urllib.request.Request(
+            pause, method="POST", headers={"X-Orchestrator-Token": token}
+        )
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            assert reply.status == 200
+        assert "backlog:default" in command(tmp_path, "status", "--json").stdout
+        paused = orjson.loads(command(tmp_path, "status", "--json").stdout)["backlogs"][0]
+        assert paused["paused_at"] is not None
+    finally:
+        stop(up)
+    assert up.returncode == 0
