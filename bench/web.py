@@ -7,9 +7,10 @@ each page's data takes the server, on a big service.
 Starts a private Redis and fills it as a busy service would: 100 worker heartbeats
 (written by the worker's own `beat`), 1,000 dispatched batches of 50 jobs with their
 receipts (a few failed, with dead letters), one of them of 10,000 jobs. Then serves
-the dashboard (uvicorn, as `orchestrator web` does) with a refresh interval of 1 s and opens 10 live pages
-(server-sent-event streams) for the run. Meanwhile a client fetches what each page
-reads, each time after the last read expired, and times it. Reports:
+the dashboard (uvicorn, as `orchestrator web` does) with its refresh interval (0.5 s)
+and opens 10 live pages (server-sent-event streams) for the run. Meanwhile a client
+fetches what each page reads, each time after the last read expired, and times it.
+Reports:
 
 - first half of the run, the 10 pages only (each also reloading the overview and the
   first page of batches ten times a second): snapshot scripts Redis ran (its own
@@ -43,11 +44,12 @@ from orchestrator.metrics import Metrics
 from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
 from orchestrator.settings import Settings, load_settings
+from orchestrator.web.app import REFRESH as INTERVAL
 from orchestrator.web.app import Dashboard
 from orchestrator.worker_heartbeat import beat
 from orchestrator.worker_state import WorkerState
 
-WORKERS, BATCHES, JOBS, PAGES, INTERVAL = 100, 1_000, 50, 10, 1.0
+WORKERS, BATCHES, JOBS, PAGES = 100, 1_000, 50, 10
 BIG = 10_000  # jobs of one more batch, the biggest page
 
 

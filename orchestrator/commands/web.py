@@ -39,9 +39,9 @@ def register(commands: Any) -> None:
     web.add_argument(
         "--interval",
         type=_seconds,
-        default=1.0,
+        default=0.5,
         metavar="S",
-        help="seconds between refreshes of what the pages show (default: 1)",
+        help="seconds between refreshes of what the pages show (default: 0.5)",
     )
     add_common_options(web)
     web.set_defaults(command=_web, service=True)

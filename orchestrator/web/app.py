@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from orchestrator import deadletters, pausing
-from orchestrator.batch_detail import JOB_STATES, BatchDetail, read_batch
+from orchestrator.batch_detail import JOB_STATES, BatchDetail, read_again
 from orchestrator.cancel import Canceller
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
@@ -44,6 +43,9 @@ from orchestrator.web.timing import ServerTiming
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 25  # batches per page of the batch list
 JOBS_PAGE = 100  # jobs per page of a batch page
+# Seconds between reads of what the pages show: a live page is at most this plus one
+# read behind Redis, and Redis sees one snapshot per this, however many pages are open.
+REFRESH = 0.5
 DEAD_PAGE = 100  # dead letters per page
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -57,7 +59,7 @@ class Dashboard:
         settings: Settings,
         *,
         token: str,
-        interval: float = 1.0,
+        interval: float = REFRESH,
         source: RedisSource | None = None,
     ) -> None:
         self.redis = redis
@@ -72,8 +74,19 @@ class Dashboard:
         # Later pages of batches: a reader each, so that its receipt counts carry over.
         self.pages: SharedByKey[Snapshot] = SharedByKey(self._page_reader, interval, size=16)
         self.batches: SharedByKey[BatchDetail | None] = SharedByKey(
-            lambda batch: partial(read_batch, redis, self.keys, batch), interval, size=32
+            self._batch_reader, interval, size=32
         )
+
+    def _batch_reader(self, batch: str) -> Callable[[], Awaitable[BatchDetail | None]]:
+        """A batch's reads: a settled batch is read whole only when it changed."""
+        last: BatchDetail | None = None
+
+        async def read() -> BatchDetail | None:
+            nonlocal last
+            last = await read_again(self.redis, self.keys, batch, last)
+            return last
+
+        return read
 
     def _page_reader(self, page: str) -> Callable[[], Awaitable[Snapshot]]:
         first = (int(page) - 1) * PAGE_SIZE

@@ -16,7 +16,7 @@ from orchestrator.errors import UserError
 from orchestrator.settings import Settings
 from orchestrator.stack_record import RedisSource
 from orchestrator.web.access import Access, is_loopback, token_for
-from orchestrator.web.app import Dashboard
+from orchestrator.web.app import REFRESH, Dashboard
 
 log = structlog.get_logger("orchestrator.web")
 STOP_WITHIN = 3  # seconds open pages (server-sent events) get to close on Ctrl-C
@@ -42,7 +42,7 @@ async def serve(
     host: str,
     port: int,
     *,
-    interval: float = 1.0,
+    interval: float = REFRESH,
     source: RedisSource | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers: open pages get STOP_WITHIN)."""

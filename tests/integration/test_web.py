@@ -261,3 +261,39 @@ def test_web_on_a_taken_port_says_so_in_one_line(run_cli: CliRunner, redis_url: 
     assert result.code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+async def test_a_settled_batch_is_read_whole_again_only_when_it_changed(
+    async_redis: redis.asyncio.Redis, keys: Keys, run_cli: CliRunner, tmp_path: Path
+) -> None:
+    from orchestrator.batch_detail import read_again
+
+    await _dispatch(
+        run_cli, tmp_path, "done", [{"task": "system.echo", "args": [i]} for i in range(3)]
+    )
+    first = await read_again(async_redis, keys, "done", None)
+    assert first is not None
+    assert not first.settled  # nothing ran yet
+    for n in range(1, 4):
+        receipt = {
+            "job_id": f"done:{n}", "batch": "done", "task": "system.echo",
+            "status": "failed" if n == 3 else "succeeded", "pool": "metal", "worker": "w",
+            "attempt": 1, "started_at": 1.0, "ended_at": 2.0, "duration": 1.0, "error": None,
+        }  # fmt: skip
+        await async_redis.hset(keys.receipts("done"), f"done:{n}", orjson.dumps(receipt))
+    settled = await read_again(async_redis, keys, "done", first)
+    assert settled is not None
+    assert settled.settled
+    assert settled.counts["succeeded"] == 2
+    assert await read_again(async_redis, keys, "done", settled) is settled  # not re-read
+    # a retry of its failure takes it out of settled: read whole again
+    await async_redis.hset(
+        keys.receipts("done"), "done:3", orjson.dumps({**receipt, "status": "retrying"})
+    )
+    await async_redis.hset(
+        keys.running("done"), "done:3", orjson.dumps({**receipt, "status": "running"})
+    )
+    again = await read_again(async_redis, keys, "done", settled)
+    assert again is not settled
+    assert again is not None
+    assert again.counts["running"] == 1
