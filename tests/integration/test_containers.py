@@ -1,6 +1,7 @@
-"""The container stack, checked without a Docker engine (none runs on these machines):
-compose.yaml and the Dockerfile are parsed and every command they run is checked to be
-real, and a rehearsal runs the compose services' own commands as local processes."""
+"""The container stack, checked without a Docker engine, in seconds: compose.yaml and
+the Dockerfile are parsed and every command they run is checked to be real, and a
+rehearsal runs the compose services' own commands as local processes. The real engine
+runs the same files in tests/containers (`pytest -m containers`, run by .ci/run)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,29 @@ def test_every_service_command_is_a_real_subcommand(service: str) -> None:
     done = orchestrator(*command, "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: orchestrator {command[0]}")
+
+
+def test_compose_file_suits_compose_1_29_and_v2() -> None:
+    """1.29 rejects a top-level `name:` (v2 names the project by -p or the folder); a
+    BuildKit `# syntax=` line would pull a frontend image from a registry."""
+    assert "name" not in COMPOSE
+    assert not DOCKERFILE.startswith("# syntax=")
+    for service in APP_SERVICES:
+        build = COMPOSE["services"][service]["build"]
+        assert build == {"context": ".", "network": "host"}, service
+    # `sleep` as PID 1 ignores SIGTERM: without an init, stop and down wait it out.
+    assert COMPOSE["services"]["shell"]["init"] is True
+
+
+def test_containers_setup_waits_for_other_apt_runs() -> None:
+    """CI may install Chromium at the same moment: every apt-get of the setup queues on
+    dpkg's lock instead of failing on it."""
+    setup = (REPO / "scripts" / "containers-setup").read_text()
+    code = [line for line in setup.splitlines() if not line.lstrip().startswith("#")]
+    calls = [line for line in code if "apt-get" in line and "command -v" not in line]
+    assert calls, "containers-setup installs nothing with apt-get"
+    for line in calls:
+        assert "DPkg::Lock::Timeout=" in line, line
 
 
 def test_dockerfile_is_slim_multistage_non_root_and_drains() -> None:
