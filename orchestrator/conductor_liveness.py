@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -55,6 +56,8 @@ class Liveness:
         self.metrics = metrics
         self.log = log
         self._no_worker_warned: dict[str, float] = {}
+        # Until then (monotonic), a lapsed heartbeat proves nothing: see `heartbeat_forever`.
+        self._judge_after = 0.0
         self._recover = script(redis, "recover")
         self._reaper = script(redis, "reap")
         self._release_dead = script(redis, "release_dead_workers")
@@ -77,6 +80,10 @@ class Liveness:
                 await self.beat()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.log.warning("heartbeat_failed", error=str(exc))
+                # Redis was away: every heartbeat may have lapsed meanwhile (a restarted
+                # Redis keeps their expiry times), the living's too. Peers and workers
+                # are judged dead again only once each had a full TTL to beat after it.
+                self._judge_after = time.monotonic() + 3 * self.settings.heartbeat_interval
 
     async def beat(self) -> None:
         """Renew this conductor's heartbeat, learn new backlogs, recover dead peers."""
@@ -99,11 +106,10 @@ class Liveness:
             in_flight, queued = gauges[2 * index : 2 * index + 2]
             self.metrics.in_flight.labels(pool.name).set(in_flight)
             self.metrics.queue_depth.labels(pool.name).set(queued)
-        known = set(self._backlogs)
-        for name in sorted(b.decode() for b in backlogs):
-            if name not in known:
-                self._backlogs.append(backlog_name(name))
-                self.log.info("backlog_found", backlog=name)
+        self.learn_backlogs(backlogs)
+        if time.monotonic() < self._judge_after:
+            await self.warn_of_no_worker()
+            return
         for peer in sorted(p.decode() for p in peers):
             if peer != self.id and not await self.redis.exists(self.keys.conductor(peer)):
                 moved = await self.take_back(peer, forget=True)
@@ -112,6 +118,14 @@ class Liveness:
                     self.log.warning("recovered", peer=peer, jobs=moved)
         await self.reap()
         await self.warn_of_no_worker()
+
+    def learn_backlogs(self, names: Iterable[bytes]) -> None:
+        """Add the backlogs of the `backlogs` set not known yet to this conductor's list."""
+        known = set(self._backlogs)
+        for name in sorted(b.decode() for b in names):
+            if name not in known:
+                self._backlogs.append(backlog_name(name))
+                self.log.info("backlog_found", backlog=name)
 
     async def warn_of_no_worker(self) -> None:
         """A warning a minute for each task whose jobs wait for a worker that runs it."""
@@ -153,6 +167,7 @@ class Liveness:
             self.keys.ready,
             self.keys.conductors,
             self.keys.conductor(conductor_id),
+            self.keys.doorbell,
         ]
         args = [conductor_id, "forget" if forget else "keep"]
         return int(await self._recover(keys=keys, args=args))

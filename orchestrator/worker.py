@@ -35,9 +35,10 @@ from orchestrator.errors import UserError
 from orchestrator.job_stops import watch_for_stops
 from orchestrator.keys import Keys
 from orchestrator.registry import task_registry
+from orchestrator.scripts import script
 from orchestrator.settings import Settings
 from orchestrator.telemetry import serve_telemetry
-from orchestrator.worker_heartbeat import announce, heartbeat
+from orchestrator.worker_heartbeat import announce, beat, heartbeat
 from orchestrator.worker_runner import runner
 from orchestrator.worker_state import WorkerState, heartbeat_ttl
 
@@ -71,6 +72,7 @@ async def run_worker(
         concurrency,
         tasks=tuple(sorted(registry)),
         ttl=heartbeat_ttl(settings.heartbeat_interval),
+        prefetch=settings.prefetch_seconds,
         launch_id=launch_id or "",
         idle_exit=idle_exit,
     )
@@ -91,6 +93,7 @@ async def run_worker(
                 keys.holding(state.worker_id),
                 pool,
                 functions,
+                outcomes=state.outcomes,
                 queue_name=keys.pool_queue(pool),
                 redis_pool=arq_redis,
                 burst=burst,
@@ -154,19 +157,23 @@ async def run_worker(
 
 
 async def _release_held(redis: Redis, keys: Keys, state: WorkerState) -> bool:
-    """Drop the in-progress claims of the jobs this worker gave up; False while Redis is
-    still away (the caller tries again before its next start)."""
+    """Give up the jobs this worker held when Redis went away (`lua/release_held.lua`),
+    then renew the heartbeat before anything is claimed again; False while Redis is
+    still away (the caller tries again before its next start).
+
+    The heartbeat most likely lapsed during the outage (Redis keeps expiry times across
+    a restart): a worker that claimed before its next beat would look dead to the
+    conductors, which would free its new claims for another worker to run beside it."""
     try:
-        held = await redis.hkeys(keys.holding(state.worker_id))  # type: ignore[misc]
-        if held:
-            claims = [arq_jobs.IN_PROGRESS_KEY_PREFIX + job.decode() for job in held]
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.delete(*claims)
-                pipe.delete(keys.holding(state.worker_id))
-                await pipe.execute()
-            log.warning("jobs_released", jobs=len(held), reason="redis connection lost")
+        given_up = await script(redis, "release_held")(
+            keys=[keys.holding(state.worker_id)],
+            args=[arq_jobs.IN_PROGRESS_KEY_PREFIX, arq_jobs.RETRY_KEY_PREFIX],
+        )
+        await beat(redis, keys, state)
     except (RedisError, OSError):
         return False
+    if given_up:
+        log.warning("jobs_released", jobs=int(given_up), reason="redis connection lost")
     return True
 
 
