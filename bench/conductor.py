@@ -17,6 +17,7 @@ Starts a private Redis (as the tests do). Three measures:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def main() -> None:
     if options.raw_worker:
         anyio.run(raw_worker, *options.raw_worker)
         return
+    configure_logging("warning")  # no `dispatched` lines from this process's dispatches
     routed_jobs, naive_jobs, e2e_jobs = (
         (5_000, 1_000, 500) if options.quick else (20_000, 3_000, 2_000)
     )
@@ -182,7 +184,14 @@ async def raw_worker(url: str, queue: str, poll_delay: str) -> None:
         job_serializer=orjson.dumps,
         job_deserializer=orjson.loads,
     )
-    await worker.async_run()
+    try:
+        await worker.async_run()
+    except asyncio.CancelledError:
+        # How this worker stops: on SIGTERM arq's own handler cancels its main task,
+        # which `async_run` awaits (arq's sync `run` swallows it the same way).
+        pass
+    finally:
+        await worker.close()
 
 
 def pipeline_seconds(url: str, work: Path, jobs: int) -> float:

@@ -4,7 +4,7 @@ arq polls a queue on a fixed period; the conductor only forwards as many jobs as
 pool has free slots, so a worker would sit idle for up to a period after every job.
 Here the pause after each poll ends early on the pool's wake channel. And a job
 claimed by a process that then dies stays claimed for arq's job timeout unless someone
-knows who held it: the worker records that first thing, before arq's own reads.
+knows who held it: the worker records that in the same step as the claim.
 
 arq has no public hook for either, so this module overrides arq internals — and is the
 only module that does (`tests/unit/test_arq_contract.py` checks each one against the
@@ -16,12 +16,26 @@ installed arq):
   `POLL_DELAY` after; the worker is built with `poll_delay≈0` so arq's own sleep
   is not the pause.
 - `Worker.start_jobs(self, job_ids: list[bytes])`: called by `_poll_iteration` with
-  the ids it read. Wrapped to count them (how `_poll_iteration` knows the queue ran dry).
-- `Worker.run_job(self, job_id: str, score: int)`: one job's run, after `start_jobs`
-  set its in-progress claim. Wrapped to record `job_id → pool` in the worker's holding
-  hash first, so that the conductor's reaper (`lua/release_dead_workers.lua`) can drop
-  the claim of a worker that died; and `lua/take_back.lua` relies on `start_jobs`
-  claiming with WATCH/MULTI on `arq:in-progress:<id>`.
+  the ids it read; it claims each (arq's in-progress key, under WATCH/MULTI: four round
+  trips a job) and starts `run_job(job_id, score)` in a task. Replaced: the ids it may
+  start are claimed together by `lua/start_jobs.lua`, which makes arq's checks
+  atomically and records `job_id → pool` in the worker's holding hash in the same step,
+  so that the conductor's reaper (`lua/release_dead_workers.lua`) can drop the claims
+  of a worker that died; a job that ran before without finishing (a possible poison
+  pill) is claimed only by an idle worker and run alone. Slots are taken exactly as
+  arq takes them: its semaphore
+  `sem` and counter `job_counter` (given back by `_release_sem_dec_counter_on_complete`
+  when a job's task ends), `max_jobs`, its `tasks`, `in_progress_timeout_s` and the
+  `loop` it starts tasks on. `lua/lib/queued.lua` (take-back) relies on a claim being
+  atomic with its own check, as it is.
+- `Worker.finish_job(self, job_id, finish, result_data, result_timeout_s,
+  keep_result_forever, incr_score, keep_in_progress)`: arq's end of a run, one MULTI
+  (claim dropped; when `finish`, the result kept and the job deleted and taken out of
+  the queue; when `incr_score`, pushed back for its retry). Replaced by a copy of arq
+  0.28's that also runs the commands the job's runner staged for its end (its receipt,
+  slot, dead letter, wake-up: `receipts.stage`) under the job's id in `outcomes`: one
+  round trip where there were two, and no moment when the receipt is written while arq
+  still has the job, or the reverse. The contract test pins the source it copies.
 - The attributes these read: `Worker.pool` (the `ArqRedis`), `Worker.queue_read_limit`.
 
 Everything else the worker uses (`Worker(...)` keyword arguments, `async_run`, `close`,
@@ -36,40 +50,124 @@ release, so a new arq is let in only after `test_arq_contract.py` passes against
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
+from arq.constants import abort_jobs_ss
+from arq.utils import to_ms
 from arq.worker import Worker
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+
+from orchestrator import arq_jobs
+from orchestrator.scripts import script
 
 # Longest pause between two polls of the pool's queue when no wake-up comes (arq's
 # default period is 0.5 s); a forward wakes the worker at once.
 POLL_DELAY = 0.5
 # arq's own pause between polls, made negligible: the real pause is WakeableWorker's.
 ARQ_POLL_DELAY = 0.001
+# A job's end as its runner staged it, added to the MULTI where arq ends the job.
+Outcome = Callable[[Pipeline], None]
 
 
 class WakeableWorker(Worker):
     """An arq worker that polls its queue as soon as the conductor forwards a job, and
-    says which jobs it holds (in the hash `holding`) as soon as it has claimed them."""
+    claims the jobs it read in one step that also says it holds them (hash `holding`)."""
 
     def __init__(
-        self, wake: asyncio.Event, holding: str, pool: str, *args: Any, **kwargs: Any
+        self,
+        wake: asyncio.Event,
+        holding: str,
+        pool: str,
+        *args: Any,
+        outcomes: dict[str, Outcome] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self._outcomes: dict[str, Outcome] = {} if outcomes is None else outcomes
         self._wake = wake
         self._holding = holding
         self._pool_name = pool
         self._read = 0
-
-    async def run_job(self, job_id: str, score: int) -> None:
-        with suppress(RedisError, OSError):  # Redis away: arq's own read fails next
-            await self.pool.hset(self._holding, job_id, self._pool_name)  # type: ignore[misc]
-        await super().run_job(job_id, score)
+        self._claim: AsyncScript | None = None
+        self._alone: asyncio.Task[None] | None = None  # a suspect: nothing starts beside it
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Start the jobs read, in order, as slots allow: wait for a free slot as arq
+        does, then claim every id that fits in the slots free at that moment at once."""
         self._read = len(job_ids)
-        await super().start_jobs(job_ids)
+        pending = [job_id.decode() for job_id in job_ids]
+        while pending and self._alone is None:
+            await self.sem.acquire()  # waits while every slot is taken, as arq's does
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            taken = 1
+            # More free slots: taken now without waiting (acquire returns at once).
+            while taken < len(pending) and self.job_counter < self.max_jobs:
+                if self.sem.locked():
+                    break
+                await self.sem.acquire()
+                self.job_counter += 1
+                taken += 1
+            batch, pending = pending[:taken], pending[taken:]
+            idle = self.job_counter == taken  # nothing else runs: it may take a suspect
+            try:
+                scores, alone = await self._claim_all(batch, idle)
+            except BaseException:
+                for _ in batch:
+                    self._release_sem_dec_counter_on_complete()
+                raise
+            for job_id, score in zip(batch, scores, strict=True):
+                if score is None:  # claimed elsewhere, taken back, or not due any more
+                    self._release_sem_dec_counter_on_complete()
+                    continue
+                task = self.loop.create_task(self.run_job(job_id, score))
+                task.add_done_callback(self._slot_given_back)
+                self.tasks[job_id] = task
+            if alone:
+                self._alone = self.tasks[batch[alone - 1]]
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's end of a run (a copy of arq 0.28's), with the job's staged outcome."""
+        outcome = self._outcomes.pop(job_id, None)
+        async with self.pool.pipeline(transaction=True) as tr:
+            if outcome is not None:
+                outcome(tr)
+            delete_keys = []
+            in_progress_key = arq_jobs.IN_PROGRESS_KEY_PREFIX + job_id
+            if keep_in_progress is None:
+                delete_keys += [in_progress_key]
+            else:
+                tr.pexpire(in_progress_key, to_ms(keep_in_progress))
+            if finish:
+                if result_data:
+                    expire = None if keep_result_forever else result_timeout_s
+                    tr.set(arq_jobs.RESULT_KEY_PREFIX + job_id, result_data, px=to_ms(expire))
+                delete_keys += [
+                    arq_jobs.RETRY_KEY_PREFIX + job_id,
+                    arq_jobs.JOB_KEY_PREFIX + job_id,
+                ]
+                tr.zrem(abort_jobs_ss, job_id)
+                tr.zrem(self.queue_name, job_id)
+            elif incr_score:
+                tr.zincrby(self.queue_name, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            await tr.execute()
 
     async def _poll_iteration(self) -> None:
         self._wake.clear()
@@ -78,3 +176,25 @@ class WakeableWorker(Worker):
         if self._read < self.queue_read_limit:  # the queue is drained: pause until woken
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_DELAY)
+
+    async def _claim_all(self, job_ids: list[str], idle: bool) -> tuple[list[int | None], int]:
+        """Each job's queue score when this worker claimed it, else None; and the
+        position (from 1) of the suspect claimed alone, 0 when none (see the script)."""
+        if self._claim is None:
+            self._claim = script(self.pool, "start_jobs")
+        now_ms = round(time.time() * 1000)  # arq's clock for scores: the worker's
+        replies = await self._claim(
+            keys=[self.queue_name, self._holding],
+            args=[
+                arq_jobs.IN_PROGRESS_KEY_PREFIX, int(self.in_progress_timeout_s * 1000),
+                now_ms, self._pool_name, arq_jobs.RETRY_KEY_PREFIX, "1" if idle else "0",
+                *job_ids,
+            ],
+        )  # fmt: skip
+        *scores, alone = replies
+        return [None if not score else int(float(score)) for score in scores], int(alone)
+
+    def _slot_given_back(self, task: asyncio.Task[None]) -> None:
+        if task is self._alone:
+            self._alone = None  # the suspect ended: others may start again
+        self._release_sem_dec_counter_on_complete()

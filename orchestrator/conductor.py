@@ -8,8 +8,13 @@ highest first, each level's backlogs in their configured order; paused backlogs 
 all, paused pools counted full) into this conductor's processing list; the second
 (`lua/forward.lua`) routes them all atomically, to pools whose live workers announce
 the job's task. The conductor holds no task code: the workers' heartbeats say what
-exists. With no free slot it waits for a worker to announce one; with nothing to do it
-blocks in Redis on a `BLMOVE`, so idle costs nothing. A job is always in exactly one
+exists.
+
+Between rounds the conductor sleeps in this process until something wakes it
+(`conductor_wakeup`: the doorbell that queueing a job rings, a job landing on a
+backlog, a freed slot) or the next deferred job is due: idle costs nothing, new work on
+any backlog is taken at once, and a rate-limited job goes at its instant, to the
+millisecond. A job is always in exactly one
 Redis structure — a backlog, a processing list, an arq queue, the deferred set, a
 waiting list (for a full pool, or for a worker that runs its task) or the dead letters
 — so a conductor that dies loses nothing: a peer sees its heartbeat lapse and puts its
@@ -35,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.conductor_liveness import RELEASE_BATCH, Liveness
 from orchestrator.conductor_routing import Forwarder
-from orchestrator.connection import on_messages
+from orchestrator.conductor_wakeup import Wakeup
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.priority import level_separator
@@ -45,7 +50,9 @@ from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.conductor")
 MAX_BACKOFF = 5.0
-STALLED_BLOCK = 0.25  # seconds; see _round
+# Seconds between rounds while jobs wait for a full pool and another pool idles: a slot
+# freed announces itself on the events channel; this is in case that message is lost.
+STALLED_BLOCK = 0.25
 
 
 class Conductor:
@@ -63,7 +70,6 @@ class Conductor:
         self.keys = Keys(settings.namespace)
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.processing = self.keys.processing(self.id)
-        self.slots_freed = anyio.Event()
         self._backlogs: list[str] = list(settings.backlogs)
         self._intake_keys = [
             self.processing, self.keys.ready, self.keys.deferred, self.keys.no_worker_tasks,
@@ -78,7 +84,6 @@ class Conductor:
         for pool in settings.ordered_pools:
             self._intake_args += [pool.name, pool.max_in_flight or 0]
         self._intake_args.append(level_separator(self.keys))
-        self._levels_seen = False  # some backlog has had jobs on levels other than 0
         self._paused: dict[str, frozenset[str]] = {"backlog": frozenset(), "pool": frozenset()}
         self._intake = script(redis, "intake")
         self.log = log.bind(conductor=self.id)
@@ -88,6 +93,10 @@ class Conductor:
         self._liveness = Liveness(
             settings, redis, self.keys, self.id, self._backlogs, self.metrics, self.log
         )
+        self._wakeup = Wakeup(
+            redis, self.keys, self._backlogs, lambda: self._paused["backlog"],
+            self._liveness.learn_backlogs, self.log,
+        )  # fmt: skip
 
     @property
     def forwarded(self) -> int:
@@ -103,7 +112,7 @@ class Conductor:
             await self._beat()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._liveness.heartbeat_forever)
-                tasks.start_soon(self._listen_for_slots)
+                tasks.start_soon(self._wakeup.run)
                 tasks.start_soon(self._conduct)
                 if any(pool.scaler for pool in self.settings.pools):
                     tasks.start_soon(Scaler(self.settings, self.redis, self.id, self.metrics).run)
@@ -145,22 +154,12 @@ class Conductor:
             for name in self._backlogs
             for part in (name, self.keys.backlog(name), self.keys.backlog_levels(name))
         ]
+        sent = time.monotonic()
         reply = await self._intake(keys=self._intake_keys, args=[*self._intake_args, *backlogs])
-        taken, next_due_ms, free, stalled, now_ms, origins, levels, *paused = reply
-        self._levels_seen = self._levels_seen or levels > 0
+        # Redis read its clock between sending and replying: count the wait from the middle.
+        replied = (sent + time.monotonic()) / 2
+        taken, next_due_us, free, stalled, now_ms, origins, _, *paused = reply
         self._note_pauses(*paused)
-        wait_cap = self.settings.idle_block if next_due_ms < 0 else max(next_due_ms / 1000, 0.001)
-        if not taken:
-            if sum(max(int(n), 0) for n in free) <= 0:
-                await self._wait_for_slots(min(wait_cap, self.settings.heartbeat_interval))
-                return
-            # Jobs wait for a pool that is full while another idles: watch the backlog
-            # only briefly, so a freed slot of the full pool is not left unused.
-            taken, origin = await self._block_for_work(
-                min(wait_cap, STALLED_BLOCK) if stalled else wait_cap
-            )
-            origins = [origin] * len(taken)
-            now_ms = int(time.time() * 1000)
         if taken:
             self.log.debug("intake", jobs=len(taken))
             sources = [self._backlogs[n - 1] if n > 0 else None for n in origins]
@@ -169,30 +168,16 @@ class Conductor:
             if hold_until is not None:
                 # Some jobs could go nowhere yet and went back to the head of the line:
                 # taking them again at once would spin. Wait for a slot or their time.
-                await self._wait_for_slots(max(hold_until - time.time(), 0.001))
-
-    async def _block_for_work(self, wait_cap: float) -> tuple[list[bytes], int]:
-        """Idle: wait inside Redis for the first backlog not paused to receive a job at
-        level 0; returns it (if any) and that backlog's 1-based index.
-
-        One BLMOVE watches one list, so while there are others — more backlogs, levels
-        other than 0 (once seen, a batch of another level may come at any time) — or
-        something is paused (a resume may come at any time), the wait is kept short
-        enough for intake to look at everything again soon.
-        """
-        timeout = min(wait_cap, self.settings.idle_block)
-        paused = self._paused["backlog"]
-        if len(self._backlogs) > 1 or self._levels_seen or paused or self._paused["pool"]:
-            timeout = min(timeout, 1.0)  # a full fix, watching every list, is another issue's
-        watched = [n for n, name in enumerate(self._backlogs, 1) if name not in paused]
-        if not watched:  # every backlog paused: `resume` publishes on the events channel
-            await self._wait_for_slots(timeout)
-            return [], 0
-        source = self.keys.backlog(self._backlogs[watched[0] - 1])
-        # redis-py types the timeout as int; Redis 6+ takes fractions of a second.
-        seconds: Any = max(timeout, 0.01)
-        job = await self.redis.blmove(source, self.processing, seconds, "LEFT", "RIGHT")
-        return ([job] if job is not None else []), watched[0]
+                await self._wakeup.wait(max(hold_until - time.time(), 0.001))
+            return
+        cap, room = self.settings.idle_block, sum(max(int(n), 0) for n in free) > 0
+        if not room:
+            cap = min(cap, self.settings.heartbeat_interval)
+        elif stalled:
+            cap = STALLED_BLOCK
+        if next_due_us >= 0:
+            cap = min(cap, replied + next_due_us / 1e6 - time.monotonic())
+        await self._wakeup.wait(cap, idle=room and not stalled)
 
     def _note_pauses(self, backlogs: Sequence[bytes], pools: Sequence[bytes]) -> None:
         """Log `paused` and `resumed` as intake sees the state change; the first round
@@ -205,11 +190,6 @@ class Conductor:
             for name in sorted(before - now):
                 self.log.info("resumed", **{kind: name})
             self._paused[kind] = now
-
-    async def _wait_for_slots(self, at_most: float) -> None:
-        with anyio.move_on_after(at_most):
-            await self.slots_freed.wait()
-        self.slots_freed = anyio.Event()
 
     # --- liveness and recovery (conductor_liveness) -----------------------------------
 
@@ -224,18 +204,3 @@ class Conductor:
 
     async def _hand_back(self) -> None:
         await self._liveness.hand_back(self.forwarded)
-
-    async def _listen_for_slots(self) -> None:
-        """Wake the loop when a worker announces freed slots (a job ended, a worker came).
-
-        `_wait_for_slots` replaces the event after each wait, so this hands over a view
-        that always sets the current one."""
-        await on_messages(self.redis, self.keys.events, _Current(self))
-
-
-class _Current:
-    def __init__(self, conductor: Conductor) -> None:
-        self._conductor = conductor
-
-    def set(self) -> None:
-        self._conductor.slots_freed.set()

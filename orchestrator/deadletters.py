@@ -54,6 +54,14 @@ class Entry:
             return job_id
         return HANDLE_PREFIX + hashlib.sha256(self.raw).hexdigest()[:8]
 
+    @property
+    def batch(self) -> str | None:
+        """The batch the record names, in its envelope or its receipt."""
+        for holder in (self.record.get("payload"), self.record.get("receipt")):
+            if isinstance(holder, dict) and isinstance(holder.get("batch"), str):
+                return str(holder["batch"])
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
@@ -78,6 +86,16 @@ async def read_newest(redis: Redis, keys: Keys, limit: int) -> tuple[int, list[E
         pipe.lrange(keys.dead, -limit, -1)
         total, raws = await pipe.execute()
     return int(total), [parse(raw) for raw in raws]
+
+
+async def read_page(redis: Redis, keys: Keys, offset: int, limit: int) -> tuple[int, list[Entry]]:
+    """How many records there are, and `limit` of them, newest first, after passing over
+    the `offset` newest (a page of the dashboard's list)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.llen(keys.dead)
+        pipe.lrange(keys.dead, -(offset + limit), -(offset + 1))
+        total, raws = await pipe.execute()
+    return int(total), [parse(raw) for raw in reversed(raws)]
 
 
 def parse(raw: bytes) -> Entry:
@@ -156,7 +174,7 @@ async def requeue(
     run = script(redis, "requeue_dead")
     for chunk in _chunks(ready, REQUEUE_CHUNK):
         receipts = await _receipts(redis, keys, [envelope for _, _, envelope in chunk])
-        script_keys: list[str] = [keys.dead, keys.ready]
+        script_keys: list[str] = [keys.dead, keys.ready, keys.doorbell]
         args: list[Any] = [len(arq_jobs.run_keys(""))]  # arq keys per job
         for (_, entries, envelope), receipt in zip(chunk, receipts, strict=True):
             arq_id = keys.arq_job_id(envelope["id"])

@@ -248,7 +248,7 @@ async def _commit(
     list of the one level given, or each job onto its own level's (the first given is 0)."""
     commit = script(redis, "commit_staged")
     script_keys = [
-        staging, keys.batch(batch), keys.backlog_levels(backlog),
+        staging, keys.batch(batch), keys.backlog_levels(backlog), keys.doorbell,
         *(keys.backlog_level(backlog, level) for level in levels),
     ]  # fmt: skip
     mode = "one" if len(levels) == 1 else "marked"

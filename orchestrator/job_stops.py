@@ -15,11 +15,13 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 import anyio
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from orchestrator.connection import on_messages
@@ -29,6 +31,7 @@ from orchestrator.receipts import Receipt
 from orchestrator.scripts import script
 
 log = structlog.get_logger("orchestrator.worker")
+_BEGIN: WeakKeyDictionary[Redis, AsyncScript] = WeakKeyDictionary()
 
 
 @dataclass(slots=True)
@@ -55,7 +58,10 @@ async def begin(
     """True: run the job (it is now marked running). False: it was cancelled, and is now
     ended as such (receipt, slot given back) without running."""
     batch, pool = envelope["batch"], running["pool"]
-    go = await script(redis, "begin")(
+    begin_script = _BEGIN.get(redis)
+    if begin_script is None:  # registering hashes the script: once per connection pool
+        begin_script = _BEGIN[redis] = script(redis, "begin")
+    go = await begin_script(
         keys=[
             keys.running(batch), keys.inflight(pool), keys.holding(worker_id), keys.events,
         ],

@@ -139,6 +139,15 @@ class Keys:
         """Jobs taken before and due again (recovered, released from deferral): served first."""
         return f"{self._root}:ready"
 
+    @property
+    def doorbell(self) -> str:
+        """List the conductors block on (`BLPOP`) for new work: whatever puts a job where
+        a conductor takes it (dispatch, requeue, retry, take-back, recovery, resume) rings
+        it in the same atomic step, `LPUSH` + `LTRIM` to one element. A ring carries no
+        job — the job is in its list already — so a lost ring delays a job by at most
+        `idle_block`, never loses it."""
+        return f"{self._root}:doorbell"
+
     def no_worker(self, task: str) -> str:
         """Jobs of `task` that no live worker of any pool they may use can run: they wait
         here, in order, until a worker announces the task in its heartbeat."""
@@ -190,6 +199,26 @@ class Keys:
     def worker(self, pool: str, worker_id: str) -> str:
         """A worker's heartbeat hash (slots, running, host, pid, …), with a TTL."""
         return f"{self._root}:worker:{pool}:{worker_id}"
+
+    def capacity(self, pool: str) -> str:
+        """Hash of the pool's capacity as counters, so that a round reads it in one call
+        whatever the fleet's size: `slots` and `workers` (live), `tasks:<list>` → how many
+        live workers announce exactly that task list (`tasks:*`: a worker too old to
+        announce), `finished` (jobs the pool ever finished), the completion `rate` the
+        conductors measure from it, `prefetch` (jobs the pool may hold beyond its slots)
+        and the workers' `prefetch_ms`. Kept by `lua/lib/pools.lua`."""
+        return f"{self._root}:capacity:{pool}"
+
+    def counted(self, pool: str) -> str:
+        """Hash of worker id → what the pool's capacity counts of it (`<slots>|<tasks>`):
+        the ledger that lets a heartbeat, a clean exit or an expiry change the counters by
+        exactly that worker's share."""
+        return f"{self._root}:counted:{pool}"
+
+    def deadlines(self, pool: str) -> str:
+        """Sorted set of the counted workers of `pool`, scored by the time (ms, Redis's
+        clock) their heartbeat lapses unless renewed: the ones the counters must forget."""
+        return f"{self._root}:deadlines:{pool}"
 
     def release(self, pool: str) -> str:
         """Set of the worker ids of `pool` the scaler asked to drain and leave: a worker

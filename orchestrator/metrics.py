@@ -70,6 +70,9 @@ class Metrics:
             "orchestrator_job_duration_seconds", "Run time of jobs.", ["pool", "task", "status"],
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
+        # A finished job's counter and histogram children, by (pool, task, status):
+        # `labels()` looks them up under a lock on every call, this once.
+        self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._last_beat = time.monotonic()
         heartbeat_age = Gauge(
             "orchestrator_heartbeat_age_seconds",
@@ -77,6 +80,15 @@ class Metrics:
             registry=r,
         )
         heartbeat_age.set_function(self.heartbeat_age)
+
+    def finished(self, pool: str, task: str, status: str, duration: float) -> None:
+        """A worker finished a job: counted by outcome, its run time observed."""
+        children = self._finished.get((pool, task, status))
+        if children is None:
+            children = (self.jobs.labels(pool, status), self.duration.labels(pool, task, status))
+            self._finished[(pool, task, status)] = children
+        children[0].inc()
+        children[1].observe(duration)
 
     def beat(self) -> None:
         """A heartbeat reached Redis."""

@@ -92,10 +92,14 @@ async def resume(redis: Redis, keys: Keys, kind: Kind, names: Sequence[str]) -> 
             pipe.hget(key, name)
             pipe.hdel(key, name)
         pipe.publish(keys.events, f"resumed {kind}")
+        # A resumed backlog's jobs are work to take: ring as dispatch does (the publish
+        # reaches only the conductors subscribed at this instant).
+        pipe.lpush(keys.doorbell, 1)
+        pipe.ltrim(keys.doorbell, 0, 0)
         replies = await pipe.execute()
     return [
         Change(name, bool(deleted), float(since) if since is not None else None)
-        for name, since, deleted in zip(names, replies[:-1:2], replies[1::2], strict=True)
+        for name, since, deleted in zip(names, replies[:-3:2], replies[1:-3:2], strict=True)
     ]
 
 
@@ -105,7 +109,7 @@ async def take_back(redis: Redis, keys: Keys, pool: str, queue: str) -> int:
     move = script(redis, "take_back")
     moved = 0
     async for chunk in arq_jobs.queued(redis, queue, TAKE_BACK_CHUNK):
-        script_keys = [queue, keys.inflight(pool), keys.ready, keys.events]
+        script_keys = [queue, keys.inflight(pool), keys.ready, keys.events, keys.doorbell]
         args: list[Any] = [pool]
         for job in chunk:
             script_keys += job.take_keys

@@ -20,7 +20,8 @@ class RateLimits:
         self._task_cache: dict[str, list[str]] = {}
 
     def job_buckets(self, job: Job) -> str:
-        """The job's own buckets as the forward script reads them: "name rate burst;…"."""
+        """The job's own buckets as the forward script reads them:
+        "name rate burst jitter;…"."""
         names = list(self._for_task(job["task"]))
         for name in job.get("meta", {}).get("rate_limit", []):
             if name in self._limits and name not in names:
@@ -45,4 +46,4 @@ class RateLimits:
 
 
 def _spec(name: str, limit: RateLimit) -> str:
-    return f"{name} {limit.rate!r} {limit.burst}"
+    return f"{name} {limit.rate!r} {limit.burst} {limit.jitter!r}"

@@ -3,7 +3,8 @@
 A batch's receipts live in one hash (job id → JSON), so `verify` reads a batch in a
 few HSCANs and a re-run of the same job overwrites its receipt instead of adding a
 second one. Finishing a job is one MULTI: the receipt, the pool's in-flight slot given
-back, the dead letter when it failed for good, and a wake-up for the conductors.
+back, the dead letter when it failed for good, and a wake-up for the conductors — and,
+in the worker, arq's own end of the job (`stage`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal, NotRequired
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from typing_extensions import TypedDict
 
 from orchestrator.keys import Keys
@@ -82,27 +84,49 @@ async def record(
     running: RunningCount | None = None,
     cancelled: bytes | None = None,
 ) -> None:
-    """Write a receipt; when the job is `finished` (succeeded or dead) give its slot back.
+    """Write a receipt in a MULTI of its own: `stage` it, then run it."""
+    async with redis.pipeline(transaction=True) as pipe:
+        stage(
+            pipe, keys, receipt, finished=finished, dead=dead, arq_job_id=arq_job_id,
+            running=running, cancelled=cancelled,
+        )  # fmt: skip
+        await pipe.execute()
+
+
+def stage(
+    pipe: Pipeline,
+    keys: Keys,
+    receipt: Receipt,
+    *,
+    finished: bool,
+    dead: DeadLetter | None = None,
+    arq_job_id: str | None = None,
+    running: RunningCount | None = None,
+    cancelled: bytes | None = None,
+) -> None:
+    """Add to a MULTI the writing of a receipt; when the job is `finished` (succeeded or
+    dead) its slot given back.
 
     The run is over either way, so the worker no longer holds `arq_job_id`, and its
     heartbeat's `running` count (when given) changes in the same step. A job stopped by
-    `cancel --running` keeps its envelope (`cancelled`) for `retry --cancelled`.
+    `cancel --running` keeps its envelope (`cancelled`) for `retry --cancelled`. The
+    worker stages it into the MULTI where arq ends the job (`arq_worker.finish_job`):
+    one round trip, and the receipt and arq's own bookkeeping never disagree.
     """
-    async with redis.pipeline(transaction=True) as pipe:
-        encoded = orjson.dumps(receipt).decode()
-        pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], encoded)
-        pipe.hdel(keys.running(receipt["batch"]), receipt["job_id"])  # the run is over
-        if arq_job_id is not None:
-            pipe.hdel(keys.holding(receipt["worker"]), arq_job_id)
-        if finished:
-            pipe.zrem(keys.inflight(receipt["pool"]), receipt["job_id"])
-        if dead is not None:
-            pipe.rpush(keys.dead, orjson.dumps(dead))
-        if cancelled is not None:
-            pipe.hset(keys.cancelled(receipt["batch"]), receipt["job_id"], cancelled.decode())
-        if running is not None:
-            pipe.hset(running.key, "running", str(running.running))
-            pipe.expire(running.key, running.ttl)  # never a heartbeat without its TTL
-        if finished:
-            pipe.publish(keys.events, receipt["pool"])
-        await pipe.execute()
+    pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], orjson.dumps(receipt).decode())
+    pipe.hdel(keys.running(receipt["batch"]), receipt["job_id"])  # the run is over
+    if arq_job_id is not None:
+        pipe.hdel(keys.holding(receipt["worker"]), arq_job_id)
+    if finished:
+        pipe.zrem(keys.inflight(receipt["pool"]), receipt["job_id"])
+        # the pool's completion rate, which sizes its prefetch (lua/lib/pools.lua)
+        pipe.hincrby(keys.capacity(receipt["pool"]), "finished", 1)
+    if dead is not None:
+        pipe.rpush(keys.dead, orjson.dumps(dead))
+    if cancelled is not None:
+        pipe.hset(keys.cancelled(receipt["batch"]), receipt["job_id"], cancelled.decode())
+    if running is not None:
+        pipe.hset(running.key, "running", str(running.running))
+        pipe.expire(running.key, running.ttl)  # never a heartbeat without its TTL
+    if finished:
+        pipe.publish(keys.events, receipt["pool"])

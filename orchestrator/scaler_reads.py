@@ -88,10 +88,15 @@ class PoolReads:
         return int(own) + int(waiting) + max(0, math.ceil(queued) - free)
 
     async def _free(self, pool: PoolSettings) -> int:
-        workers = await self.workers(pool.name)
-        slots = sum(int(w.get("slots") or 0) for w in workers)
-        inflight = int(await self.redis.zcard(self.keys.inflight(pool.name)))
-        free = slots - inflight
+        """The pool's free slots as the conductors count them (`lua/lib/pools.lua`): its
+        capacity counters' live slots and prefetch, less its jobs in flight."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.capacity(pool.name), ["slots", "prefetch"])
+            pipe.zcard(self.keys.inflight(pool.name))
+            (slots_raw, prefetch_raw), inflight = await pipe.execute()
+        slots = max(0, int(slots_raw or 0))
+        prefetch = max(0, min(int(prefetch_raw or 0), slots))
+        free = slots + prefetch - int(inflight)
         if pool.max_in_flight:
             free = min(free, pool.max_in_flight - inflight)
         return max(0, free)

@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -133,6 +134,13 @@ class RateLimit(BaseModel):
 
     rate: PositiveFloat
     burst: PositiveInt = 1
+    # Jobs the forwards may run ahead of the bucket when the one before went out late.
+    # 0 (the default) keeps the bucket's bound exact: in any window of t seconds at most
+    # burst + rate·t forwards, whatever the conductors' timing. With burst 1 the bucket
+    # has no room for lateness, so a late forward delays the ones after it (by the
+    # lateness alone: the next is paced, not deferred again); `jitter` = n lets the
+    # forwards exceed the bound by up to n jobs instead, so that no lateness adds up.
+    jitter: float = Field(default=0.0, ge=0)
 
 
 def _default_pools() -> list[PoolSettings]:
@@ -170,7 +178,17 @@ class Settings(BaseSettings):
     job_timeout: PositiveFloat = 600.0
     grace_period: float = Field(default=30.0, ge=0)  # SIGTERM: let running jobs finish
     intake_batch: PositiveInt = 200  # jobs a conductor takes and routes per round trip
-    idle_block: PositiveFloat = 5.0  # seconds one BLMOVE waits while every backlog is empty
+    # Seconds of work a pool may hold queued beyond its free slots, so that a slot that
+    # frees starts its next job at once instead of after a conductor round trip: a pool
+    # gets as many extra jobs as it finishes in this time (its measured completion rate,
+    # rounded down, at most its slots). A pool of long jobs finishes too few for one, so
+    # such a job is never queued behind a busy slot while a later pool has a free one.
+    # 0 turns prefetch off. Announced by the pool's workers with their heartbeats.
+    prefetch_seconds: float = Field(default=0.1, ge=0, le=60)
+    # Seconds an idle conductor sleeps before it looks at every list again anyway. Work
+    # queued through this project rings the doorbell and is taken at once; this bounds
+    # the wait of a job pushed without a ring (a producer's bare RPUSH, a lost ring).
+    idle_block: PositiveFloat = 5.0
     manifests_dir: Path = Path("manifests")
     # `orchestrator up` keeps its Redis data and its stack record here; the other
     # commands look here for a running stack, and workflows for their data files.
@@ -179,6 +197,10 @@ class Settings(BaseSettings):
     crud_database: Path = Path("data/crud.db")
     # /healthz and /metrics of conductors and workers; off unless set (containers set it).
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # `orchestrator web`: the token its actions (cancel, pause, requeue…) need. Unset, a
+    # dashboard on loopback makes one up and prints it in its URL; one bound to any
+    # other address refuses to start without it.
+    web_token: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -59,13 +59,15 @@ async def serve_telemetry(
 
     listener = await anyio.create_tcp_listener(local_port=port, reuse_port=False)
     log.info("telemetry_listening", port=port, paths=["/healthz", "/metrics"])
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, handle)
-        try:
-            yield
-        finally:
-            tasks.cancel_scope.cancel()
-            await listener.aclose()
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, handle)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+    finally:  # after serve() is cancelled: closed under it, accept() raises instead
+        await listener.aclose()
 
 
 async def _read_request(stream: SocketStream) -> bytes:

@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 
 import anyio
@@ -20,22 +20,41 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator import __version__
 from orchestrator.keys import Keys
 from orchestrator.receipts import RunningCount
+from orchestrator.scripts import script
 from orchestrator.worker_state import WorkerState
 
 log = structlog.get_logger("orchestrator.worker")
 
 
 async def announce(redis: Redis, keys: Keys, state: WorkerState) -> None:
-    """Tell the conductors at once what changed (slots, running), between beats."""
-    key = keys.worker(state.pool, state.worker_id)
+    """Tell the conductors at once what changed (slots, running), between beats; the
+    pool's capacity counters change in the same step."""
     with suppress(RedisConnectionError, RedisTimeoutError, OSError):
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={
-                "slots": str(state.slots), "running": str(state.running),
-                "draining": "1" if state.stopping else "",
-            })  # fmt: skip
-            pipe.expire(key, state.ttl)  # never leave a heartbeat without its TTL
-            await pipe.execute()
+        await _step(redis, keys, state, "announce", state.ttl * 1000, fields={
+            "slots": state.slots, "running": state.running,
+            "draining": "1" if state.stopping else "",
+        })  # fmt: skip
+
+
+async def beat(redis: Redis, keys: Keys, state: WorkerState) -> bool:
+    """One heartbeat: the worker's fields written with their TTL, the pool's capacity
+    counters moved by its share in the same script (`lua/heartbeat.lua`); whether the
+    pool's scaler released this worker."""
+    prefetch_ms = round(state.prefetch * 1000)
+    released = await _step(redis, keys, state, "beat", state.ttl * 1000, prefetch_ms, fields={
+        "pool": state.pool, "worker": state.worker_id, "host": socket.gethostname(),
+        "pid": os.getpid(), "slots": state.slots, "running": state.running,
+        "version": __version__, "time": time.time(), "tasks": ",".join(state.tasks),
+        "launch": state.launch_id, "draining": "1" if state.stopping else "",
+        "idle_since": "" if state.idle_since is None else f"{state.idle_since:.3f}",
+    })  # fmt: skip
+    return bool(released)
+
+
+async def leave(redis: Redis, keys: Keys, state: WorkerState) -> None:
+    """Deregister: the heartbeat and the worker's share of the pool's capacity go
+    together, and the conductors are told at once."""
+    await _step(redis, keys, state, "leave")
 
 
 @asynccontextmanager
@@ -43,34 +62,21 @@ async def heartbeat(
     redis: Redis, keys: Keys, interval: float, state: WorkerState
 ) -> AsyncIterator[None]:
     """Announce the worker's slots every `interval`; the key outlives three missed beats."""
-    key = keys.worker(state.pool, state.worker_id)
 
-    async def beat() -> None:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={
-                "pool": state.pool, "worker": state.worker_id, "host": socket.gethostname(),
-                "pid": os.getpid(), "slots": state.slots, "running": state.running,
-                "version": __version__, "time": time.time(), "tasks": ",".join(state.tasks),
-                "launch": state.launch_id, "draining": "1" if state.stopping else "",
-                "idle_since": "" if state.idle_since is None else f"{state.idle_since:.3f}",
-            })  # fmt: skip
-            pipe.expire(key, state.ttl)
-            pipe.sadd(keys.workers(state.pool), state.worker_id)
-            pipe.hset(keys.holders, state.worker_id, state.pool)
-            pipe.sismember(keys.release(state.pool), state.worker_id)
-            *_, released = await pipe.execute()
+    async def beat_once() -> None:
+        released = await beat(redis, keys, state)
         state.metrics.beat()
-        leave_when_due(state, bool(released))
+        leave_when_due(state, released)
 
     async def beat_forever() -> None:
         while True:
             await anyio.sleep(interval)
             try:
-                await beat()
+                await beat_once()
             except Exception as exc:  # Redis away: keep the process, the key will lapse
                 log.warning("heartbeat_failed", error=str(exc))
 
-    await beat()
+    await beat_once()
     await redis.publish(keys.events, state.pool)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(beat_forever)
@@ -79,12 +85,23 @@ async def heartbeat(
         finally:
             tasks.cancel_scope.cancel()
             with anyio.CancelScope(shield=True), suppress(Exception):
-                async with redis.pipeline(transaction=True) as pipe:
-                    pipe.delete(key)
-                    pipe.srem(keys.workers(state.pool), state.worker_id)
-                    pipe.srem(keys.release(state.pool), state.worker_id)
-                    pipe.publish(keys.events, state.pool)
-                    await pipe.execute()
+                await leave(redis, keys, state)
+
+
+async def _step(
+    redis: Redis,
+    keys: Keys,
+    state: WorkerState,
+    what: str,
+    *args: int,
+    fields: Mapping[str, str | int | float] | None = None,
+) -> int:
+    flat = [str(part) for pair in (fields or {}).items() for part in pair]
+    reply = await script(redis, "heartbeat")(
+        keys=[keys.worker(state.pool, state.worker_id)],
+        args=[keys.root, state.pool, state.worker_id, what, *args, *flat],
+    )
+    return int(reply)
 
 
 def leave_when_due(state: WorkerState, released: bool) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 import anyio
@@ -22,19 +23,22 @@ from orchestrator import arq_jobs
 from orchestrator.job import Job
 from orchestrator.job_stops import RunningJob, begin
 from orchestrator.keys import Keys
-from orchestrator.receipts import DeadLetter, Receipt, record, result_summary
+from orchestrator.receipts import DeadLetter, Receipt, result_summary, stage
 from orchestrator.registry import TaskDef
 from orchestrator.settings import Settings
 from orchestrator.worker_heartbeat import running_count
 from orchestrator.worker_state import WorkerState
 
-log = structlog.get_logger("orchestrator.worker")
+_LOG = structlog.get_logger("orchestrator.worker")
 
 
 def runner(
     definition: TaskDef, settings: Settings, keys: Keys, state: WorkerState
 ) -> Callable[[dict[str, Any], Job], Awaitable[dict[str, Any]]]:
     """The arq function for one task: the envelope in, a receipt out, whatever happens."""
+    # A logger resolved once, as configured now (at the worker's start), rather than by
+    # the lazy proxy at every call.
+    log = _LOG.bind()
 
     async def run(ctx: dict[str, Any], envelope: Job) -> dict[str, Any]:
         running = RunningJob(envelope["batch"], envelope["id"])
@@ -52,9 +56,10 @@ def runner(
         attempt: int = ctx["job_try"]
         arq_id: str = ctx["job_id"]
         max_tries = meta.get("max_tries") or settings.max_tries
-        bound = log.bind(
-            job_id=envelope["id"], task=envelope["task"], pool=state.pool, attempt=attempt
-        )
+        # Each event's context, passed with it: no logger bound per job, and an event
+        # the level filters out costs one no-op call.
+        about: dict[str, Any] = {"job_id": envelope["id"], "task": envelope["task"]}
+        about |= {"pool": state.pool, "attempt": attempt}
         started = time.time()
 
         def receipt(status: Any, error: str | None, result: Any = None) -> Receipt:
@@ -69,26 +74,30 @@ def runner(
                 made["result"] = result_summary(result)
             return made
 
+        def end(final: Receipt, **how: Any) -> None:
+            """The job's end, written with arq's (`WakeableWorker.finish_job`)."""
+            state.outcomes[arq_id] = partial(
+                stage, keys=keys, receipt=final, arq_job_id=arq_id, **how
+            )
+
         if not await begin(
             redis, keys, envelope, receipt("running", None), arq_id=arq_id,
             worker_id=state.worker_id,
         ):  # fmt: skip
-            bound.info("job_cancelled", reason="cancelled before it started")
+            log.info("job_cancelled", **about, reason="cancelled before it started")
             return {"status": "cancelled"}
         if attempt > max_tries:
             # Every earlier run ended without an outcome: the process died under it.
             error = f"interrupted: {attempt - 1} runs ended without an outcome"
             final = receipt("failed", error)
-            dead = _dead(envelope, "interrupted", error, final)
-            await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
-            bound.warning("dead_lettered", reason="interrupted", error=error)
+            end(final, finished=True, dead=_dead(envelope, "interrupted", error, final))
+            log.warning("dead_lettered", **about, reason="interrupted", error=error)
             return {"status": "failed", "error": error}
         if problem := definition.signature_problem(envelope["args"], envelope.get("kwargs", {})):
             # A run would only fail the same way max_tries times.
             final = receipt("failed", problem)
-            dead = _dead(envelope, "invalid_args", problem, final)
-            await record(redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id)
-            bound.warning("dead_lettered", reason="invalid_args", error=problem)
+            end(final, finished=True, dead=_dead(envelope, "invalid_args", problem, final))
+            log.warning("dead_lettered", **about, reason="invalid_args", error=problem)
             return {"status": "failed", "error": problem}
         state.ran(+1)
         try:
@@ -105,55 +114,40 @@ def runner(
                         pipe.decr(arq_jobs.RETRY_KEY_PREFIX + arq_id)
                         pipe.hdel(keys.holding(state.worker_id), arq_id)
                         await pipe.execute()
-                bound.info("job_requeued", reason="worker stopped before it finished")
+                log.info("job_requeued", **about, reason="worker stopped before it finished")
             raise
         except Exception as exc:
             state.ran(-1)
             error = f"{type(exc).__name__}: {exc}"
             if attempt < max_tries:
-                await record(
-                    redis, keys, receipt("retrying", error), finished=False, arq_job_id=arq_id,
-                    running=running_count(keys, state),
-                )  # fmt: skip
-                bound.warning("job_retrying", error=error, max_tries=max_tries)
+                end(receipt("retrying", error), finished=False, running=running_count(keys, state))
+                log.warning("job_retrying", **about, error=error, max_tries=max_tries)
                 raise Retry(defer=settings.retry_delay * attempt) from exc
             final = receipt("failed", error)
             dead = _dead(envelope, "failed", error, final)
-            await record(
-                redis, keys, final, finished=True, dead=dead, arq_job_id=arq_id,
-                running=running_count(keys, state),
-            )  # fmt: skip
-            bound.warning("dead_lettered", reason="failed", error=error)
+            end(final, finished=True, dead=dead, running=running_count(keys, state))
+            log.warning("dead_lettered", **about, reason="failed", error=error)
             return {"status": "failed", "error": error}
         state.ran(-1)
         if running.scope.cancelled_caught:
             # `cancel --running`: not a failure, not retried; kept for `retry --cancelled`.
             final = receipt("cancelled", "cancelled while running (orchestrator cancel --running)")
-            await record(
-                redis, keys, final, finished=True, arq_job_id=arq_id,
-                running=running_count(keys, state), cancelled=orjson.dumps(envelope),
+            end(
+                final, finished=True, running=running_count(keys, state),
+                cancelled=orjson.dumps(envelope),
             )  # fmt: skip
-            _observe(state, envelope, final)
-            bound.info("job_cancelled", reason="stopped while running")
+            state.metrics.finished(state.pool, envelope["task"], "cancelled", final["duration"])
+            log.info("job_cancelled", **about, reason="stopped while running")
             return {"status": "cancelled"}
         final = receipt("succeeded", None, result)
-        await record(
-            redis, keys, final, finished=True, arq_job_id=arq_id, running=running_count(keys, state)
-        )
-        _observe(state, envelope, final)
+        end(final, finished=True, running=running_count(keys, state))
+        state.metrics.finished(state.pool, envelope["task"], "succeeded", final["duration"])
         state.done += 1
-        bound.info("job_succeeded", duration=round(time.time() - started, 6))
+        log.info("job_succeeded", **about, duration=final["duration"])
         return {"status": "succeeded"}
 
     run.__qualname__ = definition.name
     return run
-
-
-def _observe(state: WorkerState, envelope: Job, receipt: Receipt) -> None:
-    state.metrics.jobs.labels(state.pool, receipt["status"]).inc()
-    state.metrics.duration.labels(state.pool, envelope["task"], receipt["status"]).observe(
-        receipt["duration"]
-    )
 
 
 def _dead(envelope: Job, reason: str, error: str, receipt: Receipt) -> DeadLetter:

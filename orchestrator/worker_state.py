@@ -8,6 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from orchestrator.arq_worker import Outcome
 from orchestrator.job_stops import RunningJob
 from orchestrator.metrics import Metrics
 
@@ -23,7 +24,12 @@ class WorkerState:
     stopping: int = 0  # signals received: 1 drains, 2 puts running jobs back in line
     metrics: Metrics = field(default_factory=Metrics)
     ttl: int = 15  # seconds a heartbeat outlives its last beat
+    # Seconds of work the pool may hold queued beyond its slots (`prefetch_seconds`),
+    # announced with the heartbeat: the conductors size the pool's prefetch from it.
+    prefetch: float = 0.0
     jobs: dict[str, RunningJob] = field(default_factory=dict)  # arq id → job it runs
+    # arq id → the end its runner staged, written by `WakeableWorker.finish_job`
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     launch_id: str = ""  # the scaler launch it answers, "" when started otherwise
     idle_since: float | None = field(default_factory=time.time)  # None while running jobs
     idle_exit: float | None = None  # seconds idle before it leaves by itself

@@ -12,11 +12,14 @@
 -- "marked" (some line has a meta.priority other than 0) a job staged as
 -- `<level>|<envelope>` goes onto that level's list and an unmarked one onto level 0's:
 -- an envelope starts with `{` or blank space, never with a digit or `-`.
+-- Jobs pushed ring the conductors' doorbell in the same step, so one takes them at once.
 -- KEYS[1] staging list, KEYS[2] batch hash, KEYS[3] the backlog's levels zset,
---   KEYS[4..] the backlog's lists of the levels ARGV[4..] (in the same order)
+--   KEYS[4] the doorbell, KEYS[5..] the backlog's lists of the levels ARGV[4..] (in the
+--   same order)
 -- ARGV[1] batch index of the staging list's first job, ARGV[2] most jobs to move,
 --   ARGV[3] "one" or "marked", ARGV[4..] levels (mode "marked": the first is 0)
 -- Returns {jobs taken off the staging list, jobs pushed}
+--#include doorbell
 local first = tonumber(ARGV[1])
 local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 local n = #items
@@ -47,12 +50,12 @@ local pushed = 0
 if cursor < first + n then
   local start = cursor - first + 1
   if ARGV[3] == 'one' then
-    push(KEYS[4], items, start, n)
+    push(KEYS[5], items, start, n)
     mark_used(tonumber(ARGV[4]))
   else
     local lists = {}
-    for k = 4, #KEYS do
-      lists[tonumber(ARGV[k])] = {key = KEYS[k], jobs = {}}
+    for k = 5, #KEYS do
+      lists[tonumber(ARGV[k - 1])] = {key = KEYS[k], jobs = {}}
     end
     for i = start, n do
       local item, level = items[i], 0
@@ -77,6 +80,7 @@ if cursor < first + n then
   end
   pushed = first + n - cursor
   redis.call('HSET', KEYS[2], 'queued', first + n)
+  ring(KEYS[4])
 end
 redis.call('LTRIM', KEYS[1], n, -1)
 return {n, pushed}

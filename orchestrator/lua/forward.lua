@@ -2,13 +2,24 @@
 -- forward into the pool's arq queue, and ack (remove from the processing list).
 --
 -- Rate limits are GCRA buckets on Redis's clock. A job's own buckets (task and meta)
--- are *reserved*: a job that cannot pass now is given the next free instant and
--- deferred until exactly then, marked as paid, so a long rate-limited backlog costs one
--- deferral per job rather than a retry storm. The forwards themselves are checked
--- against a second GCRA state per bucket (`…:sent`), so they conform even when a
--- conductor fell behind and jobs due at different instants come back together: such a
--- job is deferred again by the little it needs, without a new reservation. A pool's
--- bucket only decides whether that pool may take the job now.
+-- are *reserved*: a job that cannot pass now is given the next free instant of every
+-- bucket — the bucket's TAT, advanced by one interval per job, so each deferred job has
+-- an instant of its own — and deferred until exactly then, marked as paid. When due it
+-- passes without a second deferral: a long rate-limited backlog costs one deferral per
+-- job, and jobs go out at the rate, not at the pace of the conductor's rounds.
+-- The forwards themselves are checked against a second GCRA state per bucket
+-- (`…:sent`), with the bucket's burst and no more: a sequence of forwards passes that
+-- check exactly when no window of t seconds holds more than burst + rate·t of them, so
+-- the bound holds whatever the conductors' timing, however many share the bucket.
+-- (A bucket's `jitter`, 0 unless configured, loosens that check by as many jobs.)
+-- A paid job due while a forward before it was late — with burst 1 a bucket has no
+-- room for any lateness — is early for that check by as little as that lateness: it is
+-- *paced*, not deferred: it stays in the processing list and the conductor forwards it
+-- at the instant given (`paced`, at most ARGV[7] s away; several paced at once get
+-- successive instants, as their forwards would have them). One further off (a conductor
+-- that stalled) takes a new instant of its own: a second deferral, which lets the
+-- bucket catch up by the interval it leaves unused.
+-- A pool's bucket only decides whether that pool may take the job now.
 --
 -- A pool takes a job only if its live workers all announce the job's task: a job no
 -- pool it may use can run waits on `<root>:no_worker:<task>` (`…@<pool>` when a rule or
@@ -18,6 +29,8 @@
 --
 -- A job of a cancelled batch, or itself cancelled, goes nowhere: it gets its `cancelled`
 -- receipt here. A paused pool counts as full, so spillover applies as if it were.
+-- A pool's room is its live slots plus its prefetch, less its jobs in flight, read from
+-- its capacity counters as intake.lua corrected them this round (lib/pools.lua).
 -- A pool's queue is scored by the job's priority (see `arq_jobs.queue_score`), so arq
 -- starts the higher first.
 --
@@ -25,49 +38,68 @@
 --   list, KEYS[5] batches zset, KEYS[6] zset of the tasks jobs wait for a worker of,
 --   KEYS[7] hash of the paused pools
 -- ARGV: root, now (ms, client clock, as arq scores use), arq job prefix, arq result
---   prefix, arq expiry (ms), hold ("1": an empty pool blocks later ones), pool count,
---   then per pool: name, queue, max_in_flight
+--   prefix, arq expiry (ms), hold ("1": an empty pool blocks later ones), the most a
+--   paid job is paced (s), pool count, then per pool: name, queue, max_in_flight
 --   (0: none), bucket rate (0: none), bucket burst; then per job: task, the envelope to
 --   store, ad-hoc batch and its backlog (both "" unless the job came as a bare manifest
 --   line, which is then recorded in that batch), raw payload as taken, job id,
 --   arq job id, arq payload, candidate pools (comma-separated), buckets
---   ("name rate burst" joined by ";", or ""), paid envelope (stored instead of raw
+--   ("name rate burst jitter" joined by ";", or ""), paid envelope (stored instead of raw
 --   once its buckets are paid), pinned ("1": may only run on its candidate), spill-at
 --   (ms when a later pool becomes eligible, 0: none), paid ("1": reserved already)
 --   batch, score in the pool's queue
--- Returns per job: outcome, detail (pool, or ms due). Each pool that received jobs is
--- told so on its wake channel (`<root>:wake:<pool>`), so its workers poll at once.
+-- Returns per job: outcome, detail (pool, or ms due, to the microsecond; `paced`: the
+-- job is back in the processing list, to be routed again then); then Redis's
+-- time of the forwards (s). Each pool that received jobs is told so on its wake
+-- channel (`<root>:wake:<pool>`), so its workers poll at once.
 --#include pools
 --#include cancelling
 local root = ARGV[1]
 local now_ms = tonumber(ARGV[2])
 local job_prefix, result_prefix, expires = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local hold = ARGV[6] == '1'
+local pace_at_most = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 
+-- a deferred-set score: ms, to the microsecond (a whole ms is half an interval at 500/s)
+local function due_ms(at)
+  return string.format('%.3f', at * 1000)
+end
+
+-- The instants promised this call to paced jobs, per `…:sent` key: each paced job of
+-- a bucket gets the next one, not all the same (at burst 1, one job per instant).
+local promised = {}
+
 local function tat_of(key)
   local tat = tonumber(redis.call('GET', key) or '0')
+  if promised[key] and promised[key] > tat then tat = promised[key] end
   if tat < now then tat = now end
   return tat
 end
 
+-- stored to the microsecond, rounded up: a TAT read back early by a fraction of a
+-- microsecond would let a forward in that much early
 local function store_tat(key, tat)
-  redis.call('SET', key, string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+  local us = math.ceil(tat * 1e6 - 1e-3)
+  redis.call('SET', key, string.format('%d.%06d', math.floor(us / 1e6), us % 1e6),
+    'PX', math.ceil((tat - now) * 1000) + 1000)
 end
 
--- earliest instant (>= now) at which one more event conforms to the bucket
-local function allow_at(key, rate, burst)
-  local allowed = tat_of(key) - (burst - 1) / rate
+-- earliest instant (>= now) at which one more event conforms to the bucket, with
+-- `slack` intervals of tolerance
+local function allow_at(key, rate, burst, slack)
+  local allowed = tat_of(key) - (burst - 1 + (slack or 0)) / rate
   if allowed < now then allowed = now end
   return allowed
 end
 
--- the earliest instant at which every bucket of the job allows it (`field`: key or sent)
+-- the earliest instant at which every bucket of the job allows it: its reservations
+-- (`key`), or its forwards (`sent`, with the bucket's jitter)
 local function all_allow_at(buckets, field)
   local at = now
   for _, b in ipairs(buckets) do
-    local allowed = allow_at(b[field], b.rate, b.burst)
+    local allowed = allow_at(b[field], b.rate, b.burst, field == 'sent' and b.jitter or 0)
     if allowed > at then at = allowed end
   end
   return at
@@ -80,13 +112,13 @@ local function charge(key, rate, at)
 end
 
 local pools = {}
-local i = 8
-for _ = 1, tonumber(ARGV[7]) do
+local i = 9
+for _ = 1, tonumber(ARGV[8]) do
   local name = ARGV[i]
-  local slots, tasks = live_workers(root, name, false)
+  local slots, tasks, prefetch = pool_capacity(root, name)  -- as intake.lua corrected it
   local inflight_key = root .. ':inflight:' .. name
   local inflight = redis.call('ZCARD', inflight_key)
-  local free = slots - inflight
+  local free = slots + prefetch - inflight
   local cap = tonumber(ARGV[i + 2])
   if cap > 0 and cap - inflight < free then free = cap - inflight end
   if redis.call('HEXISTS', KEYS[7], name) == 1 then free = 0 end
@@ -156,22 +188,38 @@ while i <= #ARGV do
   local parsed = {}
   if not outcome and buckets ~= '' then
     for spec in string.gmatch(buckets, '[^;]+') do
-      local name, rate, burst = string.match(spec, '^(%S+) (%S+) (%S+)$')
+      local name, rate, burst, jitter = string.match(spec, '^(%S+) (%S+) (%S+) (%S+)$')
       local key = root .. ':bucket:' .. name
-      parsed[#parsed + 1] = {key = key, sent = key .. ':sent', rate = tonumber(rate), burst = tonumber(burst)}
+      parsed[#parsed + 1] = {
+        key = key, sent = key .. ':sent',
+        rate = tonumber(rate), burst = tonumber(burst), jitter = tonumber(jitter),
+      }
     end
     stored = paid
-    -- Reserve (once), then check that the forward itself conforms.
-    local at = now
-    if not is_paid then
+    -- Reserve an instant (once), then check that the forward itself conforms.
+    local at, reserve = now, not is_paid
+    if reserve then
       at = all_allow_at(parsed, 'key')
-      for _, b in ipairs(parsed) do charge(b.key, b.rate, at) end
     end
     if at <= now then
-      at = all_allow_at(parsed, 'sent')
+      local sent_at = all_allow_at(parsed, 'sent')
+      if sent_at > now and is_paid and sent_at - now <= pace_at_most then
+        outcome, detail = 'paced', due_ms(sent_at)
+        redis.call('RPUSH', KEYS[1], raw)
+        for _, b in ipairs(parsed) do
+          local tat = tat_of(b.sent)
+          if tat < sent_at then tat = sent_at end
+          promised[b.sent] = tat + 1 / b.rate
+        end
+      elseif sent_at > now then  -- too far behind the forwards: an instant of its own
+        at, reserve = math.max(all_allow_at(parsed, 'key'), sent_at), true
+      end
+    end
+    if reserve then
+      for _, b in ipairs(parsed) do charge(b.key, b.rate, at) end
     end
     if at > now then
-      outcome, detail = 'rate_limited', math.ceil(at * 1000)
+      outcome, detail = 'rate_limited', due_ms(at)
       redis.call('ZADD', KEYS[3], detail, paid)
     end
   end
@@ -216,7 +264,7 @@ while i <= #ARGV do
         outcome, detail = 'forwarded', chosen
       end
     elseif pool_wait then
-      outcome, detail = 'pool_rate_limited', math.ceil(pool_wait * 1000)
+      outcome, detail = 'pool_rate_limited', due_ms(pool_wait)
       redis.call('ZADD', KEYS[3], detail, stored)
     elseif held then
       outcome, detail = 'full', ''
@@ -247,4 +295,5 @@ for name, pool in pairs(pools) do
     redis.call('PUBLISH', root .. ':wake:' .. name, pool.sent)
   end
 end
+out[#out + 1] = string.format('%.6f', now)
 return out

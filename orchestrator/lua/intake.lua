@@ -1,7 +1,9 @@
 -- One intake step of a conductor, in one round trip:
 --   1. move deferred jobs that are due (on Redis's clock) onto the ready list;
---   2. count each pool's free slots: live heartbeat slots minus jobs forwarded and not
---      finished, within max_in_flight (workers whose heartbeat lapsed are forgotten);
+--   2. count each pool's free slots: live slots plus its prefetch, minus jobs forwarded
+--      and not finished, within max_in_flight — from the pool's capacity counters, first
+--      corrected for heartbeats that lapsed (lib/pools.lua: bounded work, whatever the
+--      size of the fleet);
 --   3. put back on the ready list the jobs that waited for a worker running their task
 --      (`<root>:no_worker:<task>`, or `…:<task>@<pool>` when only that pool may run
 --      them) once a pool they may use has live workers that all announce it;
@@ -17,7 +19,7 @@
 --   per pool: name, max_in_flight (0: none); then the separator of a backlog's list key
 --   and a level in the key of that level's list; then per backlog, in the configured
 --   order: name, its (level 0) list, its levels zset
--- Returns: {taken jobs, ms until the next deferred job is due (-1: none), free slots
+-- Returns: {taken jobs, µs until the next deferred job is due (-1: none), free slots
 --   per pool in the order given, jobs waiting for pools that are full, Redis time (ms),
 --   where each taken job came from: the 1-based index of its backlog among those given,
 --   0 for the ready and waiting lists (a bare manifest line is named after its backlog),
@@ -28,7 +30,11 @@ local root = ARGV[1]
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[3]))
+-- Deferred jobs are scored in ms to the microsecond (forward.lua): a rate of 500/s
+-- spaces them 2 ms apart, so a whole ms would be half an interval late.
+local exact_ms = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', string.format('%.3f', exact_ms),
+  'LIMIT', 0, tonumber(ARGV[3]))
 for _, job in ipairs(due) do
   redis.call('RPUSH', KEYS[2], job)
   redis.call('ZREM', KEYS[3], job)
@@ -36,7 +42,7 @@ end
 local next_due = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local wait = -1
 if next_due[2] then
-  wait = math.max(0, tonumber(next_due[2]) - now_ms)
+  wait = math.max(0, math.ceil((tonumber(next_due[2]) - exact_ms) * 1000))
 end
 
 local paused_backlogs = redis.call('HKEYS', KEYS[5])
@@ -50,10 +56,11 @@ local sources = {{KEYS[2], -1}}
 local npools = tonumber(ARGV[4])
 for p = 0, npools - 1 do
   local name, cap = ARGV[5 + 2 * p], tonumber(ARGV[6 + 2 * p])
-  local slots, tasks = live_workers(root, name, true)
+  correct_pool(root, name, now_ms)
+  local slots, tasks, prefetch = pool_capacity(root, name)
   fleet[name] = tasks
   local inflight = redis.call('ZCARD', root .. ':inflight:' .. name)
-  local n = slots - inflight
+  local n = slots + prefetch - inflight
   if cap > 0 and cap - inflight < n then
     n = cap - inflight
   end

@@ -13,7 +13,12 @@
 -- key prefix, ARGV[3] arq in-progress timeout (ms), ARGV[4] grace (ms), ARGV[5] how many
 -- queued jobs to look at per pool, ARGV[6 ..] pool queues as "pool=queue key"
 -- Returns {freed arq job ids, pools woken}.
+-- A dead worker's share of its pool's capacity counters goes too, at once, rather than
+-- when its deadline comes up in an intake round (lib/pools.lua).
+--#include pools
 local root, prefix = ARGV[1], ARGV[2]
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local claim_ms, grace_ms, scan = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local freed, pools, woken = {}, {}, {}
 
@@ -58,6 +63,7 @@ for _, gone in ipairs(dead) do
   end
   redis.call('DEL', holding)
   redis.call('HDEL', KEYS[1], worker)
+  count_worker(root, pool, worker, now_ms)
 end
 
 for i = 6, #ARGV do

@@ -9,14 +9,18 @@
 -- a worker has written its dead letter but arq has not finished it yet (deleting the
 -- keys then would let arq's late result make the rerun look like a duplicate), or a
 -- copy of it is queued again.
--- KEYS[1] dead-letter list, KEYS[2] ready list, then per job: its arq job key, its
+-- The conductors' doorbell rings with the jobs requeued, so one takes them at once.
+-- KEYS[1] dead-letter list, KEYS[2] ready list, KEYS[3] doorbell, then per job: its arq
+--   job key, its
 --   batch's receipts hash, then the ARGV[1] arq keys to delete
 -- ARGV[1] arq keys per job, then per job: record count n, its n records, its envelope,
 --   its id, its receipt as read ("": leave the receipt) and that receipt marked retrying
 -- Returns per job: 'requeued', 'gone' (no record of it left) or 'live' (arq holds it)
+--#include doorbell
 local per_job = tonumber(ARGV[1])
 local out = {}
-local k, i = 3, 2
+local k, i = 4, 2
+local rang = false
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   local envelope, job_id, old, new = ARGV[i + n + 1], ARGV[i + n + 2], ARGV[i + n + 3], ARGV[i + n + 4]
@@ -41,6 +45,10 @@ while i <= #ARGV do
       redis.call('HSET', KEYS[k + 1], job_id, new)
     end
     redis.call('RPUSH', KEYS[2], envelope)
+    if not rang then
+      ring(KEYS[3])
+      rang = true
+    end
     outcome = 'requeued'
   end
   out[#out + 1] = outcome

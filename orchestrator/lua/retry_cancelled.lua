@@ -6,16 +6,19 @@
 -- so of two operators retrying at once only the first requeues it; one arq still holds
 -- is left alone.
 -- KEYS[1] batch hash, KEYS[2] the batch's cancelled hash, KEYS[3] its receipts hash,
---   KEYS[4] stop_running hash, KEYS[5] ready list, then per job the ARGV[2] arq keys
+--   KEYS[4] stop_running hash, KEYS[5] ready list, KEYS[6] the conductors' doorbell (rung
+--   with the jobs requeued, so one takes them at once), then per job the ARGV[2] arq keys
 --   (the job key first)
 -- ARGV: batch, arq keys per job, then per job: id, envelope as read, envelope to queue
 -- Returns per job: requeued | gone (retried by someone else) | live (arq holds it) |
 --   ended (its receipt is not `cancelled`: it ran after all) | refused (no envelope)
+--#include doorbell
 local batch, per_job = ARGV[1], tonumber(ARGV[2])
 redis.call('HDEL', KEYS[1], 'cancelled_at')
 redis.call('HDEL', KEYS[4], batch)
 local out = {}
-local k = 6
+local k = 7
+local rang = false
 for i = 3, #ARGV, 3 do
   local job_id, read, envelope = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local outcome
@@ -37,6 +40,10 @@ for i = 3, #ARGV, 3 do
     redis.call('HDEL', KEYS[2], job_id)
     redis.call('HDEL', KEYS[4], batch .. ' ' .. job_id)
     redis.call('RPUSH', KEYS[5], envelope)
+    if not rang then
+      ring(KEYS[6])
+      rang = true
+    end
     outcome = 'requeued'
   end
   out[#out + 1] = outcome

@@ -9,7 +9,8 @@
 -- A backlog's depth sums its priority levels (its own list, and one per level in its
 -- levels zset); a backlog that is paused is listed even when nothing was dispatched to it.
 -- KEYS[1] backlogs set, KEYS[2] conductors set, KEYS[3] ready list, KEYS[4] deferred
---   zset, KEYS[5] dead-letter list, KEYS[6] batches zset, KEYS[7] no-worker tasks zset,
+--   zset, KEYS[5] dead-letter list, KEYS[6] batches zset (read newest first, from
+--   position first_batch), KEYS[7] no-worker tasks zset,
 --   KEYS[8] paused backlogs hash, KEYS[9] paused pools hash
 -- ARGV[1] JSON: {backlog_prefix, levels_prefix, level_separator, backlogs: [names],
 --   conductor_prefix,
@@ -17,9 +18,10 @@
 --   pools: [{name,
 --   queue, inflight, workers, worker_prefix, waiting, scaler_state, spend: the spend
 --   counter of the caller's UTC day}], buckets: [{name, key}], batches:
---   most batches, budget: most receipts to scan, cursors: {batch: HSCAN cursor to
---   resume}, skip: [batches whose counts the caller keeps], order: [batches, the first
---   to be counted first], dead_from: position in the dead-letter list to read on from
+--   most batches, first_batch: how many newest batches to pass over (a page),
+--   budget: most receipts to scan, cursors: {batch: HSCAN cursor to resume},
+--   skip: [batches whose counts the caller keeps], order: [batches, the first to be
+--   counted first], dead_from: position in the dead-letter list to read on from
 --   (0: from the start), dead_budget: most dead letters to read}
 -- Returns JSON (floats as strings; an empty list may come back as {}), see status.py.
 local req = cjson.decode(ARGV[1])
@@ -100,7 +102,9 @@ end
 
 local skip = {}
 for _, id in ipairs(req.skip) do skip[id] = true end
-local latest = redis.call('ZREVRANGE', KEYS[6], 0, req.batches - 1, 'WITHSCORES')
+local first = req.first_batch or 0
+local latest = redis.call('ZREVRANGE', KEYS[6], first, first + req.batches - 1, 'WITHSCORES')
+out.batch_total = redis.call('ZCARD', KEYS[6])
 local batches, to_count = {}, {}
 for i = 1, #latest, 2 do
   local id = latest[i]
