@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller batches")
     options = parser.parse_args()
     jobs, runs = (5_000, 3) if options.quick else (20_000, 5)
+    configure_logging("warning")  # the table only: no `dispatched` line before it
     seen: dict[int, list[float]] = {fleet: [] for fleet in FLEETS}
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
         for run in range(runs):  # interleaved, so that a busy spell of the machine is shared
