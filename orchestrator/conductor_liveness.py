@@ -98,9 +98,11 @@ class Liveness:
                 pipe.zcard(self.keys.inflight(pool.name))
                 pipe.zcard(pool.queue or self.keys.pool_queue(pool.name))
             _, _, peers, backlogs, *gauges = await pipe.execute()
-        depths = await backlog_depths(self.redis, self.keys, self._backlogs)
+        # A copy: the doorbell's task may learn a backlog while the depths are read.
+        names = list(self._backlogs)
+        depths = await backlog_depths(self.redis, self.keys, names)
         self.metrics.beat()
-        for name, depth in zip(self._backlogs, depths, strict=True):
+        for name, depth in zip(names, depths, strict=True):
             self.metrics.backlog_depth.labels(name).set(depth)
         for index, pool in enumerate(pools):
             in_flight, queued = gauges[2 * index : 2 * index + 2]
