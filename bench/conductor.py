@@ -30,6 +30,7 @@ import anyio
 import orjson
 from arq.connections import ArqRedis
 from arq.worker import Worker, func
+from redis.asyncio import Redis
 
 from orchestrator.arq_worker import POLL_DELAY
 from orchestrator.conductor import Conductor
@@ -39,7 +40,7 @@ from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
 from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
-from orchestrator.settings import load_settings
+from orchestrator.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 10
@@ -101,21 +102,27 @@ async def routing_rate(url: str, work: Path, jobs: int) -> float:
         # Plenty of slots, announced as a worker would, with no worker to run anything.
         await redis.hset(keys.worker("metal", "bench"), mapping={"slots": 10_000_000})
         await redis.sadd(keys.workers("metal"), "bench")
-        path = manifest(work / "route.jsonl", jobs)
-        await dispatch_manifest(redis, keys, path, "backlog:bench", default_registry())
-        with open(os.devnull, "w") as devnull:  # the conductor logs each decision, as in use
-            configure_logging("info", "json", devnull)
-            conductor = Conductor(settings, redis)
-            stop = anyio.Event()
-            started = time.perf_counter()
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(lambda: conductor.run(stop=stop))
-                while await redis.zcard(keys.pool_queue("metal")) < jobs:
-                    await anyio.sleep(0.005)
-                elapsed = time.perf_counter() - started
-                stop.set()
-            configure_logging("warning")
-        return jobs / elapsed
+        return await time_routing(redis, settings, manifest(work / "route.jsonl", jobs), jobs)
+
+
+async def time_routing(redis: Redis, settings: Settings, path: Path, jobs: int) -> float:
+    """Dispatch `path` onto `backlog:bench`, then time one conductor moving all of its
+    `jobs` into metal's arq queue (no worker runs them): jobs a second."""
+    keys = Keys(settings.namespace)
+    await dispatch_manifest(redis, keys, path, "backlog:bench", default_registry())
+    with open(os.devnull, "w") as devnull:  # the conductor logs each decision, as in use
+        configure_logging("info", "json", devnull)
+        conductor = Conductor(settings, redis)
+        stop = anyio.Event()
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lambda: conductor.run(stop=stop))
+            while await redis.zcard(keys.pool_queue("metal")) < jobs:
+                await anyio.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            stop.set()
+        configure_logging("warning")
+    return jobs / elapsed
 
 
 async def naive_rate(url: str, work: Path, jobs: int) -> float:

@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import anyio
 from redis.asyncio import Redis
 
-from bench.conductor import manifest
-from orchestrator.conductor import Conductor
+from bench.conductor import manifest, time_routing
 from orchestrator.connection import open_client
-from orchestrator.dispatch import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
 from orchestrator.metrics import Metrics
@@ -85,25 +81,12 @@ async def register(redis: Redis, keys: Keys, fleet: int) -> None:
 async def routing_rate(url: str, work: Path, fleet: int, jobs: int, run: int) -> float:
     namespace = f"fleet{fleet}-{run}"
     settings = load_settings(redis_url=url, namespace=namespace, backlogs=["backlog:bench"])
-    keys = Keys(namespace)
     async with open_client(url) as redis:
-        await register(redis, keys, fleet)
+        await register(redis, Keys(namespace), fleet)
         path = manifest(work / f"fleet-{fleet}-{run}.jsonl", jobs)
-        await dispatch_manifest(redis, keys, path, "backlog:bench", default_registry())
-        with open(os.devnull, "w") as devnull:  # the conductor logs each decision, as in use
-            configure_logging("info", "json", devnull)
-            conductor = Conductor(settings, redis)
-            stop = anyio.Event()
-            started = time.perf_counter()
-            async with anyio.create_task_group() as group:
-                group.start_soon(lambda: conductor.run(stop=stop))
-                while await redis.zcard(keys.pool_queue("metal")) < jobs:
-                    await anyio.sleep(0.005)
-                elapsed = time.perf_counter() - started
-                stop.set()
-            configure_logging("warning")
+        rate = await time_routing(redis, settings, path, jobs)
         await redis.flushdb()  # the next fleet starts from an empty server
-        return jobs / elapsed
+        return rate
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.pacing import window_excess
 from tests.conftest import StackFactory
 from tests.stack import Stack, write_manifest
 
@@ -85,20 +86,3 @@ def start_conductors(run: Stack, count: int) -> list[subprocess.Popen[bytes]]:
     run.wait_for(lambda: run.redis.scard(run.keys.conductors) >= count, "conductors up")
     time.sleep(0.7)  # past their start-up hold, one heartbeat interval
     return processes
-
-
-def window_excess(forwards: list[float], rate: float, burst: int) -> float:
-    """The most that the forwards in any closed window exceed burst + rate·width.
-
-    Windows worth checking start and end at a forward; one holding more than a
-    second's worth beyond the burst cannot exceed where a shorter one did not."""
-    # In whole microseconds, as Redis's clock gives them: seconds since 1970 as floats
-    # are a quarter of a microsecond apart, enough to make a forward exactly one
-    # interval after another look early.
-    micros = [round(at * 1e6) for at in forwards]
-    worst = -float(burst)
-    reach = burst + int(rate) + 2
-    for i, start in enumerate(micros):
-        for j in range(i, min(len(micros), i + reach)):
-            worst = max(worst, (j - i + 1) - (burst + rate * (micros[j] - start) / 1e6))
-    return worst
