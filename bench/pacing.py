@@ -15,16 +15,20 @@ kept on) and every `rate_limited` deferral. Per row:
   burst + rate·t (0: never exceeded; 1: one job more than the bucket allows);
 - deferrals: `rate_limited` log lines per job.
 
+A forward's instant is when its job is due in the pool's queue: a conductor forwards a
+rate-limited job up to 10 ms ahead of it (lua/forward.lua), so its own lateness moves
+no instant. Then, burst 1 and one conductor with a live worker: when the jobs start
+against their instants (receipts' `started_at` less the `at` of `routed`; never below 0
+if no job starts early) and the starts' span against the ideal.
+
 Then, with three backlogs configured: the latency from the start of a dispatch (or a
 `dlq requeue`) to the forward, for a job on the third backlog, on a backlog created
 after the conductor started, and for a requeued dead letter; and, with the default
 settings, the conductor's CPU over 10 s with nothing to do.
 
-With burst 1 a bucket has no room for lateness: a forward late by x delays every one
-after it by x (they are paced, not deferred again), so the time against the ideal is
-about 1 + rate·(the mean lateness of a forward). A thread's wake-up and a round trip,
-0.3 to 0.5 ms here, are a twentieth of 50/s's interval but a fifth of 500/s's: that
-row shows the machine's timing, and its other load, most.
+With burst 1 a bucket has no room for lateness: a forward late by x would delay every
+one after it by x, so that the time against the ideal were about 1 + rate·(the mean
+lateness); forwarded ahead and due at their instants, the jobs keep the bucket's.
 """
 
 from __future__ import annotations
@@ -99,6 +103,10 @@ def main() -> None:
             for burst in BURSTS
             for conductors in CONDUCTORS
         ]
+        began = [
+            starts(server.url, work, rate, round(rate * SECONDS[rate] * scale / 2))
+            for rate in RATES
+        ]
         waits, idle = wake_ups(server.url, work, samples)
     print(f"redis-server {server.executable}, python {sys.version.split()[0]}")
     print("| rate | burst | conductors | jobs | achieved | time vs ideal "
@@ -109,6 +117,15 @@ def main() -> None:
             f"| {row.rate:g}/s | {row.burst} | {row.conductors} | {row.jobs:,} "
             f"| {row.achieved:,.1f}/s | {row.span / row.ideal:.3f}x "
             f"| {row.excess:.2f} | {row.deferrals / row.jobs:.3f} |"
+        )
+    print("\n| rate, burst 1, live worker | jobs | starts vs ideal | earliest vs instant "
+          "| lateness p50 | p95 | max |\n|---|---|---|---|---|---|---|")  # fmt: skip
+    for row in began:
+        late = row.lateness
+        print(
+            f"| {row.rate:g}/s | {row.jobs:,} | {row.span / row.ideal:.3f}x "
+            f"| {late[0] * 1000:+.2f} ms | {_percentile(late, 50) * 1000:.1f} ms "
+            f"| {_percentile(late, 95) * 1000:.1f} ms | {late[-1] * 1000:.1f} ms |"
         )
     print("\n| wake-up | p50 | p95 | max |\n|---|---|---|---|")
     for label, values in waits.items():
@@ -235,6 +252,37 @@ def pacing(url: str, work: Path, rate: float, burst: int, conductors: int, jobs:
         rate, burst, conductors, jobs, forwards[-1] - forwards[0],
         window_excess(forwards, rate, burst), len(events(logs, "rate_limited")),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Starts:
+    rate: float
+    jobs: int
+    span: float  # seconds from the first start to the last
+    lateness: list[float]  # each job's start less its instant, sorted
+
+    @property
+    def ideal(self) -> float:
+        return (self.jobs - 1) / self.rate
+
+
+def starts(url: str, work: Path, rate: float, jobs: int) -> Starts:
+    """Burst 1, one conductor, a live worker of 50 slots running the jobs."""
+    namespace = f"start{rate:g}"
+    limits = {"task:system.echo": {"rate": rate, "burst": 1}}
+    with stack(url, work, namespace, rate_limits=limits) as run:
+        run.worker(50)
+        logs = run.conductors(1)
+        path = work / f"{namespace}.jsonl"
+        path.write_bytes(b"".join(b'{"task":"system.echo","args":[%d]}\n' % n for n in range(jobs)))
+        anyio.run(_dispatch, url, run.keys, path, "backlog:default")
+        receipts_key = run.keys.receipts(namespace)
+        run.until(lambda: run.redis.hlen(receipts_key) >= jobs, 120)
+        receipts = [orjson.loads(raw) for raw in run.redis.hvals(receipts_key)]
+    due = {e["job_id"]: float(e["at"]) for e in events(logs, "routed")}
+    began = sorted(r["started_at"] for r in receipts)
+    lateness = sorted(r["started_at"] - due[r["job_id"]] for r in receipts)
+    return Starts(rate, jobs, began[-1] - began[0], lateness)
 
 
 def window_excess(forwards: list[float], rate: float, burst: int) -> float:

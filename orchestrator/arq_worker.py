@@ -12,9 +12,10 @@ installed arq):
 
 - `Worker._poll_iteration(self)`: one poll of the queue (read due ids, start them,
   reap finished tasks). Wrapped to clear the wake event before and, when the poll read
-  fewer ids than `queue_read_limit` (the queue is drained), to wait for a wake-up or
-  `POLL_DELAY` after; the worker is built with `poll_delay≈0` so arq's own sleep
-  is not the pause.
+  fewer ids than `queue_read_limit` (the queue is drained of due jobs), to wait for a
+  wake-up, the instant the next job forwarded ahead of time is due (`PoolWake`), or
+  `POLL_DELAY` after; the worker is built with `poll_delay≈0` so arq's own sleep is
+  not the pause.
 - `Worker.start_jobs(self, job_ids: list[bytes])`: called by `_poll_iteration` with
   the ids it read; it claims each (arq's in-progress key, under WATCH/MULTI: four round
   trips a job) and starts `run_job(job_id, score)` in a task. Replaced: the ids it may
@@ -73,13 +74,36 @@ ARQ_POLL_DELAY = 0.001
 Outcome = Callable[[Pipeline], None]
 
 
+class PoolWake:
+    """The pool's wake channel as a worker hears it: an event set on every forward, and
+    the latest instant (ms) a job forwarded ahead of time is due at.
+
+    A rate-limited job may be forwarded a few milliseconds before its instant, scored
+    with it (lua/forward.lua): a worker that polls at the wake-up finds it not due yet.
+    Until that instant has passed, a worker whose poll found nothing due reads when the
+    next job is due and wakes then; otherwise it reads nothing more than arq does."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.due_until = 0.0
+
+    def hear(self, message: bytes) -> None:
+        """A forward's message, "<jobs> <ms when the last is due, 0: now>"."""
+        _, _, due = message.partition(b" ")
+        with suppress(ValueError):
+            self.due_until = max(self.due_until, float(due or 0))
+
+    def set(self) -> None:
+        self.event.set()
+
+
 class WakeableWorker(Worker):
     """An arq worker that polls its queue as soon as the conductor forwards a job, and
     claims the jobs it read in one step that also says it holds them (hash `holding`)."""
 
     def __init__(
         self,
-        wake: asyncio.Event,
+        wake: PoolWake,
         holding: str,
         pool: str,
         *args: Any,
@@ -170,19 +194,36 @@ class WakeableWorker(Worker):
             await tr.execute()
 
     async def _poll_iteration(self) -> None:
-        self._wake.clear()
+        self._wake.event.clear()
         self._read = 0
         await super()._poll_iteration()
-        if self._read < self.queue_read_limit:  # the queue is drained: pause until woken
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_DELAY)
+        if self._read < self.queue_read_limit:  # drained of due jobs: pause until woken
+            pause = POLL_DELAY
+            if time.time() * 1000 < self._wake.due_until:
+                pause = await self._until_next_due()
+            if pause > 0:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.event.wait(), pause)
+
+    async def _until_next_due(self) -> float:
+        """Seconds until the next job in the queue that is not due yet is (at most
+        `POLL_DELAY`)."""
+        now_ms = time.time() * 1000
+        upcoming = await self.pool.zrangebyscore(
+            self.queue_name, f"({now_ms:.3f}", "+inf", start=0, num=1, withscores=True
+        )
+        if not upcoming:
+            return POLL_DELAY
+        return min(max(float(upcoming[0][1]) - time.time() * 1000, 0.0) / 1000, POLL_DELAY)
 
     async def _claim_all(self, job_ids: list[str], idle: bool) -> tuple[list[int | None], int]:
         """Each job's queue score when this worker claimed it, else None; and the
         position (from 1) of the suspect claimed alone, 0 when none (see the script)."""
         if self._claim is None:
             self._claim = script(self.pool, "start_jobs")
-        now_ms = round(time.time() * 1000)  # arq's clock for scores: the worker's
+        # arq's clock for scores, the worker's; to the microsecond, as a job forwarded
+        # ahead of its instant is scored (lua/forward.lua)
+        now_ms = time.time() * 1000
         replies = await self._claim(
             keys=[self.queue_name, self._holding],
             args=[

@@ -6,10 +6,11 @@ becomes one here), given its candidate pools (`routing.Router`) and token bucket
 call, which puts each in a pool's arq queue, or back in line, atomically. What cannot
 run at all is dead-lettered here; every outcome is one log line.
 
-A rate-limited job that is due but a moment early for its bucket's forwards (the one
-before it went out late: see forward.lua) is *paced*: it stays in the processing list,
-and the round forwards it again at the instant the script names, a few milliseconds
-on, instead of deferring it a second time.
+A rate-limited job is forwarded up to `LEAD` seconds before its instant, due in the
+pool's queue at exactly that instant (see forward.lua): the instants are the bucket's,
+however late by a timer or a busy core this process is. One further off but within
+`PACE_AT_MOST` is *paced*: it stays in the processing list, and the round routes it
+again shortly before its instant instead of deferring it a second time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import orjson
 from pydantic import ValidationError
 from pydantic_core import from_json
@@ -39,22 +39,27 @@ from orchestrator.routing import Router, UnknownPool
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
 
+# Seconds before its instant a rate-limited job may be forwarded (due then in the
+# pool's queue). The event loop's timer wakes on whole milliseconds and late (1 to 2 ms
+# with Python 3.11's rounding), a round trip and a busy core add more: within the lead,
+# none of that moves an instant. Kept short: a job forwarded early holds its slot early,
+# and the forwards' log lines come at most this far ahead of their instants.
+LEAD = 0.01
+# A paced job is routed again this long (s) before its instant: the lead, less the
+# timer's lateness.
+PACE_AHEAD = LEAD - 0.003
+# Seconds before its instant a deferred job is taken back into line (forward.lua's
+# `early`), to be paced from there: the wake-up, intake and routing all fall before it.
+EARLY = 0.025
 # Seconds a paid job may be paced in the round (forward.lua's `paced`): with burst 1,
-# as many jobs as the forwards are behind their instants — a few when a conductor was a
-# few milliseconds late a few times. Further off, a job takes a new instant instead.
+# as many jobs as the bucket is ahead of the round. Further off, a job takes a new
+# instant instead.
 PACE_AT_MOST = 0.5
 # Seconds a round goes on pacing in all, should peers keep taking the instants it
 # aims at: then what it still holds takes new instants.
 PACE_FOR = 2.0
-# Paced jobs whose instants are this close (s) go in one call.
-SAME_INSTANT = 50e-6
-# A paced job: the monotonic instant to send it again, its instant on Redis's clock (s),
-# the job as taken and where it came from.
-Paced = tuple[float, float, bytes, str | None]
-# The event loop's timer wakes on whole milliseconds (epoll) and late — 1 to 2 ms with
-# Python 3.11's rounding — which with burst 1 delays every forward after a paced one.
-# The last stretch (s) of a pacing wait is slept in a thread: late by about 0.3 ms.
-FINE_SLEEP = 0.003
+# A paced job: its instant, on Redis's clock (s), the job as taken and where it came from.
+Paced = tuple[float, bytes, str | None]
 
 
 class Forwarder:
@@ -78,7 +83,6 @@ class Forwarder:
         self.router = Router(settings)
         self.limits = RateLimits(settings)
         self.forwarded = 0
-        self._last_forward = 0.0  # Redis's clock at this conductor's last forward (s)
         self._pool_names = settings.pool_names
         self._forward_keys = [
             processing, keys.ready, keys.deferred, keys.dead,
@@ -103,28 +107,21 @@ class Forwarder:
 
         `hold`: a pool with no live worker holds back the pools after it (see
         forward.lua), while the conductor gives the pools time to announce themselves.
-        Paced jobs are forwarded again, each at its instant, within `PACE_FOR`."""
+        Paced jobs are routed again, each shortly before its instant, within `PACE_FOR`."""
         hold_until, paced = await self._route_once(taken, sources, now_ms, hold, PACE_AT_MOST)
         give_up = time.monotonic() + PACE_FOR
         while paced:
-            # The jobs in the order of their instants; those due by the first go now.
+            # Every job whose instant falls within the lead of the first goes in one call.
             paced.sort(key=lambda held: held[0])
-            aim = paced[0][0]
-            due = [held for held in paced if held[0] <= aim + SAME_INSTANT]
+            first = paced[0][0]
+            due = [held for held in paced if held[0] <= first + LEAD]
             paced = paced[len(due) :]
             pace = PACE_AT_MOST if time.monotonic() < give_up else 0.0
-            sent = time.time()
+            await anyio.sleep(max(first - PACE_AHEAD - time.time(), 0.0))
             more, again = await self._route_once(
-                [raw for _, _, raw, _ in due], [source for _, _, _, source in due],
-                int(time.time() * 1000), hold, pace, at=aim,
+                [raw for _, raw, _ in due], [source for _, _, source in due],
+                int(time.time() * 1000), hold, pace,
             )  # fmt: skip
-            late = self._last_forward - max(held[1] for held in due)
-            if self._last_forward > sent and late > 0:
-                # Forwarded that much after its instant, the job moved the instants of
-                # the ones after it as much (the paced ones were promised from its
-                # instant): sent sooner, they would only be paced again.
-                paced = [(at + late, at_redis + late, raw, source)
-                         for at, at_redis, raw, source in paced]  # fmt: skip
             paced += again
             if more is not None:
                 hold_until = min(hold_until or math.inf, more)
@@ -137,13 +134,9 @@ class Forwarder:
         now_ms: int,
         hold: bool,
         pace: float,
-        *,
-        at: float | None = None,
     ) -> tuple[float | None, list[Paced]]:
-        """One call of forward.lua, sent at the monotonic instant `at` if given (the
-        call prepared before the wait, so that it goes out then): when to look again
-        (as `route`), and the jobs paced, each with the monotonic instant to send it
-        again."""
+        """One call of forward.lua: when to look again (as `route`), and the jobs
+        paced."""
         now = now_ms / 1000
         args: list[Any] = [
             self.keys.root,
@@ -153,6 +146,8 @@ class Forwarder:
             arq_jobs.EXPIRES_MS,
             1 if hold else 0,
             pace,
+            LEAD,
+            EARLY,
             len(self._pool_args) // 5,
             *self._pool_args,
         ]
@@ -195,43 +190,38 @@ class Forwarder:
             routed.append((job, route, raw, source))
         if not routed:
             return None, []
-        if at is not None:
-            await _sleep_until(at)
-        sent = time.monotonic()
         reply = await self._forward(keys=self._forward_keys, args=args)
-        forwarded_at = float(reply[-1])
+        # How far this process's clock is ahead of Redis's (whose the instants are).
+        ahead = time.time() - float(reply[-1])
         hold_until: float | None = None
         paced: list[Paced] = []
         for index, (job, route, raw, source) in enumerate(routed):
             outcome, detail = reply[2 * index].decode(), reply[2 * index + 1]
             if outcome == "paced":
-                # Sent as long after this call was sent as the instant is after the
-                # script's clock: the next call reaches Redis as late as this one did.
                 due = float(detail) / 1000
-                paced.append((sent + due - forwarded_at, due, raw, source))
+                paced.append((due + ahead, raw, source))
                 self.log.debug("paced", job_id=job["id"], due=due)
                 continue
-            self._report(job, route, outcome, detail, forwarded_at)
-            if outcome == "forwarded":
-                self._last_forward = forwarded_at
+            self._report(job, route, outcome, detail)
             if outcome == "full":
                 hold_until = min(hold_until or math.inf, now + self.settings.heartbeat_interval)
             elif outcome == "spill_wait":
                 hold_until = min(hold_until or math.inf, float(detail) / 1000)
         return hold_until, paced
 
-    def _report(self, job: Job, route: Any, outcome: str, detail: Any, at: float) -> None:
+    def _report(self, job: Job, route: Any, outcome: str, detail: Any) -> None:
         bound = self.log.bind(job_id=job["id"], task=job["task"], batch=job["batch"])
         if outcome == "forwarded":
-            pool = detail.decode()
+            pool, _, due = detail.decode().partition(" ")
             reason = route.reason(pool, self.router.first)
             self.forwarded += 1
             self.metrics.routed.labels(pool, reason).inc()
             if reason.endswith("_full_spill"):
                 self.metrics.spillovers.labels(pool).inc()
-            # `at`: the instant the job entered the pool's queue, on Redis's clock (the
-            # clock rate limits are kept on), to the microsecond.
-            bound.info("routed", pool=pool, reason=reason, at=at)
+            # `at`: the instant the job is due in the pool's queue (no worker starts it
+            # sooner): the call's own, or a rate-limited job's instant up to `LEAD` on;
+            # on Redis's clock (the clock rate limits are kept on), to the microsecond.
+            bound.info("routed", pool=pool, reason=reason, at=float(due))
             bound.debug("forwarded", pool=pool)
         elif outcome == "duplicate" and not detail:
             bound.info("duplicate", reason="a producer sent this job id for this batch before")
@@ -309,20 +299,6 @@ class Forwarder:
         await self.redis.rpush(self.keys.dead, encoded)  # type: ignore[misc]
         self.metrics.dead_letters.labels(reason).inc()
         self.log.warning("dead_lettered", job_id=record["job_id"], reason=reason, error=error)
-
-
-async def _sleep_until(instant: float) -> None:
-    """Sleep until `instant` (`time.monotonic`) to a tenth of a millisecond or so."""
-    remaining = instant - time.monotonic()
-    if remaining > FINE_SLEEP:
-        await anyio.sleep(remaining - FINE_SLEEP)
-    if instant > time.monotonic():
-        await anyio.to_thread.run_sync(_block_until, instant, abandon_on_cancel=True)
-
-
-def _block_until(instant: float) -> None:
-    """In a worker thread: the time it took to start counts."""
-    time.sleep(max(instant - time.monotonic(), 0.0))
 
 
 def _id_of(raw: bytes) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,15 +59,20 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
         ) from None
 
 
-async def on_messages(redis: Redis, channel: str, event: Any) -> None:
+async def on_messages(
+    redis: Redis, channel: str, event: Any, hear: Callable[[bytes], None] | None = None
+) -> None:
     """Set `event` (anything with `set()`) on every message of `channel`, forever,
-    resubscribing after Redis goes away: how workers and conductors wake each other."""
+    resubscribing after Redis goes away: how workers and conductors wake each other.
+    `hear`, when given, reads each message first."""
     while True:
         try:
             async with redis.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
                 async for message in pubsub.listen():
                     if message["type"] == "message":
+                        if hear is not None:
+                            hear(message["data"])
                         event.set()
         except (RedisConnectionError, RedisTimeoutError, OSError):
             await anyio.sleep(1.0)

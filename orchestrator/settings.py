@@ -136,9 +136,10 @@ class RateLimit(BaseModel):
     burst: PositiveInt = 1
     # Jobs the forwards may run ahead of the bucket when the one before went out late.
     # 0 (the default) keeps the bucket's bound exact: in any window of t seconds at most
-    # burst + rate·t forwards, whatever the conductors' timing. With burst 1 the bucket
-    # has no room for lateness, so a late forward delays the ones after it (by the
-    # lateness alone: the next is paced, not deferred again); `jitter` = n lets the
+    # burst + rate·t forwards, whatever the conductors' timing. A job is forwarded a
+    # little ahead of its instant and due then (lua/forward.lua), so only a conductor
+    # that fell behind by more than that lead is late; with burst 1 the bucket has no
+    # room for it, so such a forward delays the ones after it. `jitter` = n lets the
     # forwards exceed the bound by up to n jobs instead, so that no lateness adds up.
     jitter: float = Field(default=0.0, ge=0)
 

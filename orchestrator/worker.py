@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import arq_jobs
-from orchestrator.arq_worker import ARQ_POLL_DELAY, WakeableWorker
+from orchestrator.arq_worker import ARQ_POLL_DELAY, PoolWake, WakeableWorker
 from orchestrator.connection import connect, on_messages, open_pool
 from orchestrator.errors import UserError
 from orchestrator.job_stops import watch_for_stops
@@ -109,7 +109,7 @@ async def run_worker(
                 ctx={"worker_state": state},
             )
 
-        wake = asyncio.Event()
+        wake = PoolWake()
         log.info(
             "worker_started",
             pool=pool,
@@ -205,9 +205,9 @@ def _drain_on_signal(worker: Worker, redis: Redis, keys: Keys, state: WorkerStat
 
 
 @asynccontextmanager
-async def _wake_on_forward(redis: Redis, channel: str, wake: asyncio.Event) -> AsyncIterator[None]:
+async def _wake_on_forward(redis: Redis, channel: str, wake: PoolWake) -> AsyncIterator[None]:
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(on_messages, redis, channel, wake)
+        tasks.start_soon(on_messages, redis, channel, wake, wake.hear)
         try:
             yield
         finally:

@@ -4,22 +4,30 @@
 -- Rate limits are GCRA buckets on Redis's clock. A job's own buckets (task and meta)
 -- are *reserved*: a job that cannot pass now is given the next free instant of every
 -- bucket — the bucket's TAT, advanced by one interval per job, so each deferred job has
--- an instant of its own — and deferred until exactly then, marked as paid. When due it
--- passes without a second deferral: a long rate-limited backlog costs one deferral per
--- job, and jobs go out at the rate, not at the pace of the conductor's rounds.
+-- an instant of its own — and deferred until just before then, marked as paid. When
+-- due it passes without a second deferral: a long rate-limited backlog costs one
+-- deferral per job, and jobs go out at the rate, not at the pace of the conductor's
+-- rounds.
 -- The forwards themselves are checked against a second GCRA state per bucket
 -- (`…:sent`), with the bucket's burst and no more: a sequence of forwards passes that
 -- check exactly when no window of t seconds holds more than burst + rate·t of them, so
 -- the bound holds whatever the conductors' timing, however many share the bucket.
 -- (A bucket's `jitter`, 0 unless configured, loosens that check by as many jobs.)
--- A paid job due while a forward before it was late — with burst 1 a bucket has no
--- room for any lateness — is early for that check by as little as that lateness: it is
--- *paced*, not deferred: it stays in the processing list and the conductor forwards it
--- at the instant given (`paced`, at most ARGV[7] s away; several paced at once get
--- successive instants, as their forwards would have them). One further off (a conductor
--- that stalled) takes a new instant of its own: a second deferral, which lets the
--- bucket catch up by the interval it leaves unused.
--- A pool's bucket only decides whether that pool may take the job now.
+--
+-- A forward's instant is the instant its job becomes *due* in the pool's queue — its
+-- score there, which no worker starts it before — not the instant of this call: a job
+-- whose instant is at most `lead` (ARGV[8]) s away is forwarded now, due then. So the
+-- instants are exactly the bucket's: a conductor a little late, by a timer or a busy
+-- core, moves no instant, where with burst 1 (no room for any lateness) a forward late
+-- by x would delay every one after it by x. A paid job whose instant is further off,
+-- but within ARGV[7] s, is *paced*: it stays in the processing list and the conductor
+-- routes it again shortly before the instant given (`paced`; several paced at once
+-- get successive instants, as their forwards would have them). One further off (a
+-- conductor that stalled) takes a new instant of its own: a second deferral, which
+-- lets the bucket catch up by the interval it leaves unused. A deferred job is scored
+-- `early` (ARGV[9]) s before its instant, so that it is back in line in time for it
+-- (and then paced). A pool's bucket only decides whether that pool may take the job at
+-- its instant; a job it holds back is deferred until the bucket allows it within `lead`.
 --
 -- A pool takes a job only if its live workers all announce the job's task: a job no
 -- pool it may use can run waits on `<root>:no_worker:<task>` (`…@<pool>` when a rule or
@@ -32,26 +40,27 @@
 -- A pool's room is its live slots plus its prefetch, less its jobs in flight, read from
 -- its capacity counters as intake.lua corrected them this round (lib/pools.lua).
 -- A pool's queue is scored by the job's priority (see `arq_jobs.queue_score`), so arq
--- starts the higher first.
+-- starts the higher first; a job due later than now is scored with its instant.
 --
 -- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset, KEYS[4] dead-letter
 --   list, KEYS[5] batches zset, KEYS[6] zset of the tasks jobs wait for a worker of,
 --   KEYS[7] hash of the paused pools
 -- ARGV: root, now (ms, client clock, as arq scores use), arq job prefix, arq result
 --   prefix, arq expiry (ms), hold ("1": an empty pool blocks later ones), the most a
---   paid job is paced (s), pool count, then per pool: name, queue, max_in_flight
---   (0: none), bucket rate (0: none), bucket burst; then per job: task, the envelope to
---   store, ad-hoc batch and its backlog (both "" unless the job came as a bare manifest
---   line, which is then recorded in that batch), raw payload as taken, job id,
---   arq job id, arq payload, candidate pools (comma-separated), buckets
---   ("name rate burst jitter" joined by ";", or ""), paid envelope (stored instead of raw
---   once its buckets are paid), pinned ("1": may only run on its candidate), spill-at
---   (ms when a later pool becomes eligible, 0: none), paid ("1": reserved already)
---   batch, score in the pool's queue
--- Returns per job: outcome, detail (pool, or ms due, to the microsecond; `paced`: the
--- job is back in the processing list, to be routed again then); then Redis's
--- time of the forwards (s). Each pool that received jobs is told so on its wake
--- channel (`<root>:wake:<pool>`), so its workers poll at once.
+--   paid job is paced (s), lead (s), early (s), pool count, then per pool: name, queue,
+--   max_in_flight (0: none), bucket rate (0: none), bucket burst; then per job: task,
+--   the envelope to store, ad-hoc batch and its backlog (both "" unless the job came as
+--   a bare manifest line, which is then recorded in that batch), raw payload as taken,
+--   job id, arq job id, arq payload, candidate pools (comma-separated), buckets
+--   ("name rate burst jitter" joined by ";", or ""), paid envelope (stored instead of
+--   raw once its buckets are paid), pinned ("1": may only run on its candidate),
+--   spill-at (ms when a later pool becomes eligible, 0: none), paid ("1": reserved
+--   already), batch, score in the pool's queue
+-- Returns per job: outcome, detail (`forwarded`: "<pool> <instant due, s>"; else the
+-- pool, or ms due, to the microsecond; `paced`: the job is back in the processing list,
+-- to be routed again then); then Redis's time of this call (s). Each pool that
+-- received jobs is told so on its wake channel (`<root>:wake:<pool>`), so its workers
+-- poll at once: the message is "<jobs> <ms when the last is due>".
 --#include pools
 --#include cancelling
 local root = ARGV[1]
@@ -59,6 +68,7 @@ local now_ms = tonumber(ARGV[2])
 local job_prefix, result_prefix, expires = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local hold = ARGV[6] == '1'
 local pace_at_most = tonumber(ARGV[7])
+local lead, early = tonumber(ARGV[8]), tonumber(ARGV[9])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 
@@ -112,8 +122,8 @@ local function charge(key, rate, at)
 end
 
 local pools = {}
-local i = 9
-for _ = 1, tonumber(ARGV[8]) do
+local i = 11
+for _ = 1, tonumber(ARGV[10]) do
   local name = ARGV[i]
   local slots, tasks, prefetch = pool_capacity(root, name)  -- as intake.lua corrected it
   local inflight_key = root .. ':inflight:' .. name
@@ -186,6 +196,7 @@ while i <= #ARGV do
   end
 
   local parsed = {}
+  local due = now  -- the instant the job becomes due in the pool's queue
   if not outcome and buckets ~= '' then
     for spec in string.gmatch(buckets, '[^;]+') do
       local name, rate, burst, jitter = string.match(spec, '^(%S+) (%S+) (%S+) (%S+)$')
@@ -201,9 +212,11 @@ while i <= #ARGV do
     if reserve then
       at = all_allow_at(parsed, 'key')
     end
-    if at <= now then
-      local sent_at = all_allow_at(parsed, 'sent')
-      if sent_at > now and is_paid and sent_at - now <= pace_at_most then
+    if at <= now + lead then
+      local sent_at = math.max(all_allow_at(parsed, 'sent'), at)
+      if sent_at <= now + lead then
+        due = sent_at
+      elseif is_paid and sent_at - now <= pace_at_most then
         outcome, detail = 'paced', due_ms(sent_at)
         redis.call('RPUSH', KEYS[1], raw)
         for _, b in ipairs(parsed) do
@@ -211,16 +224,16 @@ while i <= #ARGV do
           if tat < sent_at then tat = sent_at end
           promised[b.sent] = tat + 1 / b.rate
         end
-      elseif sent_at > now then  -- too far behind the forwards: an instant of its own
+      else  -- too far behind the forwards: an instant of its own
         at, reserve = math.max(all_allow_at(parsed, 'key'), sent_at), true
       end
     end
     if reserve then
       for _, b in ipairs(parsed) do charge(b.key, b.rate, at) end
     end
-    if at > now then
+    if at > now + lead then
       outcome, detail = 'rate_limited', due_ms(at)
-      redis.call('ZADD', KEYS[3], detail, paid)
+      redis.call('ZADD', KEYS[3], due_ms(at - early), paid)
     end
   end
 
@@ -237,8 +250,9 @@ while i <= #ARGV do
       if runs and pool.free > 0 then
         if pool.rate > 0 then
           local allowed = allow_at(pool.bucket, pool.rate, pool.burst)
-          if allowed <= now then
-            charge(pool.bucket, pool.rate, now)
+          if allowed <= now + lead then
+            if allowed > due then due = allowed end
+            charge(pool.bucket, pool.rate, due)
             chosen = name
             break
           elseif not pool_wait or allowed < pool_wait then
@@ -256,16 +270,21 @@ while i <= #ARGV do
         outcome, detail = 'duplicate', chosen
       else
         redis.call('SET', job_prefix .. arq_id, payload, 'PX', expires)
+        if due > now then
+          score = due_ms(due)  -- on Redis's clock, as the worker's is assumed to be
+          pool.last = math.max(pool.last or 0, due)
+        end
         redis.call('ZADD', pool.queue, score, arq_id)
         redis.call('ZADD', pool.inflight, now_ms, job_id)
-        for _, b in ipairs(parsed) do charge(b.sent, b.rate, now) end
+        for _, b in ipairs(parsed) do charge(b.sent, b.rate, due) end
         pool.free = pool.free - 1
         pool.sent = (pool.sent or 0) + 1
-        outcome, detail = 'forwarded', chosen
+        outcome, detail = 'forwarded', chosen .. ' ' .. string.format('%.6f', due)
       end
     elseif pool_wait then
       outcome, detail = 'pool_rate_limited', due_ms(pool_wait)
-      redis.call('ZADD', KEYS[3], detail, stored)
+      -- back in line once the pool's bucket allows it within the lead
+      redis.call('ZADD', KEYS[3], due_ms(pool_wait - lead), stored)
     elseif held then
       outcome, detail = 'full', ''
       redis.call('LPUSH', KEYS[2], stored)
@@ -292,7 +311,8 @@ while i <= #ARGV do
 end
 for name, pool in pairs(pools) do
   if pool.sent then
-    redis.call('PUBLISH', root .. ':wake:' .. name, pool.sent)
+    redis.call('PUBLISH', root .. ':wake:' .. name,
+      pool.sent .. ' ' .. (pool.last and due_ms(pool.last) or '0'))
   end
 end
 out[#out + 1] = string.format('%.6f', now)

@@ -22,7 +22,7 @@ from arq.jobs import JobDef, deserialize_job
 from arq.worker import Worker, func
 
 from orchestrator import arq_jobs
-from orchestrator.arq_worker import WakeableWorker
+from orchestrator.arq_worker import PoolWake, WakeableWorker
 from orchestrator.job import Job
 
 TESTED = "0.28.0"  # the arq this contract was last checked against
@@ -95,7 +95,7 @@ def test_the_worker_attributes_read_by_the_hooks_exist() -> None:
 
     async def build() -> Worker:
         return WakeableWorker(
-            asyncio.Event(), "holding", "pool", [func(noop, name="noop")],
+            PoolWake(), "holding", "pool", [func(noop, name="noop")],
             redis_pool=None, queue_name="q", max_jobs=3, poll_delay=0.001,
         )  # fmt: skip
 
