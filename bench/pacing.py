@@ -120,10 +120,10 @@ def main() -> None:
         )
     print("\n| rate, burst 1, live worker | jobs | starts vs ideal | earliest vs instant "
           "| lateness p50 | p95 | max |\n|---|---|---|---|---|---|---|")  # fmt: skip
-    for row in began:
-        late = row.lateness
+    for started in began:
+        late = started.lateness
         print(
-            f"| {row.rate:g}/s | {row.jobs:,} | {row.span / row.ideal:.3f}x "
+            f"| {started.rate:g}/s | {started.jobs:,} | {started.span / started.ideal:.3f}x "
             f"| {late[0] * 1000:+.2f} ms | {_percentile(late, 50) * 1000:.1f} ms "
             f"| {_percentile(late, 95) * 1000:.1f} ms | {late[-1] * 1000:.1f} ms |"
         )
