@@ -28,19 +28,20 @@ from typing import Any
 
 import anyio
 import orjson
-from arq.connections import ArqRedis
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from orchestrator.arq_worker import POLL_DELAY
 from orchestrator.conductor import Conductor
-from orchestrator.connection import open_client, open_pool
+from orchestrator.connection import open_arq, open_client
 from orchestrator.dispatch import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
 from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
 from orchestrator.settings import Settings, load_settings
+from orchestrator.worker_heartbeat import beat
+from orchestrator.worker_state import WorkerState
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 10
@@ -99,9 +100,10 @@ async def routing_rate(url: str, work: Path, jobs: int) -> float:
     settings = load_settings(redis_url=url, namespace=namespace, backlogs=["backlog:bench"])
     keys = Keys(namespace)
     async with open_client(url) as redis:
-        # Plenty of slots, announced as a worker would, with no worker to run anything.
-        await redis.hset(keys.worker("metal", "bench"), mapping={"slots": 10_000_000})
-        await redis.sadd(keys.workers("metal"), "bench")
+        # Plenty of slots, announced by the worker's own heartbeat, with no worker to run
+        # anything.
+        tasks = tuple(sorted(default_registry()))
+        await beat(redis, keys, WorkerState("metal", "bench", 10_000_000, tasks=tasks, ttl=600))
         return await time_routing(redis, settings, manifest(work / "route.jsonl", jobs), jobs)
 
 
@@ -130,7 +132,7 @@ async def naive_rate(url: str, work: Path, jobs: int) -> float:
     async with open_client(url) as redis:
         path = manifest(work / "naive.jsonl", jobs)
         await dispatch_manifest(redis, keys, path, "backlog:bench", default_registry())
-        arq = ArqRedis(open_pool(url), job_serializer=orjson.dumps, job_deserializer=orjson.loads)
+        arq = open_arq(url)
         backlog, processing = keys.backlog("backlog:bench"), keys.processing("naive")
         started = time.perf_counter()
         for _ in range(jobs):
@@ -156,9 +158,7 @@ def raw_arq_seconds(url: str, jobs: int, poll_delay: float, run: str) -> float:
     try:
 
         async def submit_and_wait() -> float:
-            arq = ArqRedis(
-                open_pool(url), job_serializer=orjson.dumps, job_deserializer=orjson.loads
-            )
+            arq = open_arq(url)
             await anyio.sleep(1.5)  # the worker process is up and polling
             ids = [f"raw:{run}:{index}" for index in range(jobs)]
             started = time.perf_counter()
@@ -181,7 +181,7 @@ async def raw_worker(url: str, queue: str, poll_delay: str) -> None:
     async def echo(ctx: dict[str, Any], *args: Any) -> list[Any]:
         return list(args)
 
-    arq = ArqRedis(open_pool(url), job_serializer=orjson.dumps, job_deserializer=orjson.loads)
+    arq = open_arq(url)
     worker = Worker(
         [func(echo, name="system.echo")],
         queue_name=queue,

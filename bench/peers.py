@@ -37,11 +37,10 @@ from typing import Any
 
 import anyio
 import orjson
-from arq.connections import ArqRedis
 from arq.worker import Worker, func
 
 from bench.conductor import manifest
-from orchestrator.connection import open_client, open_pool
+from orchestrator.connection import open_arq, open_client
 from orchestrator.dispatch import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
@@ -123,7 +122,7 @@ def arq_seconds(url: str, work: Path, jobs: int) -> float:
     queue = f"arq{uuid.uuid4().hex[:6]}"
 
     async def submit_and_wait() -> float:
-        arq = ArqRedis(open_pool(url), job_serializer=orjson.dumps, job_deserializer=orjson.loads)
+        arq = open_arq(url)
         await anyio.sleep(1.5)  # the worker process is up and polling
         ids = [f"{queue}:{index}" for index in range(jobs)]
         started = time.perf_counter()
@@ -209,7 +208,7 @@ async def arq_worker(url: str, queue: str) -> None:
     async def echo(ctx: dict[str, Any], *args: Any) -> list[Any]:
         return list(args)
 
-    arq = ArqRedis(open_pool(url), job_serializer=orjson.dumps, job_deserializer=orjson.loads)
+    arq = open_arq(url)
     worker = Worker(
         [func(echo, name="system.echo")],
         queue_name=queue,

@@ -8,6 +8,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import orjson
+from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import (
     AbstractConnection,
@@ -76,6 +78,16 @@ async def on_messages(
                         event.set()
         except (RedisConnectionError, RedisTimeoutError, OSError):
             await anyio.sleep(1.0)
+
+
+def open_arq(url: str, *, name: str = "orchestrator") -> ArqRedis:
+    """arq's client on `open_pool`, with JSON for jobs and results (never pickle).
+    Closing it closes the pool: redis-py leaves a pool it was given open, and its
+    connections would be left for the garbage collector."""
+    client = ArqRedis(open_pool(url, name=name), job_serializer=orjson.dumps,
+                      job_deserializer=orjson.loads)  # fmt: skip
+    client.auto_close_connection_pool = True
+    return client
 
 
 def open_client(url: str, *, name: str = "orchestrator") -> Redis:

@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager, suppress
 import anyio
 import orjson
 import structlog
-from arq.connections import ArqRedis
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import arq_jobs
 from orchestrator.arq_worker import ARQ_POLL_DELAY, PoolWake, WakeableWorker
-from orchestrator.connection import connect, on_messages, open_pool
+from orchestrator.connection import connect, on_messages, open_arq
 from orchestrator.errors import UserError
 from orchestrator.job_stops import watch_for_stops
 from orchestrator.keys import Keys
@@ -81,11 +80,7 @@ async def run_worker(
         for name, definition in registry.items()
     ]
     async with connect(settings.redis_url, name=f"worker-{pool}") as redis:
-        arq_redis = ArqRedis(
-            open_pool(settings.redis_url, name=f"arq-{pool}"),
-            job_serializer=orjson.dumps,
-            job_deserializer=orjson.loads,
-        )
+        arq_redis = open_arq(settings.redis_url, name=f"arq-{pool}")
 
         def make_worker() -> Worker:
             return WakeableWorker(
