@@ -162,10 +162,11 @@ class Stack:
 
     def start(self, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.work / f"{self.keys.namespace}-{args[0]}-{len(self.processes)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
-            env=self.env, cwd=self.work, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with log.open("wb") as out:  # the child writes to its own copy of the descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", *args],
+                env=self.env, cwd=self.work, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         self.processes.append((process, log))
         return process, log
 

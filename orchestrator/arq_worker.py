@@ -88,7 +88,7 @@ class PoolWake:
         self.due_until = 0.0
 
     def hear(self, message: bytes) -> None:
-        """A forward's message, "<jobs> <ms when the last is due, 0: now>"."""
+        """A forward's message, "<jobs> <the highest score of a job not due yet, or 0>"."""
         _, _, due = message.partition(b" ")
         with suppress(ValueError):
             self.due_until = max(self.due_until, float(due or 0))
@@ -196,34 +196,39 @@ class WakeableWorker(Worker):
     async def _poll_iteration(self) -> None:
         self._wake.event.clear()
         self._read = 0
+        read_from = round(time.time() * 1000)  # arq's read takes scores up to this or more
         await super()._poll_iteration()
         if self._read < self.queue_read_limit:  # drained of due jobs: pause until woken
             pause = POLL_DELAY
-            if time.time() * 1000 < self._wake.due_until:
-                pause = await self._until_next_due()
+            if read_from < self._wake.due_until:
+                pause = await self._until_next_due(read_from)
             if pause > 0:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.event.wait(), pause)
 
-    async def _until_next_due(self) -> float:
-        """Seconds until the next job in the queue that is not due yet is (at most
-        `POLL_DELAY`)."""
-        now_ms = time.time() * 1000
+    async def _until_next_due(self, read_from: int) -> float:
+        """Seconds until arq's clock, rounded to the ms as arq rounds it, reaches the
+        score of the next job that the last read may have left (at most `POLL_DELAY`):
+        0 when that is now."""
         upcoming = await self.pool.zrangebyscore(
-            self.queue_name, f"({now_ms:.3f}", "+inf", start=0, num=1, withscores=True
+            self.queue_name, f"({read_from}", "+inf", start=0, num=1, withscores=True
         )
         if not upcoming:
             return POLL_DELAY
-        return min(max(float(upcoming[0][1]) - time.time() * 1000, 0.0) / 1000, POLL_DELAY)
+        # round(time * 1000) reaches the score from half a ms before it (a hair more:
+        # round() takes an exact half to the even side)
+        due = (float(upcoming[0][1]) - 0.49) / 1000
+        return min(max(due - time.time(), 0.0), POLL_DELAY)
 
     async def _claim_all(self, job_ids: list[str], idle: bool) -> tuple[list[int | None], int]:
         """Each job's queue score when this worker claimed it, else None; and the
         position (from 1) of the suspect claimed alone, 0 when none (see the script)."""
         if self._claim is None:
             self._claim = script(self.pool, "start_jobs")
-        # arq's clock for scores, the worker's; to the microsecond, as a job forwarded
-        # ahead of its instant is scored (lua/forward.lua)
-        now_ms = time.time() * 1000
+        # arq's clock for scores, the worker's, rounded as arq's read rounds it: a job
+        # arq read as due is due here too (lua/forward.lua scores one forwarded ahead
+        # of its instant so that this is never before the instant)
+        now_ms = round(time.time() * 1000)
         replies = await self._claim(
             keys=[self.queue_name, self._holding],
             args=[

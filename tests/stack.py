@@ -47,10 +47,11 @@ class Stack:
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         log = self.directory / f"{args[0]}-{len(self.processes)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
-            env=self.env, cwd=self.directory, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with log.open("wb") as out:  # the child writes to its own copy of the descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", *args],
+                env=self.env, cwd=self.directory, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         self.processes.append(process)
         self.logs[process.pid] = log
         return process

@@ -60,7 +60,7 @@
 -- pool, or ms due, to the microsecond; `paced`: the job is back in the processing list,
 -- to be routed again then); then Redis's time of this call (s). Each pool that
 -- received jobs is told so on its wake channel (`<root>:wake:<pool>`), so its workers
--- poll at once: the message is "<jobs> <ms when the last is due>".
+-- poll at once: the message is "<jobs> <the highest score of a job not due yet, or 0>".
 --#include pools
 --#include cancelling
 local root = ARGV[1]
@@ -271,8 +271,12 @@ while i <= #ARGV do
       else
         redis.call('SET', job_prefix .. arq_id, payload, 'PX', expires)
         if due > now then
-          score = due_ms(due)  -- on Redis's clock, as the worker's is assumed to be
-          pool.last = math.max(pool.last or 0, due)
+          -- On Redis's clock, as the worker's is assumed to be; in whole ms as arq's
+          -- scores are, and as arq reads them (due once the rounded clock reaches it):
+          -- the first whole ms at which that rounding is past the instant.
+          local at_ms = math.ceil(due * 1000 + 0.5)
+          score = string.format('%d', at_ms)
+          pool.last = math.max(pool.last or 0, at_ms)
         end
         redis.call('ZADD', pool.queue, score, arq_id)
         redis.call('ZADD', pool.inflight, now_ms, job_id)
@@ -312,7 +316,7 @@ end
 for name, pool in pairs(pools) do
   if pool.sent then
     redis.call('PUBLISH', root .. ':wake:' .. name,
-      pool.sent .. ' ' .. (pool.last and due_ms(pool.last) or '0'))
+      pool.sent .. ' ' .. string.format('%d', pool.last or 0))
   end
 end
 out[#out + 1] = string.format('%.6f', now)
