@@ -22,7 +22,8 @@ installed arq):
   start are claimed together by `lua/start_jobs.lua`, which makes arq's checks
   atomically and records `job_id → pool` in the worker's holding hash in the same step,
   so that the conductor's reaper (`lua/release_dead_workers.lua`) can drop the claims
-  of a worker that died; a job that ran before without finishing (a possible poison
+  of a worker that died, and begins each job that was not cancelled (its record in
+  `running:<batch>`; the runner then skips `begin.lua`); a job that ran before without finishing (a possible poison
   pill) is claimed only by an idle worker and run alone. Slots are taken exactly as
   arq takes them: its semaphore
   `sem` and counter `job_counter` (given back by `_release_sem_dec_counter_on_complete`
@@ -108,10 +109,18 @@ class WakeableWorker(Worker):
         pool: str,
         *args: Any,
         outcomes: dict[str, Outcome] | None = None,
+        begun: set[str] | None = None,
+        key_root: str = "",
+        worker_id: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._outcomes: dict[str, Outcome] = {} if outcomes is None else outcomes
+        # The jobs whose claim also began them (lua/start_jobs.lua): their runner skips
+        # begin.lua. Keyed by arq id, taken out by the runner.
+        self._begun: set[str] = set() if begun is None else begun
+        self._key_root = key_root
+        self._worker_id = worker_id
         self._wake = wake
         self._holding = holding
         self._pool_name = pool
@@ -146,10 +155,12 @@ class WakeableWorker(Worker):
                 for _ in batch:
                     self._release_sem_dec_counter_on_complete()
                 raise
-            for job_id, score in zip(batch, scores, strict=True):
+            for job_id, (score, begun) in zip(batch, scores, strict=True):
                 if score is None:  # claimed elsewhere, taken back, or not due any more
                     self._release_sem_dec_counter_on_complete()
                     continue
+                if begun:
+                    self._begun.add(job_id)
                 task = self.loop.create_task(self.run_job(job_id, score))
                 task.add_done_callback(self._slot_given_back)
                 self.tasks[job_id] = task
@@ -220,9 +231,12 @@ class WakeableWorker(Worker):
         due = (float(upcoming[0][1]) - 0.49) / 1000
         return min(max(due - time.time(), 0.0), POLL_DELAY)
 
-    async def _claim_all(self, job_ids: list[str], idle: bool) -> tuple[list[int | None], int]:
-        """Each job's queue score when this worker claimed it, else None; and the
-        position (from 1) of the suspect claimed alone, 0 when none (see the script)."""
+    async def _claim_all(
+        self, job_ids: list[str], idle: bool
+    ) -> tuple[list[tuple[int | None, bool]], int]:
+        """Each job's queue score when this worker claimed it, else None, and whether
+        the claim began it; and the position (from 1) of the suspect claimed alone, 0
+        when none (see the script)."""
         if self._claim is None:
             self._claim = script(self.pool, "start_jobs")
         # arq's clock for scores, the worker's, rounded as arq's read rounds it: a job
@@ -234,11 +248,15 @@ class WakeableWorker(Worker):
             args=[
                 arq_jobs.IN_PROGRESS_KEY_PREFIX, int(self.in_progress_timeout_s * 1000),
                 now_ms, self._pool_name, arq_jobs.RETRY_KEY_PREFIX, "1" if idle else "0",
-                *job_ids,
+                self._key_root, arq_jobs.JOB_KEY_PREFIX, self._worker_id, *job_ids,
             ],
         )  # fmt: skip
-        *scores, alone = replies
-        return [None if not score else int(float(score)) for score in scores], int(alone)
+        scores, begun, alone = replies
+        claims = [
+            (None if not score else int(float(score)), bool(began))
+            for score, began in zip(scores, begun, strict=True)
+        ]
+        return claims, int(alone)
 
     def _slot_given_back(self, task: asyncio.Task[None]) -> None:
         if task is self._alone:

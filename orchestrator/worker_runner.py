@@ -80,7 +80,9 @@ def runner(
                 stage, keys=keys, receipt=final, arq_job_id=arq_id, **how
             )
 
-        if not await begin(
+        began = arq_id in state.begun  # by its claim, unless it was cancelled
+        state.begun.discard(arq_id)
+        if not began and not await begin(
             redis, keys, envelope, receipt("running", None), arq_id=arq_id,
             worker_id=state.worker_id,
         ):  # fmt: skip

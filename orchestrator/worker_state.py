@@ -30,6 +30,8 @@ class WorkerState:
     jobs: dict[str, RunningJob] = field(default_factory=dict)  # arq id → job it runs
     # arq id → the end its runner staged, written by `WakeableWorker.finish_job`
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # arq ids whose claim also began them (lua/start_jobs.lua): no begin.lua for them
+    begun: set[str] = field(default_factory=set)
     launch_id: str = ""  # the scaler launch it answers, "" when started otherwise
     idle_since: float | None = field(default_factory=time.time)  # None while running jobs
     idle_exit: float | None = None  # seconds idle before it leaves by itself

@@ -7,6 +7,12 @@
 -- never without its holding record, no claim is left that no worker holds. A take-back
 -- (lib/queued.lua) is atomic with this as it is with arq's WATCH/MULTI: whichever runs
 -- second sees the other's work (the job gone from the queue, or its claim).
+-- A claimed job is also *begun* here, as begin.lua begins it — marked running in
+-- `running:<batch>` (who runs it, which try, since when), as the worker's runner would
+-- record it — unless its batch or the job itself was cancelled: that job is left to
+-- begin.lua, which ends it as cancelled (the rare case keeps its one path). One round
+-- trip a job fewer. A payload this script cannot read cheaply (not the conductor's, or
+-- over MAX_PAYLOAD bytes) is left to begin.lua too.
 -- A job that ran before without finishing (arq's retry counter set: its worker died
 -- under it, or it is being retried) is a suspect: it may be a poison pill, which kills
 -- the process and every job running beside it. A suspect is claimed only by a worker
@@ -16,19 +22,48 @@
 -- KEYS[1] the pool's arq queue, KEYS[2] the worker's holding hash
 -- ARGV: arq in-progress key prefix, claim TTL (ms), now (ms, the worker's clock as
 --   arq's scores are), pool, arq retry key prefix, 1 when the worker runs nothing
---   else, then the arq job ids
--- Returns, per id in order, its queue score when claimed, else false; then the position
--- of the suspect claimed (alone), 0 when none.
+--   else, key root, arq job key prefix, worker id, then the arq job ids
+-- Returns {per id in order, its queue score when claimed, else false; per id, 1 when
+-- begun here, else 0; the position of the suspect claimed (alone), 0 when none}.
+--#include cancelling
+local MAX_PAYLOAD = 65536
 local prefix, ttl, now, pool = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local retry_prefix, idle = ARGV[5], ARGV[6] == '1'
-local scores, claimed, alone = {}, 0, 0
-for i = 7, #ARGV do
+local root, job_prefix, worker = ARGV[7], ARGV[8], ARGV[9]
+local t = redis.call('TIME')
+local started = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local scores, begun, claimed, alone = {}, {}, 0, 0
+
+-- begin.lua's work for a job that was not cancelled; false: left to begin.lua
+local function begin(arq_id, tries)
+  local payload = redis.call('GET', job_prefix .. arq_id)
+  if not payload or #payload > MAX_PAYLOAD then return false end
+  local ok, job = pcall(cjson.decode, payload)
+  local envelope = ok and type(job) == 'table' and type(job.a) == 'table' and job.a[1]
+  if type(envelope) ~= 'table' then return false end
+  local batch, job_id, task = envelope.batch, envelope.id, envelope.task
+  if type(batch) ~= 'string' or type(job_id) ~= 'string' or type(task) ~= 'string' then
+    return false
+  end
+  if is_cancelled(root, batch, job_id) then return false end
+  -- a receipt-shaped record, as the runner writes it (receipts.Receipt)
+  redis.call('HSET', root .. ':running:' .. batch, job_id, cjson.encode({
+    job_id = job_id, batch = batch, task = task, status = 'running', pool = pool,
+    worker = worker, attempt = tries + 1, started_at = started, ended_at = started,
+    duration = 0, error = cjson.null,
+  }))
+  return true
+end
+
+for i = 10, #ARGV do
   local arq_id = ARGV[i]
   local claim = prefix .. arq_id
   local score = redis.call('ZSCORE', KEYS[1], arq_id)
   local due = alone == 0 and score and tonumber(score) ~= 0 and tonumber(score) <= now
+  local tries = 0  -- arq's try counter: the runs begun before this one
   if due and redis.call('EXISTS', claim) == 0 then
-    local suspect = tonumber(redis.call('GET', retry_prefix .. arq_id) or '0') >= 1
+    tries = tonumber(redis.call('GET', retry_prefix .. arq_id) or '0') or 0
+    local suspect = tries >= 1
     if suspect and not (idle and claimed == 0) then
       due = false  -- left for an idle worker
     end
@@ -36,12 +71,12 @@ for i = 7, #ARGV do
       redis.call('SET', claim, '1', 'PX', ttl)
       redis.call('HSET', KEYS[2], arq_id, pool)
       claimed = claimed + 1
-      if suspect then alone = i - 6 end
+      if suspect then alone = i - 9 end
     end
   else
     due = false
   end
   scores[#scores + 1] = due and score or false
+  begun[#begun + 1] = due and begin(arq_id, tries) and 1 or 0
 end
-scores[#scores + 1] = alone
-return scores
+return {scores, begun, alone}

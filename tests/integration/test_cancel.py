@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from orchestrator.receipts import Receipt
 from tests.conftest import StackFactory
 from tests.stack import Stack, write_manifest
 
@@ -188,3 +189,55 @@ def test_retry_brings_failed_and_cancelled_jobs_back_to_verify_ok(
     assert "requeued 3 jobs" in done.stdout
     verified = orchestrator(run, "verify", str(manifest), "--wait", "--timeout", "30")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_claim_begins_a_job_as_its_runner_records_it(stack: StackFactory, tmp_path: Path) -> None:
+    """The worker's claim (lua/start_jobs.lua) marks a job running in the step that
+    claims it, with the record the runner would have written: a receipt's fields."""
+    run = stack()
+    run.worker("metal", 2)
+    run.conductor()
+    dispatched = time.time()
+    run.dispatch(write_manifest(tmp_path / "begun_01.jsonl", [sleep(1.5)]))
+    run.wait_for(lambda: run.redis.hlen(run.keys.running("begun_01")) == 1, "the run")
+    (raw,) = run.redis.hvals(run.keys.running("begun_01"))
+    record = orjson.loads(raw)
+    (worker,) = run.redis.smembers(run.keys.workers("metal"))
+    assert set(record) == set(Receipt.__annotations__) - {"result"}
+    assert record["job_id"] == "begun_01:1"
+    assert record["batch"] == "begun_01"
+    assert (record["task"], record["status"], record["pool"]) == (
+        "system.sleep",
+        "running",
+        "metal",
+    )
+    assert record["worker"] == worker.decode()
+    assert record["attempt"] == 1
+    assert dispatched <= record["started_at"] <= time.time()
+    assert record["error"] is None
+    run.wait_for(lambda: not run.redis.hlen(run.keys.running("begun_01")), "its end")
+    assert [r["status"] for r in run.receipts("begun_01")] == ["succeeded"]
+
+
+def test_a_job_claimed_after_its_batch_was_cancelled_ends_cancelled_unrun(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    """The race `cancel` cannot close by taking jobs back: its mark lands while a job sits
+    in a pool's queue. The claim leaves such a job to begin.lua, which ends it as
+    cancelled; it never runs."""
+    run = stack()
+    fake_worker(run, "metal", 2)
+    run.conductor()
+    run.dispatch(write_manifest(tmp_path / "raced_01.jsonl", [sleep(0.1), sleep(0.1)]))
+    queue = run.keys.pool_queue("metal")
+    run.wait_for(lambda: run.redis.zcard(queue) == 2, "both jobs in metal's queue")
+    run.redis.hset(run.keys.batch("raced_01"), "cancelled_at", time.time())  # the mark alone
+    drop_fake_worker(run, "metal")
+    run.worker("metal", 2)
+    run.wait_for(lambda: len(run.receipts("raced_01")) == 2, "both receipts")
+    time.sleep(0.5)
+    receipts = run.receipts("raced_01")
+    assert [r["status"] for r in receipts] == ["cancelled", "cancelled"]
+    assert all(r["started_at"] is None for r in receipts)
+    assert not run.redis.hlen(run.keys.running("raced_01"))
+    run.wait_for(lambda: not run.redis.zcard(queue), "arq's queue emptied")
