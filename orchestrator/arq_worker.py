@@ -16,20 +16,20 @@ installed arq):
   wake-up, the instant the next job forwarded ahead of time is due (`PoolWake`), or
   `POLL_DELAY` after; the worker is built with `poll_delay≈0` so arq's own sleep is
   not the pause.
-- `Worker.start_jobs(self, job_ids: list[bytes])`: called by `_poll_iteration` with
-  the ids it read; it claims each (arq's in-progress key, under WATCH/MULTI: four round
+- `Worker.start_jobs(self, job_ids: list[bytes])`: called by `_poll_iteration` with the
+  ids it read; it claims each (arq's in-progress key, under WATCH/MULTI: four round
   trips a job) and starts `run_job(job_id, score)` in a task. Replaced: the ids it may
   start are claimed together by `lua/start_jobs.lua`, which makes arq's checks
   atomically and records `job_id → pool` in the worker's holding hash in the same step,
-  so that the conductor's reaper (`lua/release_dead_workers.lua`) can drop the claims
-  of a worker that died, and begins each job that was not cancelled (its record in
-  `running:<batch>`; the runner then skips `begin.lua`); a job that ran before without finishing (a possible poison
-  pill) is claimed only by an idle worker and run alone. Slots are taken exactly as
-  arq takes them: its semaphore
-  `sem` and counter `job_counter` (given back by `_release_sem_dec_counter_on_complete`
-  when a job's task ends), `max_jobs`, its `tasks`, `in_progress_timeout_s` and the
-  `loop` it starts tasks on. `lua/lib/queued.lua` (take-back) relies on a claim being
-  atomic with its own check, as it is.
+  so that the conductor's reaper (`lua/release_dead_workers.lua`) can drop the claims of
+  a worker that died, and begins each job that was not cancelled (its record in
+  `running:<batch>`; the runner then skips `begin.lua`); a job that ran before without
+  finishing (a possible poison pill) is claimed only by an idle worker and run alone.
+  Slots are taken exactly as arq takes them: its semaphore `sem` and counter
+  `job_counter` (given back by `_release_sem_dec_counter_on_complete` when a job's task
+  ends), `max_jobs`, its `tasks`, `in_progress_timeout_s` and the `loop` it starts tasks
+  on. `lua/lib/queued.lua` (take-back) relies on a claim being atomic with its own
+  check, as it is.
 - `Worker.finish_job(self, job_id, finish, result_data, result_timeout_s,
   keep_result_forever, incr_score, keep_in_progress)`: arq's end of a run, one MULTI
   (claim dropped; when `finish`, the result kept and the job deleted and taken out of

@@ -4,10 +4,11 @@ job that `cancel --running` names.
 Before a run, one atomic step asks Redis whether the job was cancelled and, if not,
 marks it running: as a rule the worker's claim (`lua/start_jobs.lua`), else `begin`
 (`lua/begin.lua`), which also ends a cancelled job as such. A cancel that returned
-before that step is seen by it, one that comes after finds the job running. Running jobs are stopped by
-cancelling their task's scope; the worker learns which from the `stop_running` hash,
-looked at when `cancel` publishes on the `cancels` channel and again every heartbeat
-interval, so a message lost while Redis was away delays a stop but never loses it.
+before that step is seen by it, one that comes after finds the job running. Running jobs
+are stopped by cancelling their task's scope; the worker learns which from the
+`stop_running` hash, looked at when `cancel` publishes on the `cancels` channel and
+again every heartbeat interval, so a message lost while Redis was away delays a stop but
+never loses it.
 """
 
 from __future__ import annotations

@@ -97,6 +97,12 @@ class Dashboard:
     async def shell(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    async def health(self, request: Request) -> Response:
+        """For a container's health check (`orchestrator healthcheck --port`): 200 while
+        Redis answers; 503 (see `_unreachable`) while it does not."""
+        await self.redis.ping()
+        return Response("ok\n", media_type="text/plain")
+
     async def status(self, request: Request) -> Response:
         frame = await self.snapshot.get()
         return _json_bytes(to_json(frame.value))
@@ -238,6 +244,7 @@ class Dashboard:
             Route("/dead", shell),
             Route("/dead/{ref:path}", shell),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            Route("/healthz", self.health),
             Route("/api/status", self.status),
             Route("/api/events", self.events),
             # Ids may hold any non-blank character, `/` included (sent as %2F, which

@@ -4,6 +4,7 @@ act, and what one refresh costs Redis however many pages are open."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,25 @@ async def test_status_is_the_status_command_document(
     assert api["backlogs"][0] == cli["backlogs"][0] == {**api["backlogs"][0], "depth": 3}
     assert [b["id"] for b in api["batches"]] == ["b1"]
     assert api["batches_total"] == 1
+
+
+async def test_healthz_says_whether_redis_answers(client: httpx.AsyncClient) -> None:
+    """What a container's health check asks (`orchestrator healthcheck --port 8765`)."""
+    answer = await client.get("/healthz")
+    assert answer.status_code == 200
+    assert answer.text == "ok\n"
+    with socket.socket() as unused:  # a port nothing listens on once closed
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    gone = redis.asyncio.Redis(port=port, socket_connect_timeout=1)
+    settings = _settings().model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    app = Dashboard(gone, settings, token=TOKEN).app(loopback_only=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as c:
+        answer = await c.get("/healthz")
+    await gone.aclose()
+    assert answer.status_code == 503
+    assert f"127.0.0.1:{port}" in answer.text
 
 
 async def test_pages_are_the_shell_and_assets_are_served(client: httpx.AsyncClient) -> None:
