@@ -13,10 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +249,47 @@ def test_elastic_cloud_scales_worker_cloud_through_compose(
     assert any(e["event"] == "scale_up" for e in events)
     assert any(e["event"] == "scale_down" for e in events)
     assert not any(e["event"] == "launch_failed" for e in events)
+
+
+def test_the_dashboard_serves_the_host_and_its_buttons_need_the_token(
+    make_stack: StackFactory,
+) -> None:
+    """The `web` profile: not started by `up -d`; started with a token, it turns healthy
+    (its /healthz), serves the overview on the host's loopback, and refuses an action
+    without the token while taking one with it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = secrets.token_hex(16)
+    stack = make_stack(ORCHESTRATOR_WEB_TOKEN=token, WEB_PORT=str(port))
+    stack.up()
+    web = ["--profile", "web"]
+    assert not stack.compose(*web, "ps", "-q", "web").stdout.split()  # not part of `up -d`
+    try:
+        stack.compose(*web, "up", "-d", "web")
+        ids = stack.compose(*web, "ps", "-q", "web").stdout.split()
+        assert len(ids) == 1
+
+        def healthy() -> bool:
+            return bool(
+                harness.inspect(*ids)[0]["State"].get("Health", {}).get("Status") == "healthy"
+            )
+
+        wait_for(healthy, "web healthy", timeout=90, every=1)
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/api/status", timeout=10) as answer:
+            status = json.load(answer)
+        assert [pool["name"] for pool in status["pools"]] == ["metal", "cloud"]
+        pause = f"{base}/api/backlogs/stress/pause"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(pause, method="POST"), timeout=10)
+        assert refused.value.code == 403
+        allowed = urllib.request.Request(
+            pause, method="POST", headers={"X-Orchestrator-Token": token}
+        )
+        with urllib.request.urlopen(allowed, timeout=10) as answer:
+            assert answer.status == 200
+        paused = {b["name"]: b for b in stack.status()["backlogs"]}["backlog:stress"]
+        assert paused["paused_at"] is not None
+    finally:
+        stack.compose(*web, "rm", "-fs", "web", check=False)
