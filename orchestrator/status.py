@@ -100,6 +100,7 @@ class StatusReader:
                 "worker_prefix": _prefix(partial(keys.worker, pool.name)),
                 "waiting": keys.waiting(pool.name),
                 "scaler_state": keys.scaler_state(pool.name),
+                "capacity": keys.capacity(pool.name),
             }
             for pool in settings.ordered_pools
         ]  # and the day's spend counter, per read
@@ -206,6 +207,8 @@ class StatusReader:
             in_flight=raw["in_flight"],
             queued=raw["queued"],
             free=max(0, capacity - raw["in_flight"]),
+            prefetch=int(raw["prefetch"] or 0),
+            finish_rate=float(raw["finish_rate"] or 0),
             waiting=raw["waiting"],
             oldest_heartbeat_age=max((w.heartbeat_age for w in workers), default=None),
             paused_at=float(raw["paused_at"]) if raw["paused_at"] else None,

@@ -20,17 +20,19 @@
   `since` (unix seconds the oldest of them started waiting); oldest first.
 - `pools[]`, in routing order: `name`, `order`, `queue` (arq queue key), `spill_after`,
   `max_in_flight`, `workers[]` (`id`, `host`, `pid`, `slots`, `running`, `version`,
-  `heartbeat_age`; `launch`: the scaler launch it answers, null when no scaler
-  launched it; `idle_since`: unix seconds it last became idle, null while it runs
-  jobs; `draining`: it takes no new jobs and leaves once its running ones end),
-  `slots` (sum over live workers), `running` (sum of what workers last reported: up to
-  one heartbeat old), `capacity` (slots within max_in_flight), `in_flight`
-  (forwarded, not finished), `queued` (the arq queue's length: arq keeps a job there
-  until it ends, so running jobs count), `free` (capacity - in_flight, at least 0:
-  intake.lua's rule), `waiting` (jobs pinned to this pool while it is full),
+  `heartbeat_age`; `launch`: the scaler launch it answers, null when no scaler launched
+  it; `idle_since`: unix seconds it last became idle, null while it runs jobs;
+  `draining`: it takes no new jobs and leaves once its running ones end), `slots` (sum
+  over live workers), `running` (sum of what workers last reported: up to one heartbeat
+  old), `capacity` (slots within max_in_flight), `in_flight` (forwarded, not finished),
+  `queued` (the arq queue's length: arq keeps a job there until it ends, so running jobs
+  count), `free` (capacity - in_flight, at least 0), `prefetch` (jobs the conductors may
+  forward beyond `free`, to start as slots free: what the pool starts within
+  `prefetch_seconds` at its `finish_rate`, jobs finished a second lately; both from its
+  capacity counters), `waiting` (jobs pinned to this pool while it is full),
   `oldest_heartbeat_age` (seconds, null without workers), `paused_at` (unix seconds it
-  was paused: no new jobs go there, running ones finish; null when not paused),
-  `scaler` (null when the settings give the pool no scaler and none wrote its state).
+  was paused: no new jobs go there, running ones finish; null when not paused), `scaler`
+  (null when the settings give the pool no scaler and none wrote its state).
 - `pools[].scaler`: `configured` (the settings give the pool a scaler), `running` (a
   conductor's scaler keeps its state fresh; it lapses within a minute of the scaler
   stopping; when false, no worker is launched or released, and the fields only the
@@ -181,6 +183,8 @@ class Pool:
     in_flight: int
     queued: int
     free: int
+    prefetch: int
+    finish_rate: float
     waiting: int
     oldest_heartbeat_age: float | None
     paused_at: float | None

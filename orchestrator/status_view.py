@@ -99,10 +99,13 @@ def _pools(snapshot: Snapshot, width: int) -> Table:
         "running": lambda p: p.running,
         "queued": lambda p: p.queued,
         "free": lambda p: p.free,
+        "prefetch": lambda p: p.prefetch,
         "beat": lambda p: (
             "-" if p.oldest_heartbeat_age is None else f"{p.oldest_heartbeat_age:.1f}s"
         ),
     }
+    if not any(pool.prefetch for pool in snapshot.pools):  # long jobs: no prefetch at all
+        del columns["prefetch"]
     if width < 80:
         columns = {k: v for k, v in columns.items() if k in ("slots", "in flight", "free")}
     table = _table("pool", *columns)

@@ -16,8 +16,8 @@
 --   conductor_prefix,
 --   processing_prefix, batch_prefix, receipts_prefix, running_prefix, no_worker_prefix,
 --   pools: [{name,
---   queue, inflight, workers, worker_prefix, waiting, scaler_state, spend: the spend
---   counter of the caller's UTC day}], buckets: [{name, key}], batches:
+--   queue, inflight, workers, worker_prefix, waiting, scaler_state, capacity (its
+--   counters), spend: the spend counter of the caller's UTC day}], buckets: [{name, key}], batches:
 --   most batches, first_batch: how many newest batches to pass over (a page),
 --   budget: most receipts to scan, cursors: {batch: HSCAN cursor to resume},
 --   skip: [batches whose counts the caller keeps], order: [batches, the first to be
@@ -93,6 +93,11 @@ for _, pool in ipairs(req.pools) do
     -- the scaler's last view (it lapses soon after its scaler stops) and the day's spend
     scaler = redis.call('HGETALL', pool.scaler_state), spend = redis.call('GET', pool.spend),
   }
+  -- its capacity counters (lib/pools.lua): the prefetch the conductors allow it now,
+  -- and the completion rate that sizes it
+  local counted = redis.call('HMGET', pool.capacity, 'prefetch', 'rate')
+  out.pools[#out.pools].prefetch = counted[1] or false
+  out.pools[#out.pools].finish_rate = counted[2] or false
 end
 
 out.buckets = {}

@@ -9,6 +9,7 @@ letters is in test_status_batches.py.
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import re
@@ -25,11 +26,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio
+from rich.console import Console
 
 from orchestrator.keys import Keys
 from orchestrator.settings import load_settings
 from orchestrator.stack_record import RedisSource, StackLock, StackRecord
 from orchestrator.status import StatusReader, to_json
+from orchestrator.status_view import render
 from tests.conftest import CliRunner, StackFactory
 from tests.stack import REPO, write_manifest
 
@@ -91,6 +94,26 @@ def test_one_shot_status_lists_every_pool_even_without_workers(
     for pool in ("metal", "cloud"):  # workers, slots, in flight, running, queued, free, beat
         assert [pool, "0", "0", "0", "0", "0", "0", "-", "no", "workers"] in rows
     assert "metal has no workers, nothing running" in result.out
+
+
+async def test_a_pools_prefetch_and_finish_rate_come_from_its_capacity_counters(
+    async_redis: redis.asyncio.Redis, keys: Keys
+) -> None:
+    """What the conductors allow a pool beyond its free slots, as they size it."""
+    reader = StatusReader(async_redis, load_settings())
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(render(await reader.read(), width=120))
+    assert "prefetch" not in console.export_text()  # a column only when some pool has one
+    await async_redis.hset(keys.capacity("metal"), mapping={"prefetch": 3, "rate": "120.500"})
+    snapshot = await reader.read()
+    document = orjson.loads(to_json(snapshot))
+    metal, cloud = pools(document)["metal"], pools(document)["cloud"]
+    assert (metal["prefetch"], metal["finish_rate"]) == (3, 120.5)
+    assert (cloud["prefetch"], cloud["finish_rate"]) == (0, 0.0)
+    console.print(render(snapshot, width=120))
+    table = console.export_text()
+    assert "prefetch" in table
+    assert re.search(r"^metal +0 +0 +0 +0 +0 +0 +3 ", table, re.M), table
 
 
 def test_status_without_redis_is_one_line_and_exit_69(run_cli: CliRunner) -> None:

@@ -254,6 +254,9 @@ function poolCard(pool, index, pools, refresh) {
       stat("in flight", pool.in_flight, "in_flight"),
       stat("queued", pool.queued, "queued"),
       stat("free", pool.free, "free"),
+      // short jobs: what the conductors may queue ahead of its free slots (capacity counters)
+      pool.prefetch ? stat("prefetch", pool.prefetch, "prefetch") : null,
+      pool.prefetch ? stat("finished /s", Math.round(pool.finish_rate), "finish_rate") : null,
       pool.waiting ? stat("pinned, waiting", pool.waiting, "waiting") : null),
     scaler ? h("div", { class: "scaler" },
       h("h4", {}, "cloud workers" + (scaler.running ? "" : " (scaler not running)")),
