@@ -203,7 +203,10 @@ async def measure(redis: Redis, settings: Settings, seconds: float) -> dict[str,
         serving.start_soon(server.serve, [sock])
         while not server.started:
             await anyio.sleep(0.01)
-        async with httpx.AsyncClient(timeout=30) as client:
+        # Idle connections dropped by the client before the server's keep-alive timeout
+        # (uvicorn's 5 s) can close them under a request just sent on one.
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             await client.get(base + "/api/status")  # the script loaded, a first read
             # 1. only the shared views open: count Redis's snapshot scripts
             before, started = await scripts(redis), time.monotonic()
