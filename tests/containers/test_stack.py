@@ -29,6 +29,7 @@ import pytest
 from tests.containers import harness
 from tests.containers.conftest import FIGURES, StackFactory
 from tests.containers.harness import APP_SERVICES, APP_UID, Stack, batch_of, overlapping, wait_for
+from tests.dashboard_action import assert_action_needs_the_token
 
 METAL_SLOTS = 2 * 4  # worker-metal: 2 replicas x METAL_CONCURRENCY (4), compose.yaml's defaults
 CLOUD_SLOTS = 8  # worker-cloud: 1 replica x CLOUD_CONCURRENCY (8)
@@ -280,15 +281,7 @@ def test_the_dashboard_serves_the_host_and_its_buttons_need_the_token(
         with urllib.request.urlopen(f"{base}/api/status", timeout=10) as answer:
             status = json.load(answer)
         assert [pool["name"] for pool in status["pools"]] == ["metal", "cloud"]
-        pause = f"{base}/api/backlogs/stress/pause"
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(urllib.request.Request(pause, method="POST"), timeout=10)
-        assert refused.value.code == 403
-        allowed = urllib.request.Request(
-            pause, method="POST", headers={"X-Orchestrator-Token": token}
-        )
-        with urllib.request.urlopen(allowed, timeout=10) as answer:
-            assert answer.status == 200
+        assert_action_needs_the_token(f"{base}/api/backlogs/stress/pause", token)
         paused = {b["name"]: b for b in stack.status()["backlogs"]}["backlog:stress"]
         assert paused["paused_at"] is not None
     finally:

@@ -18,6 +18,7 @@ import redis
 from orchestrator.redis_server import RedisServer, embedded_redis_server, free_port
 from orchestrator.stack_record import StackRecord, read_record
 from tests.conftest import CliRunner
+from tests.dashboard_action import assert_action_needs_the_token
 from tests.integration.test_up import receipts, wait_until
 from tests.stack import REPO, write_manifest
 
@@ -295,15 +296,7 @@ def test_up_starts_the_dashboard_and_prints_its_url_with_the_token(tmp_path: Pat
                 return False
 
         wait_until(answers)
-        pause = base + "api/backlogs/default/pause"
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(urllib.request.Request(pause, method="POST"), timeout=5)
-        assert refused.value.code == 403
-        request = urllib.request.Request(
-            pause, method="POST", headers={"X-Orchestrator-Token": token}
-        )
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            assert reply.status == 200
+        assert_action_needs_the_token(base + "api/backlogs/default/pause", token, timeout=5)
         assert "backlog:default" in command(tmp_path, "status", "--json").stdout
         paused = orjson.loads(command(tmp_path, "status", "--json").stdout)["backlogs"][0]
         assert paused["paused_at"] is not None
