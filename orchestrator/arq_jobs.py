@@ -78,7 +78,9 @@ def queue_score(enqueue_ms: int, priority: int) -> int:
 
     Above 0 each level moves the job a day earlier. Below 0 it cannot move later (arq
     would take the score for a start time and hold the job back), so levels below 0
-    rank as 0 here; they are already taken last from the backlogs.
+    rank as 0 here; they are already taken last from the backlogs. A rate-limited job
+    forwarded ahead of its instant is scored with that instant instead (see the top of
+    lua/forward.lua).
     """
     return enqueue_ms - max(priority, 0) * PRIORITY_STEP_MS
 

@@ -55,6 +55,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 from arq.constants import abort_jobs_ss
@@ -161,8 +162,12 @@ class WakeableWorker(Worker):
                     continue
                 if begun:
                     self._begun.add(job_id)
+                else:  # an earlier claim's mark whose run never came: not this claim's
+                    self._begun.discard(job_id)
                 task = self.loop.create_task(self.run_job(job_id, score))
                 task.add_done_callback(self._slot_given_back)
+                if begun:  # arq may end the task before the runner takes the mark
+                    task.add_done_callback(partial(self._forget_begun, job_id))
                 self.tasks[job_id] = task
             if alone:
                 self._alone = self.tasks[batch[alone - 1]]
@@ -257,6 +262,9 @@ class WakeableWorker(Worker):
             for score, began in zip(scores, begun, strict=True)
         ]
         return claims, int(alone)
+
+    def _forget_begun(self, job_id: str, task: asyncio.Task[None]) -> None:
+        self._begun.discard(job_id)
 
     def _slot_given_back(self, task: asyncio.Task[None]) -> None:
         if task is self._alone:

@@ -111,10 +111,11 @@ class Forwarder:
         hold_until, paced = await self._route_once(taken, sources, now_ms, hold, PACE_AT_MOST)
         give_up = time.monotonic() + PACE_FOR
         while paced:
-            # Every job whose instant falls within the lead of the first goes in one call.
+            # Every job whose instant the call, sent PACE_AHEAD before the first's, can
+            # forward within the lead goes in it.
             paced.sort(key=lambda held: held[0])
             first = paced[0][0]
-            due = [held for held in paced if held[0] <= first + LEAD]
+            due = [held for held in paced if held[0] <= first + LEAD - PACE_AHEAD]
             paced = paced[len(due) :]
             pace = PACE_AT_MOST if time.monotonic() < give_up else 0.0
             await anyio.sleep(max(first - PACE_AHEAD - time.time(), 0.0))
@@ -190,9 +191,12 @@ class Forwarder:
             routed.append((job, route, raw, source))
         if not routed:
             return None, []
+        sent = time.time()
         reply = await self._forward(keys=self._forward_keys, args=args)
-        # How far this process's clock is ahead of Redis's (whose the instants are).
-        ahead = time.time() - float(reply[-1])
+        # How far this process's clock is ahead of Redis's (whose the instants are), at
+        # most: the script read its clock after the call was sent, so paced jobs are
+        # routed early rather than late by the script's run and the reply.
+        ahead = sent - float(reply[-1])
         hold_until: float | None = None
         paced: list[Paced] = []
         for index, (job, route, raw, source) in enumerate(routed):

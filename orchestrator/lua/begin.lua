@@ -11,6 +11,8 @@ local root, batch, job_id, task = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local envelope, now = ARGV[5], tonumber(ARGV[6])
 if is_cancelled(root, batch, job_id) then
   cancel_job(root, batch, job_id, task, envelope, now, 'cancelled before it started')
+  -- a record an earlier claim left (its run never came, start_jobs.lua): not running
+  redis.call('HDEL', KEYS[1], job_id)
   redis.call('ZREM', KEYS[2], job_id)
   redis.call('HDEL', KEYS[3], ARGV[8])
   redis.call('PUBLISH', KEYS[4], ARGV[9])

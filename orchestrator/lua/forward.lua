@@ -40,7 +40,11 @@
 -- A pool's room is its live slots plus its prefetch, less its jobs in flight, read from
 -- its capacity counters as intake.lua corrected them this round (lib/pools.lua).
 -- A pool's queue is scored by the job's priority (see `arq_jobs.queue_score`), so arq
--- starts the higher first; a job due later than now is scored with its instant.
+-- starts the higher first; a job due later than now is scored with its instant (a
+-- score is both when a job may start and its rank): once due it ranks by that instant,
+-- its priority having ordered it in the backlogs and at intake. What it may wait behind
+-- in the queue is the pool's prefetch at most, the jobs the pool starts within
+-- `prefetch_seconds`, since the conductor forwards no more than room for.
 --
 -- KEYS[1] processing list, KEYS[2] ready list, KEYS[3] deferred zset, KEYS[4] dead-letter
 --   list, KEYS[5] batches zset, KEYS[6] zset of the tasks jobs wait for a worker of,
