@@ -21,16 +21,18 @@ def busy(receipts: list[dict[str, Any]], at: float) -> int:
 def test_no_sleeper_is_queued_on_metal_while_cloud_has_a_free_slot(
     stack: StackFactory, tmp_path: Path
 ) -> None:
-    """Sleepers of 2 s on metal 4 / cloud 10, 24 of them: a metal job that started late
+    """Sleepers of 2 s on metal 4 / cloud 10, 28 of them: a metal job that started late
     waited somewhere, and a second before it started cloud must have been full — else it
-    sat in metal's queue behind a busy slot while cloud had a free one."""
+    sat in metal's queue behind a busy slot while cloud had a free one. 28 = two waves of
+    14: whichever pool's first wave ends first by a millisecond, the second wave needs
+    both, so metal always runs some of it."""
     run = stack()
     run.worker("metal", 4)
     run.worker("cloud", 10)
     run.conductor()
-    sleepers = [{"task": "system.sleep", "args": [2]} for _ in range(24)]
+    sleepers = [{"task": "system.sleep", "args": [2]} for _ in range(28)]
     run.dispatch(write_manifest(tmp_path / "sleepers_01.jsonl", sleepers))
-    receipts = run.wait_for_receipts("sleepers_01", 24, timeout=60)
+    receipts = run.wait_for_receipts("sleepers_01", 28, timeout=60)
     assert {r["status"] for r in receipts} == {"succeeded"}
     metal = [r for r in receipts if r["pool"] == "metal"]
     cloud = [r for r in receipts if r["pool"] == "cloud"]
