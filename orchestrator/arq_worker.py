@@ -65,6 +65,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from orchestrator import arq_jobs
+from orchestrator.keys import Keys
 from orchestrator.scripts import script
 
 # Longest pause between two polls of the pool's queue when no wake-up comes (arq's
@@ -111,16 +112,16 @@ class WakeableWorker(Worker):
         *args: Any,
         outcomes: dict[str, Outcome] | None = None,
         begun: set[str] | None = None,
-        key_root: str = "",
+        keys: Keys | None = None,
         worker_id: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._outcomes: dict[str, Outcome] = {} if outcomes is None else outcomes
         # The jobs whose claim also began them (lua/start_jobs.lua): their runner skips
-        # begin.lua. Keyed by arq id, taken out by the runner.
+        # begin.lua. Keyed by arq id, taken out when the job's task ends.
         self._begun: set[str] = set() if begun is None else begun
-        self._key_root = key_root
+        self._keys = keys or Keys("")
         self._worker_id = worker_id
         self._wake = wake
         self._holding = holding
@@ -166,7 +167,7 @@ class WakeableWorker(Worker):
                     self._begun.discard(job_id)
                 task = self.loop.create_task(self.run_job(job_id, score))
                 task.add_done_callback(self._slot_given_back)
-                if begun:  # arq may end the task before the runner takes the mark
+                if begun:  # the mark ends with the task, whether the runner ran or not
                     task.add_done_callback(partial(self._forget_begun, job_id))
                 self.tasks[job_id] = task
             if alone:
@@ -253,7 +254,8 @@ class WakeableWorker(Worker):
             args=[
                 arq_jobs.IN_PROGRESS_KEY_PREFIX, int(self.in_progress_timeout_s * 1000),
                 now_ms, self._pool_name, arq_jobs.RETRY_KEY_PREFIX, "1" if idle else "0",
-                self._key_root, arq_jobs.JOB_KEY_PREFIX, self._worker_id, *job_ids,
+                self._keys.root, arq_jobs.JOB_KEY_PREFIX, self._worker_id,
+                self._keys.running(""), *job_ids,
             ],
         )  # fmt: skip
         scores, begun, alone = replies

@@ -90,7 +90,7 @@ async def run_worker(
                 functions,
                 outcomes=state.outcomes,
                 begun=state.begun,
-                key_root=keys.root,
+                keys=keys,
                 worker_id=state.worker_id,
                 queue_name=keys.pool_queue(pool),
                 redis_pool=arq_redis,

@@ -81,7 +81,6 @@ def runner(
             )
 
         began = arq_id in state.begun  # by its claim, unless it was cancelled
-        state.begun.discard(arq_id)
         if not began and not await begin(
             redis, keys, envelope, receipt("running", None), arq_id=arq_id,
             worker_id=state.worker_id,

@@ -22,14 +22,15 @@
 -- KEYS[1] the pool's arq queue, KEYS[2] the worker's holding hash
 -- ARGV: arq in-progress key prefix, claim TTL (ms), now (ms, the worker's clock as
 --   arq's scores are), pool, arq retry key prefix, 1 when the worker runs nothing
---   else, key root, arq job key prefix, worker id, then the arq job ids
+--   else, key root, arq job key prefix, worker id, the running hashes' key prefix
+--   (Keys.running of ""), then the arq job ids
 -- Returns {per id in order, its queue score when claimed, else false; per id, 1 when
 -- begun here, else 0; the position of the suspect claimed (alone), 0 when none}.
 --#include cancelling
 local MAX_PAYLOAD = 65536
 local prefix, ttl, now, pool = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local retry_prefix, idle = ARGV[5], ARGV[6] == '1'
-local root, job_prefix, worker = ARGV[7], ARGV[8], ARGV[9]
+local root, job_prefix, worker, running_prefix = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local t = redis.call('TIME')
 local started = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local scores, begun, claimed, alone = {}, {}, 0, 0
@@ -47,7 +48,7 @@ local function begin(arq_id, tries)
   end
   if is_cancelled(root, batch, job_id) then return false end
   -- a receipt-shaped record, as the runner writes it (receipts.Receipt)
-  redis.call('HSET', root .. ':running:' .. batch, job_id, cjson.encode({
+  redis.call('HSET', running_prefix .. batch, job_id, cjson.encode({
     job_id = job_id, batch = batch, task = task, status = 'running', pool = pool,
     worker = worker, attempt = tries + 1, started_at = started, ended_at = started,
     duration = 0, error = cjson.null,
@@ -55,7 +56,7 @@ local function begin(arq_id, tries)
   return true
 end
 
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   local arq_id = ARGV[i]
   local claim = prefix .. arq_id
   local score = redis.call('ZSCORE', KEYS[1], arq_id)
@@ -71,7 +72,7 @@ for i = 10, #ARGV do
       redis.call('SET', claim, '1', 'PX', ttl)
       redis.call('HSET', KEYS[2], arq_id, pool)
       claimed = claimed + 1
-      if suspect then alone = i - 9 end
+      if suspect then alone = i - 10 end
     end
   else
     due = false
