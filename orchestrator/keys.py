@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 BACKLOG_PREFIX = "backlog:"
-_BACKLOG_NAME = re.compile(r"^backlog:[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_BACKLOG_NAME = re.compile(r"^backlog:[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}\Z")
 # What a batch may be called (`dispatch --batch`, a manifest's stem, `meta.batch`).
-BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,149}$")
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,149}\Z")
 
 
 def backlog_name(raw: str) -> str:

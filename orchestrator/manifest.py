@@ -26,7 +26,7 @@ from orchestrator.registry import TaskDef, TaskRegistry
 
 SUFFIX = ".jsonl"
 _BLOCK_BYTES = 1 << 20
-_NAME_PART = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_NAME_PART = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 
 
 def get_next_filename(workflow: str, mode: str, directory: Path) -> Path:
@@ -41,7 +41,7 @@ def get_next_filename(workflow: str, mode: str, directory: Path) -> Path:
                 f"invalid {label} name {part!r}: use lower-case letters, digits, _ and -"
             )
     directory.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(rf"^{re.escape(workflow)}_{re.escape(mode)}_(\d+){re.escape(SUFFIX)}$")
+    pattern = re.compile(rf"^{re.escape(workflow)}_{re.escape(mode)}_(\d+){re.escape(SUFFIX)}\Z")
     taken = [int(m.group(1)) for p in directory.iterdir() if (m := pattern.match(p.name))]
     number = max(taken, default=0) + 1
     while True:
@@ -139,7 +139,7 @@ def read_manifest(
         raise ManifestError(shown, None, "", "no such file" + _did_you_mean(path))
     if not path.is_file():
         raise ManifestError(shown, None, "", "not a regular file")
-    reserved = re.compile(rf"^{re.escape(batch)}:\d+$")
+    reserved = re.compile(rf"^{re.escape(batch)}:\d+\Z")
     given_ids: dict[str, int] = {}
     tasks: dict[str, TaskDef | str] = {}  # looked up once each; a str says why it is unknown
     count = 0

@@ -28,7 +28,7 @@ from pydantic import PydanticUserError, TypeAdapter, ValidationError
 from orchestrator.errors import UnknownTaskError, UserError
 
 TASKS_PACKAGE = "workers.tasks"
-TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 MAX_TASK_NAME = 200  # characters: a name is part of Redis keys and of every log line
 _MARK = "__orchestrator_task__"
 

@@ -51,7 +51,7 @@ DEFAULT_CONFIG_FILE = "orchestrator.toml"
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 # The variables that set redis_url, the first one set winning.
 REDIS_URL_VARIABLES = ("ORCHESTRATOR_REDIS_URL", "REDIS_URL")
-_BUCKET_NAME = re.compile(r"^[^\s;,]{1,200}$")
+_BUCKET_NAME = re.compile(r"^[^\s;,]{1,200}\Z")
 _BACKLOGS_EXAMPLE = (
     'e.g. ORCHESTRATOR_BACKLOGS=backlog:a,backlog:b, or backlogs = ["backlog:a"] in TOML'
 )

@@ -95,7 +95,11 @@ class Stack:
         timeout: float = 30,
         *,
         deaths_expected: bool = False,
+        explain: Callable[[], str] | None = None,
     ) -> None:
+        """Poll `condition` until it holds; a timeout names `what` and, with `explain`,
+        the state it found and the tail of every process's log, so that a failure seen
+        once (in CI) can be diagnosed from its output alone."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():
@@ -107,7 +111,14 @@ class Stack:
                         f"process died with {process.poll()}: {text[:1500]} … {text[-3000:]}"
                     )
             time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        if explain is None:
+            raise AssertionError(f"timed out waiting for {what}")
+        tails = "\n".join(
+            f"--- {log.name} (exit {process.poll()}) ---\n{log.read_text()[-2500:]}"
+            for process in self.processes
+            if (log := self.logs[process.pid])
+        )
+        raise AssertionError(f"timed out waiting for {what}: {explain()}\n{tails}")
 
     def dispatch(self, manifest: Path, backlog: str = "backlog:default") -> None:
         done = subprocess.run(

@@ -24,7 +24,7 @@ from orchestrator.settings import Settings
 ORDER = 95
 # A Python package name that is also a valid workflow and task-category name, short
 # enough that the generated lines stay within the line length.
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,23}\Z")
 _MARKERS = (Path("workflows", "__init__.py"), Path("workers", "tasks", "__init__.py"))
 
 

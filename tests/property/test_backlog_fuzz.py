@@ -261,7 +261,22 @@ def test_every_raw_payload_runs_or_is_dead_lettered_with_its_reason(
             and not leftovers(run)
         )
 
-    run.wait_for(settled, f"{len(succeeded)} receipts and {len(bad)} dead letters", timeout=30)
+    def found() -> str:
+        done = sorted(r["job_id"] for r in run.receipts(batch) if r["status"] == SUCCEEDED)
+        missing = sorted({str(case.job_id) for case in succeeded} - set(done))
+        dead = run.redis.llen(run.keys.dead) - dead_before
+        return (
+            f"receipts missing for {missing}, {dead} dead letters, "
+            f"{len(waiting_for_a_worker(run, batch))} of {len(parked)} parked, "
+            f"left over: {leftovers(run)}"
+        )
+
+    run.wait_for(
+        settled,
+        f"{len(succeeded)} receipts and {len(bad)} dead letters",
+        timeout=30,
+        explain=found,
+    )
     time.sleep(0.3)  # anything more (a duplicate run, a late dead letter) shows up now
 
     assert conductor.poll() is None, run.logs[conductor.pid].read_text()[-3000:]

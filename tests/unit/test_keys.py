@@ -9,7 +9,9 @@ def test_bare_and_prefixed_backlog_names_are_the_same_backlog() -> None:
     assert backlog_name("stress") == backlog_name("backlog:stress") == "backlog:stress"
 
 
-@pytest.mark.parametrize("bad", ["", "backlog:", "has space", "backlog:" + "x" * 120, "back{log}"])
+@pytest.mark.parametrize(
+    "bad", ["", "backlog:", "has space", "backlog:" + "x" * 120, "back{log}", "stress\n"]
+)
 def test_backlog_names_that_cannot_be_keys_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid backlog name"):
         backlog_name(bad)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import UnknownTaskError
-from orchestrator.registry import TaskDef, TaskRegistry, default_registry, task
+from orchestrator.registry import TaskDef, TaskRegistry, default_registry, task, task_name_problem
 
 
 def test_system_tasks_are_discovered_by_category_and_name() -> None:
@@ -38,6 +38,9 @@ def test_task_decorator_refuses_sync_functions_and_bad_names() -> None:
 
     with pytest.raises(ValueError, match="invalid task name"):
         task(name="Image Resize")(resize)
+    with pytest.raises(ValueError, match="invalid task name"):  # `$` would let "\n" in
+        task(name="image.resize\n")(resize)
+    assert task_name_problem("system.echo\n") is not None
     assert task(name="image.resize")(resize).__orchestrator_task__ == "image.resize"
 
 
