@@ -99,6 +99,7 @@ class Forwarder:
                 bucket.burst if bucket else 1,
             ]
         self._forward = script(redis, "forward")
+        self._dead_letter_script = script(redis, "dead_letter")
 
     async def route(
         self, taken: Sequence[bytes], sources: Sequence[str | None], now_ms: int, *, hold: bool
@@ -292,15 +293,17 @@ class Forwarder:
             at=time.time(),
             payload=payload,
         )
-        # Only the holder dead-letters: a peer may have recovered the job meanwhile.
-        if not await self.redis.lrem(self.processing, 1, raw):  # type: ignore[arg-type,misc]
-            return
         try:
             encoded = orjson.dumps(record)
         except TypeError:  # what made the job unserializable makes its record so too
             record["payload"] = raw.decode(errors="replace")
             encoded = orjson.dumps(record)
-        await self.redis.rpush(self.keys.dead, encoded)  # type: ignore[misc]
+        # Only the holder dead-letters (a peer may have recovered the job meanwhile),
+        # and out of the processing list and into the dead letters is one step.
+        if not await self._dead_letter_script(
+            keys=[self.processing, self.keys.dead], args=[raw, encoded]
+        ):
+            return
         self.metrics.dead_letters.labels(reason).inc()
         self.log.warning("dead_lettered", job_id=record["job_id"], reason=reason, error=error)
 
