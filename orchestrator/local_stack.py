@@ -37,7 +37,7 @@ from orchestrator.redis_server import (
     port_is_free,
 )
 from orchestrator.settings import ScalerSettings, Settings, redact_url
-from orchestrator.stack_record import StackLock, StackRecord
+from orchestrator.stack_record import REDIS_ORIGIN_VARIABLE, StackLock, StackRecord
 from orchestrator.web.access import DEFAULT_PORT as DEFAULT_WEB_PORT
 
 log = structlog.get_logger("orchestrator.up")
@@ -130,7 +130,8 @@ async def local_stack(
         else:
             embedded = await _start_redis(plan)
             url = embedded.url
-        env = {**os.environ, **plan.env, "REDIS_URL": url}
+        origin = "orchestrator up, its embedded Redis" if embedded else "orchestrator up"
+        env = {**os.environ, **plan.env, "REDIS_URL": url, REDIS_ORIGIN_VARIABLE: origin}
         children["conductor"] = await _spawn(["conductor"], env, plan.output)
         for pool in settings.ordered_pools:
             # A pool with a scaler gets its workers from it (the conductor's), not here.

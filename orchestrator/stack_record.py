@@ -29,6 +29,9 @@ from orchestrator.errors import ServiceUnavailable, UserError
 from orchestrator.settings import REDIS_URL_VARIABLES, Settings, redact_url
 
 RECORD_FILE = "stack.json"
+# Set by `orchestrator up` beside the REDIS_URL it gives its children, naming where that
+# URL came from (not ORCHESTRATOR_-prefixed: those are settings).
+REDIS_ORIGIN_VARIABLE = "REDIS_URL_ORIGIN"
 LOCK_FILE = "up.lock"
 
 
@@ -163,7 +166,9 @@ def resolve_redis(
         return settings, RedisSource(url, "--redis-url")
     for variable in REDIS_URL_VARIABLES:
         if os.environ.get(variable):
-            return settings, RedisSource(url, variable)
+            # `up` hands its children REDIS_URL: they say whose URL it is, not the variable
+            origin = os.environ.get(REDIS_ORIGIN_VARIABLE) if variable == "REDIS_URL" else None
+            return settings, RedisSource(url, origin or variable)
     if "redis_url" in settings.model_fields_set:
         return settings, RedisSource(url, str(config_file or "orchestrator.toml"))
     data_dir = settings.data_dir

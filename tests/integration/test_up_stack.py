@@ -296,6 +296,9 @@ def test_up_starts_the_dashboard_and_prints_its_url_with_the_token(tmp_path: Pat
                 return False
 
         wait_until(answers)
+        with urllib.request.urlopen(base + "api/status", timeout=2) as reply:
+            origin = orjson.loads(reply.read())["redis"]["origin"]
+        assert origin == "orchestrator up, its embedded Redis"  # not its REDIS_URL
         assert_action_needs_the_token(base + "api/backlogs/default/pause", token, timeout=5)
         assert "backlog:default" in command(tmp_path, "status", "--json").stdout
         paused = orjson.loads(command(tmp_path, "status", "--json").stdout)["backlogs"][0]
