@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, NotRequired
 
 import orjson
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from typing_extensions import TypedDict
 
@@ -71,26 +70,6 @@ class RunningCount:
     key: str
     running: int
     ttl: int
-
-
-async def record(
-    redis: Redis,
-    keys: Keys,
-    receipt: Receipt,
-    *,
-    finished: bool,
-    dead: DeadLetter | None = None,
-    arq_job_id: str | None = None,
-    running: RunningCount | None = None,
-    cancelled: bytes | None = None,
-) -> None:
-    """Write a receipt in a MULTI of its own: `stage` it, then run it."""
-    async with redis.pipeline(transaction=True) as pipe:
-        stage(
-            pipe, keys, receipt, finished=finished, dead=dead, arq_job_id=arq_job_id,
-            running=running, cancelled=cancelled,
-        )  # fmt: skip
-        await pipe.execute()
 
 
 def stage(

@@ -26,7 +26,7 @@ from orchestrator.cancel import Canceller
 from orchestrator.conductor import Conductor
 from orchestrator.job_stops import begin
 from orchestrator.keys import Keys
-from orchestrator.receipts import Receipt, record
+from orchestrator.receipts import Receipt, stage
 from orchestrator.settings import load_settings
 
 BATCHES = ("alpha", "beta")
@@ -149,7 +149,9 @@ async def finish_one(world: World) -> None:
         worker="sim", attempt=1, started_at=world.started[(batch, job_id)], ended_at=at,
         duration=0.0, error=None,
     )  # fmt: skip
-    await record(world.redis, world.keys, done, finished=True, arq_job_id=arq_id)
+    async with world.redis.pipeline(transaction=True) as pipe:  # as the worker ends a job
+        stage(pipe, world.keys, done, finished=True, arq_job_id=arq_id)
+        await pipe.execute()
     await _arq_done(world.redis, world.keys.pool_queue("metal"), arq_id)
 
 
