@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio
+import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orchestrator.conductor import Conductor
@@ -26,7 +27,9 @@ async def test_a_held_payload_moves_to_the_dead_letters_and_a_recovered_one_stay
     held, other = b'{"task": 5}', b"not json"
     await async_redis.rpush(conductor.processing, held, other)
 
-    await forwarder._dead_letter(held, None, "invalid_payload", "task: not a string")
+    with structlog.testing.capture_logs() as logs:
+        await forwarder._dead_letter(held, None, "invalid_payload", "task: not a string")
+    assert [(e["event"], e["reason"]) for e in logs] == [("dead_lettered", "invalid_payload")]
     assert await async_redis.lrange(conductor.processing, 0, -1) == [other]
     [record] = [orjson.loads(raw) for raw in await async_redis.lrange(keys.dead, 0, -1)]
     assert record["reason"] == "invalid_payload"
@@ -36,7 +39,9 @@ async def test_a_held_payload_moves_to_the_dead_letters_and_a_recovered_one_stay
     # A peer took the list back meanwhile (this conductor's heartbeat lapsed): the copy
     # on the ready list is the live one, and this conductor writes nothing.
     await async_redis.lmove(conductor.processing, keys.ready, "LEFT", "RIGHT")
-    await forwarder._dead_letter(other, None, "invalid_payload", "not JSON")
+    with structlog.testing.capture_logs() as logs:
+        await forwarder._dead_letter(other, None, "invalid_payload", "not JSON")
+    assert logs == []
     assert await async_redis.llen(keys.dead) == 1
     assert await async_redis.lrange(keys.ready, 0, -1) == [other]
 
@@ -53,7 +58,7 @@ async def test_a_connection_lost_mid_way_never_loses_the_payload(
         conductor = Conductor(settings, async_redis)
         await async_redis.rpush(conductor.processing, raw)
         monkeypatch.setattr(async_redis, "execute_command", dying_at(async_redis, fail_at))
-        with contextlib.suppress(RedisConnectionError):
+        with contextlib.suppress(RedisConnectionError), structlog.testing.capture_logs():
             await conductor._forwarder._dead_letter(raw, None, "invalid_payload", "bad")
         monkeypatch.undo()
         held = await async_redis.lrange(conductor.processing, 0, -1)
