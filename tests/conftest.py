@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 import redis.asyncio
+import structlog
 
 from orchestrator import cli
 from orchestrator.keys import Keys
 from orchestrator.redis_server import RedisServer
+from orchestrator.stack_record import REDIS_ORIGIN_VARIABLE
 
 if TYPE_CHECKING:
     from tests.stack import Stack
@@ -35,14 +37,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Each test in its own working directory with no inherited settings."""
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Each test in its own working directory with no inherited settings, and with
+    structlog's defaults after it: a CLI run in this process configures logging onto a
+    capture stream that is closed once its test ends."""
     for name in list(os.environ):
         if name.startswith("ORCHESTRATOR_") and name != "ORCHESTRATOR_REDIS_SERVER":
             monkeypatch.delenv(name)
+    monkeypatch.delenv(REDIS_ORIGIN_VARIABLE, raising=False)
     monkeypatch.setenv("REDIS_URL", UNREACHABLE)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    yield tmp_path
+    structlog.reset_defaults()
 
 
 @pytest.fixture
