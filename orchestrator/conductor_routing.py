@@ -45,6 +45,8 @@ from orchestrator.settings import Settings
 # none of that moves an instant. Kept short: a job forwarded early holds its slot early,
 # and the forwards' log lines come at most this far ahead of their instants.
 LEAD = 0.01
+# Why a job this conductor took was no longer in its processing list when routed.
+STALE = "recovered by a peer, or cancelled, while this conductor held it"
 # A paced job is routed again this long (s) before its instant: the lead, less the
 # timer's lateness.
 PACE_AHEAD = LEAD - 0.003
@@ -238,9 +240,7 @@ class Forwarder:
         elif outcome == "cancelled":
             bound.info("cancelled", reason="its batch or the job was cancelled")
         elif outcome == "stale":
-            bound.warning(
-                "stale", reason="recovered by a peer, or cancelled, while this conductor held it"
-            )
+            bound.warning("stale", reason=STALE)
         elif outcome in ("rate_limited", "pool_rate_limited", "spill_wait"):
             if outcome != "spill_wait":
                 self.metrics.deferrals.labels("task" if outcome == "rate_limited" else "pool").inc()
@@ -303,6 +303,7 @@ class Forwarder:
         if not await self._dead_letter_script(
             keys=[self.processing, self.keys.dead], args=[raw, encoded]
         ):
+            self.log.warning("stale", job_id=record["job_id"], reason=STALE)
             return
         self.metrics.dead_letters.labels(reason).inc()
         self.log.warning("dead_lettered", job_id=record["job_id"], reason=reason, error=error)

@@ -62,6 +62,7 @@ async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float
                 **pools_env,
             },
             output=log,
+            started_by="orchestrator demo",
         )
         console.print(f"[bold]starting[/] Redis ({'embedded' if embedded else 'yours'}), "
                       f"a conductor and metal x{METAL} slots; cloud workers (up to {CLOUD} "

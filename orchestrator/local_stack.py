@@ -37,7 +37,7 @@ from orchestrator.redis_server import (
     port_is_free,
 )
 from orchestrator.settings import ScalerSettings, Settings, redact_url
-from orchestrator.stack_record import REDIS_ORIGIN_VARIABLE, StackLock, StackRecord
+from orchestrator.stack_record import StackLock, StackRecord, origin_given
 from orchestrator.web.access import DEFAULT_PORT as DEFAULT_WEB_PORT
 
 log = structlog.get_logger("orchestrator.up")
@@ -56,6 +56,7 @@ class StackPlan:
     env: dict[str, str] = field(default_factory=dict)  # extra environment for children
     output: IO[bytes] | None = None  # children's output (None: inherit ours)
     web: WebPlan | None = None  # the dashboard, as a child like the others (None: none)
+    started_by: str = "orchestrator up"  # what children say started their Redis
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,9 @@ async def local_stack(
         else:
             embedded = await _start_redis(plan)
             url = embedded.url
-        origin = "orchestrator up, its embedded Redis" if embedded else "orchestrator up"
-        env = {**os.environ, **plan.env, "REDIS_URL": url, REDIS_ORIGIN_VARIABLE: origin}
+        env = {**os.environ, **plan.env, "REDIS_URL": url}
+        if embedded is not None:  # else the URL is the user's, from where they set it
+            env |= origin_given(url, f"{plan.started_by}, its embedded Redis")
         children["conductor"] = await _spawn(["conductor"], env, plan.output)
         for pool in settings.ordered_pools:
             # A pool with a scaler gets its workers from it (the conductor's), not here.

@@ -29,8 +29,9 @@ from orchestrator.errors import ServiceUnavailable, UserError
 from orchestrator.settings import REDIS_URL_VARIABLES, Settings, redact_url
 
 RECORD_FILE = "stack.json"
-# Set by `orchestrator up` beside the REDIS_URL it gives its children, naming where that
-# URL came from (not ORCHESTRATOR_-prefixed: those are settings).
+# Set by `orchestrator up` (and `demo`) beside the REDIS_URL of its embedded Redis that it
+# gives its children: "<that URL> <where it came from>" (not ORCHESTRATOR_-prefixed:
+# those are settings).
 REDIS_ORIGIN_VARIABLE = "REDIS_URL_ORIGIN"
 LOCK_FILE = "up.lock"
 
@@ -153,6 +154,20 @@ class StackLock:
             self._handle = None
 
 
+def origin_given(url: str, origin: str) -> dict[str, str]:
+    """The environment that tells a child where its REDIS_URL, `url`, came from."""
+    return {"REDIS_URL": url, REDIS_ORIGIN_VARIABLE: f"{url} {origin}"}
+
+
+def _origin_given(variable: str) -> str | None:
+    """Where REDIS_URL came from, as the process that set it said, while it still holds
+    the URL that process gave (a child may point REDIS_URL elsewhere)."""
+    given, _, origin = os.environ.get(REDIS_ORIGIN_VARIABLE, "").partition(" ")
+    if variable == "REDIS_URL" and origin and given == os.environ.get(variable):
+        return origin
+    return None
+
+
 def resolve_redis(
     settings: Settings, *, flag: str | None, config_file: Path | None
 ) -> tuple[Settings, RedisSource]:
@@ -166,9 +181,7 @@ def resolve_redis(
         return settings, RedisSource(url, "--redis-url")
     for variable in REDIS_URL_VARIABLES:
         if os.environ.get(variable):
-            # `up` hands its children REDIS_URL: they say whose URL it is, not the variable
-            origin = os.environ.get(REDIS_ORIGIN_VARIABLE) if variable == "REDIS_URL" else None
-            return settings, RedisSource(url, origin or variable)
+            return settings, RedisSource(url, _origin_given(variable) or variable)
     if "redis_url" in settings.model_fields_set:
         return settings, RedisSource(url, str(config_file or "orchestrator.toml"))
     data_dir = settings.data_dir

@@ -4,8 +4,9 @@
 
 - `schema`, `namespace`, `time` (Redis clock, unix seconds), `dead_letters` (count).
 - `redis`: the Redis read and why that one: `url` (password redacted), `origin`
-  (`--redis-url`, `REDIS_URL`, a config file, `./data/stack.json`, `default`; in the
-  processes `orchestrator up` started, `orchestrator up[, its embedded Redis]`) and
+  (`--redis-url`, `REDIS_URL`, `ORCHESTRATOR_REDIS_URL`, a config file,
+  `./data/stack.json`, `default`; in the processes `orchestrator up` or `demo` started
+  on its embedded Redis, `orchestrator up, its embedded Redis`) and
   `detail` (e.g. the `orchestrator up` that recorded it); null when not known.
 - `backlogs[]`: `name`, `depth` (jobs waiting, every priority level summed),
   `levels[]` (`level`, `depth`: the priority levels holding jobs, highest first, the

@@ -113,12 +113,16 @@ class Stack:
             time.sleep(0.05)
         if explain is None:
             raise AssertionError(f"timed out waiting for {what}")
-        tails = "\n".join(
-            f"--- {log.name} (exit {process.poll()}) ---\n{log.read_text()[-2500:]}"
-            for process in self.processes
-            if (log := self.logs[process.pid])
-        )
-        raise AssertionError(f"timed out waiting for {what}: {explain()}\n{tails}")
+        try:
+            found = explain()
+        except Exception as exc:  # the timeout must still be reported
+            found = f"(explaining failed: {exc!r})"
+        tails = []
+        for process in self.processes:
+            log = self.logs[process.pid]
+            text = log.read_text(errors="replace")[-2500:]
+            tails.append(f"--- {log.name} (exit {process.poll()}) ---\n{text}")
+        raise AssertionError(f"timed out waiting for {what}: {found}\n" + "\n".join(tails))
 
     def dispatch(self, manifest: Path, backlog: str = "backlog:default") -> None:
         done = subprocess.run(

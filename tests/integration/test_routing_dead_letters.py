@@ -41,7 +41,7 @@ async def test_a_held_payload_moves_to_the_dead_letters_and_a_recovered_one_stay
     await async_redis.lmove(conductor.processing, keys.ready, "LEFT", "RIGHT")
     with structlog.testing.capture_logs() as logs:
         await forwarder._dead_letter(other, None, "invalid_payload", "not JSON")
-    assert logs == []
+    assert [e["event"] for e in logs] == ["stale"]
     assert await async_redis.llen(keys.dead) == 1
     assert await async_redis.lrange(keys.ready, 0, -1) == [other]
 
@@ -57,10 +57,13 @@ async def test_a_connection_lost_mid_way_never_loses_the_payload(
         await async_redis.delete(keys.dead)
         conductor = Conductor(settings, async_redis)
         await async_redis.rpush(conductor.processing, raw)
-        monkeypatch.setattr(async_redis, "execute_command", dying_at(async_redis, fail_at))
-        with contextlib.suppress(RedisConnectionError), structlog.testing.capture_logs():
+        with (
+            monkeypatch.context() as patched,
+            contextlib.suppress(RedisConnectionError),
+            structlog.testing.capture_logs(),
+        ):
+            patched.setattr(async_redis, "execute_command", dying_at(async_redis, fail_at))
             await conductor._forwarder._dead_letter(raw, None, "invalid_payload", "bad")
-        monkeypatch.undo()
         held = await async_redis.lrange(conductor.processing, 0, -1)
         dead = await async_redis.llen(keys.dead)
         assert (held, dead) in (([raw], 0), ([], 1)), f"failing at command {fail_at}"

@@ -243,6 +243,10 @@ def test_every_raw_payload_runs_or_is_dead_lettered_with_its_reason(
     conducted: tuple[Stack, subprocess.Popen[bytes]], data: st.DataObject
 ) -> None:
     run, conductor = conducted
+    # Every example shares the stack: once one broke it, the next fails here at once, not
+    # by a timeout (each of hypothesis's shrinking attempts would wait one out).
+    assert all(process.poll() is None for process in run.processes), stack_state(run)
+    assert not leftovers(run), stack_state(run)
     batch = f"fz{uuid.uuid4().hex[:8]}"
     cases = data.draw(payloads(batch), label="payloads")
     dead_before = run.redis.llen(run.keys.dead)
@@ -268,7 +272,7 @@ def test_every_raw_payload_runs_or_is_dead_lettered_with_its_reason(
         return (
             f"receipts missing for {missing}, {dead} dead letters, "
             f"{len(waiting_for_a_worker(run, batch))} of {len(parked)} parked, "
-            f"left over: {leftovers(run)}"
+            f"left over: {leftovers(run)}; {stack_state(run)}"
         )
 
     run.wait_for(
@@ -304,6 +308,15 @@ def test_every_raw_payload_runs_or_is_dead_lettered_with_its_reason(
     )
     assert unparsed == sorted(c.raw.decode(errors="replace") for c in bad if c.job_id is None)
     assert sorted(waiting_for_a_worker(run, batch)) == sorted(str(c.job_id) for c in parked)
+
+
+def stack_state(run: Stack) -> str:
+    """What the conductor routes by and whether the processes live, for a failure."""
+    workers = sorted(m.decode() for m in run.redis.smembers(run.keys.workers("metal")))
+    beats = {w: run.redis.pttl(run.keys.worker("metal", w)) for w in workers}
+    capacity = run.redis.hgetall(run.keys.capacity("metal"))
+    exits = [p.poll() for p in run.processes]
+    return f"metal heartbeats (ms left) {beats}, capacity {capacity}, process exits {exits}"
 
 
 def waiting_for_a_worker(run: Stack, batch: str) -> list[str]:

@@ -6,6 +6,7 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.settings import load_settings, redact_url
+from orchestrator.stack_record import origin_given, resolve_redis
 
 
 def test_defaults_put_metal_before_cloud() -> None:
@@ -138,3 +139,19 @@ def test_a_toml_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     """Windows editors start UTF-8 files with a BOM; it is no syntax error."""
     (tmp_path / "orchestrator.toml").write_bytes(b'\xef\xbb\xbfnamespace = "prod"\n')
     assert load_settings().namespace == "prod"
+
+
+def test_a_childs_redis_url_names_the_stack_that_gave_it_only_while_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`up` tells its children where their REDIS_URL came from; a REDIS_URL pointed
+    elsewhere since (by a task's subprocess, or the user) is just REDIS_URL again."""
+    given = "redis://127.0.0.1:6399/0"
+    for name, value in origin_given(given, "orchestrator up, its embedded Redis").items():
+        monkeypatch.setenv(name, value)
+    _, source = resolve_redis(load_settings(), flag=None, config_file=None)
+    assert source.describe() == f"{given} (from orchestrator up, its embedded Redis)"
+
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
+    _, source = resolve_redis(load_settings(), flag=None, config_file=None)
+    assert source.origin == "REDIS_URL"
