@@ -64,6 +64,11 @@ def test_toml_file_is_read_and_environment_overrides_it(
         ),
         ("ORCHESTRATOR_RULES", '[{"task": "image.*", "pool": "gpu"}]', "unknown pool 'gpu'"),
         ("ORCHESTRATOR_BACKLOGS", '["no spaces"]', "backlogs: invalid backlog name"),
+        # a trailing newline is no part of a name (a regex's `$` would let it through)
+        ("ORCHESTRATOR_BACKLOGS", '["backlog:a\\n"]', "backlogs: invalid backlog name"),
+        ("ORCHESTRATOR_RATE_LIMITS", '{"api\\n": {"rate": 1}}', "rate limit name 'api\\n'"),
+        ("ORCHESTRATOR_POOLS", '[{"name": "metal\\n", "order": 0}]', "pools.0.name"),
+        ("ORCHESTRATOR_NAMESPACE", "orc\n", "namespace: String should match pattern"),
         ("ORCHESTRATOR_HEARTBEAT_INTERVALL", "1", "did you mean ORCHESTRATOR_HEARTBEAT_INTERVAL?"),
     ],
 )
