@@ -107,13 +107,12 @@ class WakeableWorker(Worker):
     def __init__(
         self,
         wake: PoolWake,
-        holding: str,
         pool: str,
         *args: Any,
+        keys: Keys,
+        worker_id: str,
         outcomes: dict[str, Outcome] | None = None,
         begun: set[str] | None = None,
-        keys: Keys | None = None,
-        worker_id: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -121,10 +120,10 @@ class WakeableWorker(Worker):
         # The jobs whose claim also began them (lua/start_jobs.lua): their runner skips
         # begin.lua. Keyed by arq id, taken out when the job's task ends.
         self._begun: set[str] = set() if begun is None else begun
-        self._keys = keys or Keys("")
+        self._keys = keys
         self._worker_id = worker_id
         self._wake = wake
-        self._holding = holding
+        self._holding = keys.holding(worker_id)
         self._pool_name = pool
         self._read = 0
         self._claim: AsyncScript | None = None

@@ -155,8 +155,8 @@ class StackLock:
 
 
 def origin_given(url: str, origin: str) -> dict[str, str]:
-    """The environment that tells a child where its REDIS_URL, `url`, came from."""
-    return {"REDIS_URL": url, REDIS_ORIGIN_VARIABLE: f"{url} {origin}"}
+    """The variable that tells a child given REDIS_URL=`url` where that URL came from."""
+    return {REDIS_ORIGIN_VARIABLE: f"{url} {origin}"}
 
 
 def _origin_given(variable: str) -> str | None:

@@ -85,13 +85,12 @@ async def run_worker(
         def make_worker() -> Worker:
             return WakeableWorker(
                 wake,
-                keys.holding(state.worker_id),
                 pool,
                 functions,
-                outcomes=state.outcomes,
-                begun=state.begun,
                 keys=keys,
                 worker_id=state.worker_id,
+                outcomes=state.outcomes,
+                begun=state.begun,
                 queue_name=keys.pool_queue(pool),
                 redis_pool=arq_redis,
                 burst=burst,

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.redis_server import free_port
 from tests.containers import harness
 from tests.containers.conftest import FIGURES, StackFactory
 from tests.containers.harness import APP_SERVICES, APP_UID, Stack, batch_of, overlapping, wait_for
@@ -258,9 +258,7 @@ def test_the_dashboard_serves_the_host_and_its_buttons_need_the_token(
     """The `web` profile: not started by `up -d`; started with a token, it turns healthy
     (its /healthz), serves the overview on the host's loopback, and refuses an action
     without the token while taking one with it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     token = secrets.token_hex(16)
     stack = make_stack(ORCHESTRATOR_WEB_TOKEN=token, WEB_PORT=str(port))
     stack.up()

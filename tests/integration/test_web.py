@@ -4,7 +4,6 @@ act, and what one refresh costs Redis however many pages are open."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 import redis.asyncio
 
 from orchestrator.keys import Keys
+from orchestrator.redis_server import free_port
 from orchestrator.settings import Settings, load_settings
 from orchestrator.web.app import Dashboard
 from tests.conftest import CliResult, CliRunner
@@ -75,9 +75,7 @@ async def test_healthz_says_whether_redis_answers(client: httpx.AsyncClient) -> 
     answer = await client.get("/healthz")
     assert answer.status_code == 200
     assert answer.text == "ok\n"
-    with socket.socket() as unused:  # a port nothing listens on once closed
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()  # nothing listens on it
     gone = redis.asyncio.Redis(port=port, socket_connect_timeout=1)
     settings = _settings().model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
     app = Dashboard(gone, settings, token=TOKEN).app(loopback_only=True)

@@ -24,6 +24,7 @@ from arq.worker import Worker, func
 from orchestrator import arq_jobs
 from orchestrator.arq_worker import PoolWake, WakeableWorker
 from orchestrator.job import Job
+from orchestrator.keys import Keys
 
 TESTED = "0.28.0"  # the arq this contract was last checked against
 INSTALLED = version("arq")
@@ -95,8 +96,8 @@ def test_the_worker_attributes_read_by_the_hooks_exist() -> None:
 
     async def build() -> Worker:
         return WakeableWorker(
-            PoolWake(), "holding", "pool", [func(noop, name="noop")],
-            redis_pool=None, queue_name="q", max_jobs=3, poll_delay=0.001,
+            PoolWake(), "pool", [func(noop, name="noop")], keys=Keys("contract"),
+            worker_id="w", redis_pool=None, queue_name="q", max_jobs=3, poll_delay=0.001,
         )  # fmt: skip
 
     worker = asyncio.run(build())

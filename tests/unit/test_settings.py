@@ -152,6 +152,7 @@ def test_a_childs_redis_url_names_the_stack_that_gave_it_only_while_unchanged(
     """`up` tells its children where their REDIS_URL came from; a REDIS_URL pointed
     elsewhere since (by a task's subprocess, or the user) is just REDIS_URL again."""
     given = "redis://127.0.0.1:6399/0"
+    monkeypatch.setenv("REDIS_URL", given)
     for name, value in origin_given(given, "orchestrator up, its embedded Redis").items():
         monkeypatch.setenv(name, value)
     _, source = resolve_redis(load_settings(), flag=None, config_file=None)
