@@ -31,17 +31,17 @@ import orjson
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
-from orchestrator.arq_worker import POLL_DELAY
-from orchestrator.conductor import Conductor
+from orchestrator.conductor.rounds import Conductor
 from orchestrator.connection import open_arq, open_client
-from orchestrator.dispatch import dispatch_manifest
+from orchestrator.dispatch.manifests import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
-from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
 from orchestrator.settings import Settings, load_settings
-from orchestrator.worker_heartbeat import beat
-from orchestrator.worker_state import WorkerState
+from orchestrator.stack.redis_server import RedisServer
+from orchestrator.worker.arq_hooks import POLL_DELAY
+from orchestrator.worker.heartbeat import beat
+from orchestrator.worker.state import WorkerState
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 10

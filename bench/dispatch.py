@@ -26,11 +26,11 @@ import orjson
 from arq.connections import RedisSettings, create_pool
 
 from orchestrator.connection import open_client
-from orchestrator.dispatch import dispatch_manifest
+from orchestrator.dispatch.manifests import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
-from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
+from orchestrator.stack.redis_server import RedisServer
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ import orjson
 import redis
 
 from orchestrator.keys import Keys
-from orchestrator.redis_server import RedisServer
+from orchestrator.stack.redis_server import RedisServer
 
 SCALE_UP_AFTER, SLOTS, JOBS, SECONDS = 1.0, 2, 10, 2.0
 

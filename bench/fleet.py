@@ -5,7 +5,7 @@
 
 Starts a private Redis (as the tests do). For each fleet size it registers that many
 simulated workers — no processes: their heartbeats written by the worker's own
-`worker_heartbeat.beat`, keys and capacity counters exactly as a worker writes them —
+`worker.heartbeat.beat`, keys and capacity counters exactly as a worker writes them —
 then measures how fast one conductor moves a batch of jobs from a backlog into the
 pool's arq queue (no worker runs them). Every fleet has the same total of slots, so
 only the number of heartbeats differs. A round reads the pool's capacity counters, not
@@ -30,11 +30,11 @@ from orchestrator.connection import open_client
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
 from orchestrator.metrics import Metrics
-from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
 from orchestrator.settings import load_settings
-from orchestrator.worker_heartbeat import beat
-from orchestrator.worker_state import WorkerState
+from orchestrator.stack.redis_server import RedisServer
+from orchestrator.worker.heartbeat import beat
+from orchestrator.worker.state import WorkerState
 
 FLEETS = (10, 1_000, 10_000)
 TOTAL_SLOTS = 10_000_000  # spread over the fleet: never the limit

@@ -51,14 +51,14 @@ import anyio
 import orjson
 import redis
 
-from orchestrator import deadletters
 from orchestrator.connection import open_client
-from orchestrator.dispatch import dispatch_manifest
+from orchestrator.control import deadletters
+from orchestrator.dispatch.manifests import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
 from orchestrator.receipts import DeadLetter
-from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
+from orchestrator.stack.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 RATES = (20, 100, 500)

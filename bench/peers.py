@@ -41,11 +41,11 @@ from arq.worker import Worker, func
 
 from bench.conductor import manifest
 from orchestrator.connection import open_arq, open_client
-from orchestrator.dispatch import dispatch_manifest
+from orchestrator.dispatch.manifests import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
-from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
+from orchestrator.stack.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 100

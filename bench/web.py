@@ -39,18 +39,18 @@ import orjson
 import uvicorn
 from redis.asyncio import Redis
 
-from orchestrator.batch_detail import read_batch
-from orchestrator.dispatch import dispatch_manifest
+from orchestrator.dispatch.manifests import dispatch_manifest
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
 from orchestrator.metrics import Metrics
-from orchestrator.redis_server import RedisServer
 from orchestrator.registry import default_registry
 from orchestrator.settings import Settings, load_settings
+from orchestrator.stack.redis_server import RedisServer
+from orchestrator.status.batch_detail import read_batch
 from orchestrator.web.app import REFRESH as INTERVAL
 from orchestrator.web.app import Dashboard
-from orchestrator.worker_heartbeat import beat
-from orchestrator.worker_state import WorkerState
+from orchestrator.worker.heartbeat import beat
+from orchestrator.worker.state import WorkerState
 
 WORKERS, BATCHES, JOBS, PAGES = 100, 1_000, 50, 10
 BIG = 10_000  # jobs of one more batch, the biggest page

@@ -18,7 +18,7 @@ from orchestrator.commands.common import Command, add_common_options, run_async
 from orchestrator.errors import run_cli
 from orchestrator.logs import configure_logging
 from orchestrator.settings import load_settings
-from orchestrator.stack_record import resolve_redis
+from orchestrator.stack.record import resolve_redis
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(options.config, redis_url=options.redis_url)
         if getattr(options, "uses_stack", True):
             # Which Redis: a flag, the environment, the config file, else the stack a
-            # running `orchestrator up` recorded here (see stack_record).
+            # running `orchestrator up` recorded here (see stack/record.py).
             settings, options.redis_source = resolve_redis(
                 settings, flag=options.redis_url, config_file=options.config
             )

@@ -1,9 +1,11 @@
-"""Redis connections from a URL, and the one place Redis failures become user errors."""
+"""Redis connections from a URL, which Redis a command talks to and why, and the one place
+Redis failures become user errors."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +31,19 @@ MIN_SERVER = (6, 2)  # BLMOVE and SMISMEMBER
 # Seconds the first reply may take: a server that accepts connections and never answers
 # (not Redis, or a proxy in front of nothing) would otherwise hang every command.
 HANDSHAKE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class RedisSource:
+    """Which Redis a command talks to, and why that one."""
+
+    url: str
+    origin: str  # "--redis-url", "REDIS_URL", a config file, "./data/stack.json", "default"
+    detail: str = ""
+
+    def describe(self) -> str:
+        extra = f", {self.detail}" if self.detail else ""
+        return f"{redact_url(self.url)} (from {self.origin}{extra})"
 
 
 @asynccontextmanager

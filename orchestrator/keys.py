@@ -233,7 +233,7 @@ class Keys:
         return f"{self._root}:scaler:lease"
 
     def launches(self, pool: str) -> str:
-        """Hash of launch id → JSON record of one worker launch (`scaler.Launch`): when,
+        """Hash of launch id → JSON record of one worker launch (`scaling.launches.Launch`): when,
         its state (launching, active, draining, gone, failed), its worker once it beat."""
         return f"{self._root}:launches:{pool}"
 

@@ -89,7 +89,7 @@ def stage(
     The run is over either way, so the worker no longer holds `arq_job_id`, and its
     heartbeat's `running` count (when given) changes in the same step. A job stopped by
     `cancel --running` keeps its envelope (`cancelled`) for `retry --cancelled`. The
-    worker stages it into the MULTI where arq ends the job (`arq_worker.finish_job`):
+    worker stages it into the MULTI where arq ends the job (`worker.arq_hooks.finish_job`):
     one round trip, and the receipt and arq's own bookkeeping never disagree.
     """
     pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], orjson.dumps(receipt).decode())

@@ -73,7 +73,7 @@ class PoolSettings(BaseModel):
 
 class ScalerSettings(BaseModel):
     """How a pool's workers are launched when the pools before it are full, released when
-    idle, and kept within a budget (`[pools.scaler]`; see orchestrator/scaler.py)."""
+    idle, and kept within a budget (`[pools.scaler]`; see orchestrator/scaling/scaler.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

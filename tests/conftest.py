@@ -21,11 +21,11 @@ import structlog
 
 from orchestrator import cli
 from orchestrator.keys import Keys
-from orchestrator.redis_server import RedisServer
-from orchestrator.stack_record import REDIS_ORIGIN_VARIABLE
+from orchestrator.stack.record import REDIS_ORIGIN_VARIABLE
+from orchestrator.stack.redis_server import RedisServer
 
 if TYPE_CHECKING:
-    from tests.stack import Stack
+    from tests.live_stack import Stack
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
@@ -115,7 +115,7 @@ StackFactory = Callable[..., "Stack"]
 @pytest.fixture
 def stack(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[StackFactory]:
     """`stack(**settings)` builds a Stack of real processes; all are stopped afterwards."""
-    from tests.stack import Stack
+    from tests.live_stack import Stack
 
     made: list[Stack] = []
 

@@ -4,6 +4,8 @@ A module declares `ORDER` (its place in `--help`) and `register(commands)`, whic
 its subparser and sets `command=` to the function that runs it. Nothing else lists the
 commands, so adding one is adding a module. A workflow adds its own commands the same
 way, through `Workflow.register_commands` (see orchestrator/workflow.py and cli.py).
+
+May import: anything (with `cli.py` and `__main__.py`, this is the entry).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from orchestrator.errors import EXIT_OK, UserError
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
-    from orchestrator.cancel import CancelReport
+    from orchestrator.control.cancel import CancelReport
 
 ORDER = 62
 WHERE = {
@@ -71,8 +71,8 @@ def register(commands: Any) -> None:
 
 
 def _cancel(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.cancel import Canceller
     from orchestrator.connection import connect
+    from orchestrator.control.cancel import Canceller
 
     if bool(options.batches) == bool(options.jobs):
         raise UserError("cancel: name batches (cancel BATCH…) or jobs (cancel --job ID…), not both")

@@ -32,7 +32,7 @@ def register(commands: Any) -> None:
 def _conductor(options: argparse.Namespace, settings: Settings) -> int:
     import signal
 
-    from orchestrator.conductor import Conductor
+    from orchestrator.conductor.rounds import Conductor
     from orchestrator.connection import connect
     from orchestrator.telemetry import serve_telemetry
 

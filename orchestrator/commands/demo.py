@@ -31,7 +31,7 @@ def register(commands: Any) -> None:
 
 
 def _demo(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.demo import run_demo
+    from orchestrator.stack.demo import run_demo
 
     seconds = (options.min_seconds, options.max_seconds)
     report = run_async(lambda: run_demo(settings, jobs=options.jobs, seconds=seconds))

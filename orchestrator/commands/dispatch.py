@@ -56,10 +56,10 @@ def register(commands: Any) -> None:
 
 
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.commands.progress import LineProgress
     from orchestrator.connection import connect
-    from orchestrator.dispatch import DispatchResult, dispatch_manifest
+    from orchestrator.dispatch.manifests import DispatchResult, dispatch_manifest
     from orchestrator.job import job_count
-    from orchestrator.progress import LineProgress
     from orchestrator.registry import task_registry
 
     progress = LineProgress()

@@ -19,7 +19,7 @@ from orchestrator.settings import Settings
 if TYPE_CHECKING:  # imported when run, as every command does, to keep `--help` quick
     from redis.asyncio import Redis
 
-    from orchestrator.deadletters import Entry, Requeued
+    from orchestrator.control.deadletters import Entry, Requeued
     from orchestrator.keys import Keys
 
 _T = TypeVar("_T")
@@ -92,7 +92,7 @@ def register(commands: Any) -> None:
 
 
 def _list(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.deadletters import read_all, read_newest
+    from orchestrator.control.deadletters import read_all, read_newest
 
     async def read(redis: Redis, keys: Keys) -> tuple[int, list[Entry]]:
         if options.limit:
@@ -110,7 +110,7 @@ def _list(options: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.deadletters import read_all, select
+    from orchestrator.control.deadletters import read_all, select
 
     chosen, _ = select(_with_redis(settings, read_all), [options.ref])
     if not chosen:
@@ -126,7 +126,7 @@ def _show(options: argparse.Namespace, settings: Settings) -> int:
 
 
 def _requeue(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.deadletters import group, read_all, requeue, select
+    from orchestrator.control.deadletters import group, read_all, requeue, select
 
     if bool(options.refs) == options.all:
         raise UserError("dlq requeue: name the jobs to requeue, or give --all (not both)")
@@ -163,7 +163,7 @@ def _requeue(options: argparse.Namespace, settings: Settings) -> int:
 
 
 def _purge(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.deadletters import read_all, remove, select
+    from orchestrator.control.deadletters import read_all, remove, select
 
     entries = _with_redis(settings, read_all)
     if options.refs:

@@ -35,7 +35,7 @@ def register(commands: Any) -> None:
         description=(
             "Write workflows/NAME/plan.py (a planner with one mode, process), "
             "workers/tasks/CATEGORY.py (the task CATEGORY.process) and "
-            "tests/integration/test_workflow_NAME.py, which passes as generated. "
+            "tests/workflows/test_workflow_NAME.py, which passes as generated. "
             "Refuses to overwrite anything."
         ),
     )
@@ -67,7 +67,7 @@ def scaffold(name: str, category: str, summary: str) -> dict[Path, str]:
         Path("workflows", name, "__init__.py"): f'"""{name}: {summary}"""\n',
         Path("workflows", name, "plan.py"): render("plan.py.tmpl"),
         Path("workers", "tasks", f"{category}.py"): render("tasks.py.tmpl"),
-        Path("tests", "integration", f"test_workflow_{name}.py"): render("test.py.tmpl"),
+        Path("tests", "workflows", f"test_workflow_{name}.py"): render("test.py.tmpl"),
     }
 
 
@@ -96,7 +96,7 @@ def _new_workflow(options: argparse.Namespace, settings: Settings) -> int:
             path.unlink()
         raise UserError(f"cannot write {exc.filename}: {exc.strerror}") from None
 
-    test = Path("tests", "integration", f"test_workflow_{name}.py")
+    test = Path("tests", "workflows", f"test_workflow_{name}.py")
     print(f"created workflow {name} in {root}:")
     print("".join(f"  {path}\n" for path in files), end="")
     print(f"try it:\n  orchestrator plan {name} --mode process --count 3\n  pytest {test}")

@@ -1,5 +1,5 @@
 """`orchestrator pause BACKLOG… | --pool POOL…` and `orchestrator resume …`: stop taking
-work from backlogs, or giving work to pools, and start again. See `orchestrator.pausing`."""
+work from backlogs, or giving work to pools, and start again. See `orchestrator.control.pausing`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from orchestrator.job import job_count
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:  # imported when run, as every command does, to keep `--help` quick
-    from orchestrator.pausing import Change, Kind
+    from orchestrator.control.pausing import Change, Kind
 
 ORDER = 65
 
@@ -62,7 +62,7 @@ def register(commands: Any) -> None:
 
 
 def _pause(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.pausing import pause_backlogs, pause_pools
+    from orchestrator.control.pausing import pause_backlogs, pause_pools
 
     pools = _pools(options, settings, "pause")
     backlogs = list(dict.fromkeys(options.backlogs))
@@ -80,7 +80,7 @@ def _pause(options: argparse.Namespace, settings: Settings) -> int:
 
 
 def _resume(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.pausing import resume
+    from orchestrator.control.pausing import resume
 
     pools = _pools(options, settings, "resume")
     kind: Kind = "pool" if pools else "backlog"

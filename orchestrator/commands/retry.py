@@ -12,7 +12,7 @@ from orchestrator.errors import EXIT_FAILURE, EXIT_OK
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
-    from orchestrator.retry import RetryReport
+    from orchestrator.control.retry import RetryReport
 
 ORDER = 64
 SAID = {
@@ -46,8 +46,8 @@ def register(commands: Any) -> None:
 
 def _retry(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.connection import connect
+    from orchestrator.control.retry import retry_batch
     from orchestrator.keys import Keys
-    from orchestrator.retry import retry_batch
 
     both = not options.failed and not options.cancelled
 

@@ -52,9 +52,9 @@ def _status(options: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from orchestrator.connection import connect
-    from orchestrator.status import Snapshot, StatusReader, to_json
-    from orchestrator.status_view import render
-    from orchestrator.status_watch import watch
+    from orchestrator.status.snapshot import Snapshot, StatusReader, to_json
+    from orchestrator.status.view import render
+    from orchestrator.status.watch import watch
 
     console = Console()
 

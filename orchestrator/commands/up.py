@@ -12,7 +12,8 @@ import structlog
 
 from orchestrator.commands.common import add_common_options, positive_int, run_async
 from orchestrator.errors import EXIT_FAILURE, EXIT_OK
-from orchestrator.local_stack import (
+from orchestrator.settings import Settings, redact_url
+from orchestrator.stack.local import (
     DEFAULT_REDIS_PORT,
     Shutdown,
     StackPlan,
@@ -21,7 +22,6 @@ from orchestrator.local_stack import (
     wait_for_exit,
     with_local_scaler,
 )
-from orchestrator.settings import Settings, redact_url
 from orchestrator.web.access import token_for
 
 ORDER = 80

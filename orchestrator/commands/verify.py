@@ -2,7 +2,7 @@
 a script can act on (0 all succeeded, 1 settled with failures, 3 not settled yet).
 
 `--wait` talks on stderr only: a progress bar on a terminal, and on any stderr a
-warning while no conductor or worker is there to settle the batch (`verify_wait`).
+warning while no conductor or worker is there to settle the batch (`verify/wait.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from orchestrator.keys import Keys
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
-    from orchestrator.verify import Report
+    from orchestrator.verify.verifier import Report
 
 ORDER = 50
 
@@ -75,9 +75,9 @@ def register(commands: Any) -> None:
 def _verify(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.connection import connect
     from orchestrator.registry import task_registry
-    from orchestrator.verify import Verifier, write_report
-    from orchestrator.verify_cost import pool_prices
-    from orchestrator.verify_wait import StallWarner, wait_until_settled
+    from orchestrator.verify.cost import pool_prices
+    from orchestrator.verify.verifier import Verifier, write_report
+    from orchestrator.verify.wait import StallWarner, wait_until_settled
 
     registry = task_registry(tuple(settings.task_packages))
     wait = options.wait or options.timeout is not None
@@ -123,7 +123,7 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
     written: Path | None
     report, document, written = run_async(verify)
     if wait and report.may_change:
-        from orchestrator.verify_wait import pending_tasks
+        from orchestrator.verify.wait import pending_tasks
 
         totals = report.totals
         which = f" ({pending_tasks(report)})" if totals["pending"] else ""
@@ -213,7 +213,7 @@ def render_report(report: Report, written: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator.verify import OUTCOMES, quantiles
+    from orchestrator.verify.verifier import OUTCOMES, quantiles
 
     # No markup: a path or batch name with [brackets] is shown as it is. Soft wrap: a
     # long path stays whole, to copy.

@@ -49,7 +49,7 @@ def register(commands: Any) -> None:
 
 
 def _worker(options: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.worker import run_worker
+    from orchestrator.worker.process import run_worker
 
     run_async(
         lambda: run_worker(

@@ -4,7 +4,7 @@ under `/api/` the pages read and scripts may call.
 The pages are one static shell (`static/index.html`) whose script renders every view
 from the API; it builds the DOM from text nodes only, so a job's arguments are shown,
 never interpreted. Reads go through `hub`, shared by every open page: the overview and
-the first page of batches come from one snapshot (`status.py`'s one Lua round trip)
+the first page of batches come from one snapshot (`status/snapshot.py`'s one Lua round trip)
 per refresh interval, whoever watches. Actions are POSTs that `guard` checks first.
 """
 
@@ -27,15 +27,15 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from orchestrator import deadletters, pausing
-from orchestrator.batch_detail import JOB_STATES, BatchDetail, read_again
-from orchestrator.cancel import Canceller
+from orchestrator.connection import RedisSource
+from orchestrator.control import deadletters, pausing
+from orchestrator.control.cancel import Canceller
+from orchestrator.control.retry import retry_batch
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
-from orchestrator.retry import retry_batch
 from orchestrator.settings import Settings, redact_url
-from orchestrator.stack_record import RedisSource
-from orchestrator.status import Snapshot, StatusReader, to_json
+from orchestrator.status.batch_detail import JOB_STATES, BatchDetail, read_again
+from orchestrator.status.snapshot import Snapshot, StatusReader, to_json
 from orchestrator.web.guard import HostGuard, action_refusal, refusal
 from orchestrator.web.hub import Shared, SharedByKey
 from orchestrator.web.timing import ServerTiming

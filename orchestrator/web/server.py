@@ -11,10 +11,9 @@ import socket
 import structlog
 import uvicorn
 
-from orchestrator.connection import connect
+from orchestrator.connection import RedisSource, connect
 from orchestrator.errors import UserError
 from orchestrator.settings import Settings
-from orchestrator.stack_record import RedisSource
 from orchestrator.web.access import Access, is_loopback, token_for
 from orchestrator.web.app import REFRESH, Dashboard
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.redis_server import free_port
-from tests.stack import REPO, Stack
+from orchestrator.stack.redis_server import free_port
+from tests.live_stack import REPO, Stack
 
 CHROMIUM = Path(os.environ.get("ORCHESTRATOR_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("ORCHESTRATOR_TEST_ARTIFACTS", REPO / "test-artifacts"))

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import TOKEN, screenshot, start_web
 from tests.conftest import StackFactory
-from tests.stack import write_manifest
+from tests.live_stack import write_manifest
 
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
 XSS_ID = "<script>window.__xss=3</script>"  # ids have no spaces

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.redis_server import RedisServer, free_port
+from orchestrator.stack.redis_server import RedisServer, free_port
 from tests.conftest import StackFactory
-from tests.stack import Stack, write_manifest
+from tests.live_stack import Stack, write_manifest
 
 pytestmark = pytest.mark.chaos
 JOBS = 2000

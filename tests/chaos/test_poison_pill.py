@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from tests.conftest import StackFactory
-from tests.stack import write_manifest
+from tests.live_stack import write_manifest
 
 pytestmark = pytest.mark.chaos
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StackFactory
-from tests.stack import write_manifest
+from tests.live_stack import write_manifest
 
 pytestmark = pytest.mark.chaos
 RATE, BURST, JOBS = 10, 5, 130

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.redis_server import free_port
+from orchestrator.stack.redis_server import free_port
 from tests.containers import harness
 from tests.containers.conftest import FIGURES, StackFactory
 from tests.containers.harness import APP_SERVICES, APP_UID, Stack, batch_of, overlapping, wait_for

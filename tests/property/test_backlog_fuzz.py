@@ -25,7 +25,7 @@ from orchestrator.job import PRIORITY_MAX, PRIORITY_MIN
 from orchestrator.receipts import RESULT_LIMIT
 from orchestrator.registry import TASK_NAME, task_registry
 from tests.conftest import StackFactory
-from tests.stack import Stack
+from tests.live_stack import Stack
 
 BACKLOG = "backlog:default"
 SUCCEEDED = "succeeded"
@@ -33,7 +33,7 @@ SUCCEEDED = "succeeded"
 DEAD_REASONS = {"invalid_payload", "unknown_pool", "unserializable"}
 # A well-formed task name that no live worker announces: the job waits for one.
 NO_WORKER = "no_worker"
-# The tasks the stack's workers know (see tests.stack.Stack's task_packages).
+# The tasks the stack's workers know (see tests.live_stack.Stack's task_packages).
 KNOWN_TASKS = set(task_registry(("workers.tasks", "tests.fixtures.tasks")))
 POOLS = {"metal", "cloud"}
 

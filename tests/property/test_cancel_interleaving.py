@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import arq_jobs
-from orchestrator.cancel import Canceller
-from orchestrator.conductor import Conductor
-from orchestrator.job_stops import begin
+from orchestrator.conductor.rounds import Conductor
+from orchestrator.control.cancel import Canceller
 from orchestrator.keys import Keys
 from orchestrator.receipts import Receipt, stage
 from orchestrator.settings import load_settings
+from orchestrator.worker.stops import begin
 
 BATCHES = ("alpha", "beta")
 JOBS = 5  # per batch

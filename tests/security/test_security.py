@@ -29,10 +29,10 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from orchestrator.arq_jobs import JOB_KEY_PREFIX
 from orchestrator.connection import open_pool
 from orchestrator.keys import Keys
-from orchestrator.redis_server import RedisServer, free_port
 from orchestrator.settings import load_settings
+from orchestrator.stack.redis_server import RedisServer, free_port
 from tests.conftest import CliRunner, StackFactory
-from tests.stack import Stack, write_manifest
+from tests.live_stack import Stack, write_manifest
 
 SECRET = "s3cr3t-ACL-pw"  # distinctive, so its absence from any output means something
 ADMIN_SECRET = "adm1n-pw-for-tests"

@@ -1,0 +1,153 @@
+"""The newcomer's first run: the whole lifecycle on a throw-away stack, in under a minute.
+
+Plan a short `stress_supervisor` rehearsal, dispatch it, watch metal fill and cloud take
+the overflow, verify, and stop everything. Against an embedded Redis in a temporary
+directory (removed afterwards) unless REDIS_URL is set; then under a fresh namespace of
+its own, so it touches nothing of yours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.live import Live
+
+from orchestrator.connection import connect
+from orchestrator.dispatch.manifests import dispatch_manifest
+from orchestrator.job import job_count
+from orchestrator.keys import Keys
+from orchestrator.registry import task_registry
+from orchestrator.scaling.launches import LIVE, paid_seconds, read_launches
+from orchestrator.settings import Settings
+from orchestrator.stack.local import StackPlan, local_stack, with_local_scaler
+from orchestrator.stack.redis_server import free_port
+from orchestrator.status.snapshot import Snapshot, StatusReader
+from orchestrator.status.view import render
+from orchestrator.verify.cost import pool_prices
+from orchestrator.verify.verifier import Report, Verifier, write_report
+from orchestrator.workflow import discover_workflows
+
+BACKLOG = "backlog:stress"
+METAL, CLOUD = 4, 8
+
+
+async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float]) -> Report:
+    console = Console(highlight=False)
+    embedded = "redis_url" not in settings.model_fields_set
+    namespace = settings.namespace if embedded else f"demo{uuid.uuid4().hex[:6]}"
+    settings = settings.model_copy(
+        update={"namespace": namespace, "heartbeat_interval": 1.0, "backlogs": [BACKLOG]}
+    )
+    settings, pools_env = with_local_scaler(settings, "cloud", CLOUD)
+    registry = task_registry(tuple(settings.task_packages))
+    with tempfile.TemporaryDirectory(prefix="orchestrator-demo-") as tmp:
+        work = Path(tmp)
+        log = (work / "stack.log").open("wb")
+        plan = StackPlan(
+            concurrency={"metal": METAL, "cloud": CLOUD},
+            data_dir=work,
+            redis_port=free_port(),
+            env={
+                "ORCHESTRATOR_NAMESPACE": namespace,
+                "ORCHESTRATOR_HEARTBEAT_INTERVAL": "1",
+                "ORCHESTRATOR_BACKLOGS": f'["{BACKLOG}"]',
+                "ORCHESTRATOR_LOG_FORMAT": "json",
+                **pools_env,
+            },
+            output=log,
+            started_by="orchestrator demo",
+        )
+        console.print(f"[bold]starting[/] Redis ({'embedded' if embedded else 'yours'}), "
+                      f"a conductor and metal x{METAL} slots; cloud workers (up to {CLOUD} "
+                      "slots) are launched only when metal is full…")  # fmt: skip
+        async with local_stack(settings, plan) as stack, connect(stack.redis_url) as redis:
+            keys = Keys(namespace)
+            await _until_workers(redis, keys)
+            manifest = await anyio.to_thread.run_sync(
+                _plan, settings.manifests_dir, registry, jobs, seconds
+            )
+            console.print(f"[bold]planned[/] {manifest}: {jobs} sleepers of "
+                          f"{seconds[0]:g}-{seconds[1]:g} s")  # fmt: skip
+            result = await dispatch_manifest(redis, keys, manifest, BACKLOG, registry)
+            console.print(f"[bold]dispatched[/] {job_count(result.queued)} on {BACKLOG}: "
+                          "metal first, cloud for the overflow")  # fmt: skip
+            verifier = Verifier(redis, keys, manifest, registry, prices=pool_prices(settings))
+            report = await _watch(console, StatusReader(redis, settings), verifier)
+            await write_report(manifest, report.to_json())
+            console.print(await _cloud_bill(redis, keys, settings))
+            console.print("[bold]stopping[/] the stack…")
+        log.close()
+    return report
+
+
+def _plan(directory: Path, registry: object, jobs: int, seconds: tuple[float, float]) -> Path:
+    workflow = discover_workflows()["system_test"]
+    options = argparse.Namespace(
+        mode="stress_supervisor", count=jobs, seed=None,
+        min_seconds=seconds[0], max_seconds=seconds[1], database=None,
+    )  # fmt: skip
+    return workflow.plan(options, directory, registry).path  # type: ignore[arg-type]
+
+
+async def _until_workers(redis: Redis, keys: Keys) -> None:
+    with anyio.fail_after(30):
+        while True:
+            if await redis.scard(keys.workers("metal")):  # type: ignore[misc]
+                return
+            await anyio.sleep(0.1)
+
+
+async def _cloud_bill(redis: Redis, keys: Keys, settings: Settings) -> str:
+    """Once the scaler released them: how many cloud workers ran, and what they cost."""
+    scaler = next(p.scaler for p in settings.pools if p.name == "cloud" and p.scaler)
+    with anyio.move_on_after(scaler.idle_release_after + 10):
+        while True:
+            if not any(r["state"] in LIVE for r in await read_launches(redis, keys, "cloud")):
+                break
+            await anyio.sleep(0.2)
+    launched = await read_launches(redis, keys, "cloud")
+    now = time.time()
+    seconds = sum(paid_seconds(launch, now) for launch in launched)
+    price = scaler.price_per_worker_hour
+    cost = seconds * price / 3600
+    money = f"${cost:.2f}" if cost >= 0.01 or not cost else f"${cost:.4f}"
+    return (
+        f"[bold]cloud:[/] {len(launched)} worker{'' if len(launched) == 1 else 's'} launched, "
+        f"{seconds:.0f} worker-seconds, "
+        f"{money} at ${price:.2f}/h"
+    )
+
+
+async def _watch(console: Console, reader: StatusReader, verifier: Verifier) -> Report:
+    """The live view until the batch settles; off a terminal, the frame that shows the
+    spillover best and the last one are printed instead."""
+    busiest: tuple[int, Snapshot] | None = None
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        while True:
+            snapshot = await reader.read()
+            live.update(render(snapshot, width=min(console.width, 100), note="demo"), refresh=True)
+            # The frame that tells the story best: the first pool full, most spilled.
+            first_full = int(snapshot.pools[0].free == 0) if snapshot.pools else 0
+            spilled = first_full * 1_000_000 + sum(p.in_flight for p in snapshot.pools[1:])
+            if busiest is None or spilled >= busiest[0]:  # ties: the later, fuller frame
+                busiest = (spilled, snapshot)
+            report = await verifier.check()
+            if not report.may_change:
+                break
+            await anyio.sleep(0.5)
+        if busiest is not None and console.is_terminal:
+            # Leave the moment that tells the story on screen, not the idle end.
+            live.update(render(busiest[1], width=min(console.width, 100),
+                               note="the peak of the spillover"), refresh=True)  # fmt: skip
+    if not console.is_terminal and busiest is not None:
+        console.print()
+        console.print("[bold]at the peak of the spillover:[/]")
+        console.print(render(busiest[1], width=100, note="peak"))
+    return report

@@ -1,0 +1,273 @@
+"""The one place that hooks arq's private worker API: `WakeableWorker`.
+
+arq polls a queue on a fixed period; the conductor only forwards as many jobs as a
+pool has free slots, so a worker would sit idle for up to a period after every job.
+Here the pause after each poll ends early on the pool's wake channel. And a job
+claimed by a process that then dies stays claimed for arq's job timeout unless someone
+knows who held it: the worker records that in the same step as the claim.
+
+arq has no public hook for either, so this module overrides arq internals — and is the
+only module that does (`tests/worker/test_arq_contract.py` checks each one against the
+installed arq):
+
+- `Worker._poll_iteration(self)`: one poll of the queue (read due ids, start them,
+  reap finished tasks). Wrapped to clear the wake event before and, when the poll read
+  fewer ids than `queue_read_limit` (the queue is drained of due jobs), to wait for a
+  wake-up, the instant the next job forwarded ahead of time is due (`PoolWake`), or
+  `POLL_DELAY` after; the worker is built with `poll_delay≈0` so arq's own sleep is
+  not the pause.
+- `Worker.start_jobs(self, job_ids: list[bytes])`: called by `_poll_iteration` with the
+  ids it read; it claims each (arq's in-progress key, under WATCH/MULTI: four round
+  trips a job) and starts `run_job(job_id, score)` in a task. Replaced: the ids it may
+  start are claimed together by `lua/start_jobs.lua`, which makes arq's checks
+  atomically and records `job_id → pool` in the worker's holding hash in the same step,
+  so that the conductor's reaper (`lua/release_dead_workers.lua`) can drop the claims of
+  a worker that died, and begins each job that was not cancelled (its record in
+  `running:<batch>`; the runner then skips `begin.lua`); a job that ran before without
+  finishing (a possible poison pill) is claimed only by an idle worker and run alone.
+  Slots are taken exactly as arq takes them: its semaphore `sem` and counter
+  `job_counter` (given back by `_release_sem_dec_counter_on_complete` when a job's task
+  ends), `max_jobs`, its `tasks`, `in_progress_timeout_s` and the `loop` it starts tasks
+  on. `lua/lib/queued.lua` (take-back) relies on a claim being atomic with its own
+  check, as it is.
+- `Worker.finish_job(self, job_id, finish, result_data, result_timeout_s,
+  keep_result_forever, incr_score, keep_in_progress)`: arq's end of a run, one MULTI
+  (claim dropped; when `finish`, the result kept and the job deleted and taken out of
+  the queue; when `incr_score`, pushed back for its retry). Replaced by a copy of arq
+  0.28's that also runs the commands the job's runner staged for its end (its receipt,
+  slot, dead letter, wake-up: `receipts.stage`) under the job's id in `outcomes`: one
+  round trip where there were two, and no moment when the receipt is written while arq
+  still has the job, or the reverse. The contract test pins the source it copies.
+- The attributes these read: `Worker.pool` (the `ArqRedis`), `Worker.queue_read_limit`.
+
+Everything else the worker uses (`Worker(...)` keyword arguments, `async_run`, `close`,
+`handle_sig`, `handle_sig_wait_for_completion`, `tasks`, `Retry`, `func`) is arq's
+public surface; the job format and key names are `arq_jobs`'.
+
+pyproject pins `arq>=0.26,<0.29` for these hooks: private methods may change in any
+release, so a new arq is let in only after `test_arq_contract.py` passes against it
+(and the worker's integration tests with it), then the pin is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+from typing import Any
+
+from arq.constants import abort_jobs_ss
+from arq.utils import to_ms
+from arq.worker import Worker
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+
+from orchestrator import arq_jobs
+from orchestrator.keys import Keys
+from orchestrator.scripts import script
+
+# Longest pause between two polls of the pool's queue when no wake-up comes (arq's
+# default period is 0.5 s); a forward wakes the worker at once.
+POLL_DELAY = 0.5
+# arq's own pause between polls, made negligible: the real pause is WakeableWorker's.
+ARQ_POLL_DELAY = 0.001
+# A job's end as its runner staged it, added to the MULTI where arq ends the job.
+Outcome = Callable[[Pipeline], None]
+
+
+class PoolWake:
+    """The pool's wake channel as a worker hears it: an event set on every forward, and
+    the latest instant (ms) a job forwarded ahead of time is due at.
+
+    A rate-limited job may be forwarded a few milliseconds before its instant, scored
+    with it (lua/forward.lua): a worker that polls at the wake-up finds it not due yet.
+    Until that instant has passed, a worker whose poll found nothing due reads when the
+    next job is due and wakes then; otherwise it reads nothing more than arq does."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.due_until = 0.0
+
+    def hear(self, message: bytes) -> None:
+        """A forward's message, "<jobs> <the highest score of a job not due yet, or 0>"."""
+        _, _, due = message.partition(b" ")
+        with suppress(ValueError):
+            self.due_until = max(self.due_until, float(due or 0))
+
+    def set(self) -> None:
+        self.event.set()
+
+
+class WakeableWorker(Worker):
+    """An arq worker that polls its queue as soon as the conductor forwards a job, and
+    claims the jobs it read in one step that also says it holds them (hash `holding`)."""
+
+    def __init__(
+        self,
+        wake: PoolWake,
+        pool: str,
+        *args: Any,
+        keys: Keys,
+        worker_id: str,
+        outcomes: dict[str, Outcome] | None = None,
+        begun: set[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._outcomes: dict[str, Outcome] = {} if outcomes is None else outcomes
+        # The jobs whose claim also began them (lua/start_jobs.lua): their runner skips
+        # begin.lua. Keyed by arq id, taken out when the job's task ends.
+        self._begun: set[str] = set() if begun is None else begun
+        self._keys = keys
+        self._worker_id = worker_id
+        self._wake = wake
+        self._holding = keys.holding(worker_id)
+        self._pool_name = pool
+        self._read = 0
+        self._claim: AsyncScript | None = None
+        self._alone: asyncio.Task[None] | None = None  # a suspect: nothing starts beside it
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Start the jobs read, in order, as slots allow: wait for a free slot as arq
+        does, then claim every id that fits in the slots free at that moment at once."""
+        self._read = len(job_ids)
+        pending = [job_id.decode() for job_id in job_ids]
+        while pending and self._alone is None:
+            await self.sem.acquire()  # waits while every slot is taken, as arq's does
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            taken = 1
+            # More free slots: taken now without waiting (acquire returns at once).
+            while taken < len(pending) and self.job_counter < self.max_jobs:
+                if self.sem.locked():
+                    break
+                await self.sem.acquire()
+                self.job_counter += 1
+                taken += 1
+            batch, pending = pending[:taken], pending[taken:]
+            idle = self.job_counter == taken  # nothing else runs: it may take a suspect
+            try:
+                scores, alone = await self._claim_all(batch, idle)
+            except BaseException:
+                for _ in batch:
+                    self._release_sem_dec_counter_on_complete()
+                raise
+            for job_id, (score, begun) in zip(batch, scores, strict=True):
+                if score is None:  # claimed elsewhere, taken back, or not due any more
+                    self._release_sem_dec_counter_on_complete()
+                    continue
+                if begun:
+                    self._begun.add(job_id)
+                else:  # an earlier claim's mark whose run never came: not this claim's
+                    self._begun.discard(job_id)
+                task = self.loop.create_task(self.run_job(job_id, score))
+                task.add_done_callback(self._slot_given_back)
+                if begun:  # the mark ends with the task, whether the runner ran or not
+                    task.add_done_callback(partial(self._forget_begun, job_id))
+                self.tasks[job_id] = task
+            if alone:
+                self._alone = self.tasks[batch[alone - 1]]
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's end of a run (a copy of arq 0.28's), with the job's staged outcome."""
+        outcome = self._outcomes.pop(job_id, None)
+        async with self.pool.pipeline(transaction=True) as tr:
+            if outcome is not None:
+                outcome(tr)
+            delete_keys = []
+            in_progress_key = arq_jobs.IN_PROGRESS_KEY_PREFIX + job_id
+            if keep_in_progress is None:
+                delete_keys += [in_progress_key]
+            else:
+                tr.pexpire(in_progress_key, to_ms(keep_in_progress))
+            if finish:
+                if result_data:
+                    expire = None if keep_result_forever else result_timeout_s
+                    tr.set(arq_jobs.RESULT_KEY_PREFIX + job_id, result_data, px=to_ms(expire))
+                delete_keys += [
+                    arq_jobs.RETRY_KEY_PREFIX + job_id,
+                    arq_jobs.JOB_KEY_PREFIX + job_id,
+                ]
+                tr.zrem(abort_jobs_ss, job_id)
+                tr.zrem(self.queue_name, job_id)
+            elif incr_score:
+                tr.zincrby(self.queue_name, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            await tr.execute()
+
+    async def _poll_iteration(self) -> None:
+        self._wake.event.clear()
+        self._read = 0
+        read_from = round(time.time() * 1000)  # arq's read takes scores up to this or more
+        await super()._poll_iteration()
+        if self._read < self.queue_read_limit:  # drained of due jobs: pause until woken
+            pause = POLL_DELAY
+            if read_from < self._wake.due_until:
+                pause = await self._until_next_due(read_from)
+            if pause > 0:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.event.wait(), pause)
+
+    async def _until_next_due(self, read_from: int) -> float:
+        """Seconds until arq's clock, rounded to the ms as arq rounds it, reaches the
+        score of the next job that the last read may have left (at most `POLL_DELAY`):
+        0 when that is now."""
+        upcoming = await self.pool.zrangebyscore(
+            self.queue_name, f"({read_from}", "+inf", start=0, num=1, withscores=True
+        )
+        if not upcoming:
+            return POLL_DELAY
+        # round(time * 1000) reaches the score from half a ms before it (a hair more:
+        # round() takes an exact half to the even side)
+        due = (float(upcoming[0][1]) - 0.49) / 1000
+        return min(max(due - time.time(), 0.0), POLL_DELAY)
+
+    async def _claim_all(
+        self, job_ids: list[str], idle: bool
+    ) -> tuple[list[tuple[int | None, bool]], int]:
+        """Each job's queue score when this worker claimed it, else None, and whether
+        the claim began it; and the position (from 1) of the suspect claimed alone, 0
+        when none (see the script)."""
+        if self._claim is None:
+            self._claim = script(self.pool, "start_jobs")
+        # arq's clock for scores, the worker's, rounded as arq's read rounds it: a job
+        # arq read as due is due here too (lua/forward.lua scores one forwarded ahead
+        # of its instant so that this is never before the instant)
+        now_ms = round(time.time() * 1000)
+        replies = await self._claim(
+            keys=[self.queue_name, self._holding],
+            args=[
+                arq_jobs.IN_PROGRESS_KEY_PREFIX, int(self.in_progress_timeout_s * 1000),
+                now_ms, self._pool_name, arq_jobs.RETRY_KEY_PREFIX, "1" if idle else "0",
+                self._keys.root, arq_jobs.JOB_KEY_PREFIX, self._worker_id,
+                self._keys.running(""), *job_ids,
+            ],
+        )  # fmt: skip
+        scores, begun, alone = replies
+        claims = [
+            (None if not score else int(float(score)), bool(began))
+            for score, began in zip(scores, begun, strict=True)
+        ]
+        return claims, int(alone)
+
+    def _forget_begun(self, job_id: str, task: asyncio.Task[None]) -> None:
+        self._begun.discard(job_id)
+
+    def _slot_given_back(self, task: asyncio.Task[None]) -> None:
+        if task is self._alone:
+            self._alone = None  # the suspect ended: others may start again
+        self._release_sem_dec_counter_on_complete()

@@ -1,0 +1,158 @@
+"""A worker's job runner: the arq function for each registry task — arguments checked
+against the task before a run, a receipt per job (with the heartbeat's `running` count
+in the same step), attempts counted against `max_tries`, a dead letter for jobs that
+failed for good, and a run cut short by a stop put back in line without counting it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from functools import partial
+from typing import Any
+
+import anyio
+import orjson
+import structlog
+from arq.worker import Retry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator import arq_jobs
+from orchestrator.job import Job
+from orchestrator.keys import Keys
+from orchestrator.receipts import DeadLetter, Receipt, result_summary, stage
+from orchestrator.registry import TaskDef
+from orchestrator.settings import Settings
+from orchestrator.worker.heartbeat import running_count
+from orchestrator.worker.state import WorkerState
+from orchestrator.worker.stops import RunningJob, begin
+
+_LOG = structlog.get_logger("orchestrator.worker")
+
+
+def runner(
+    definition: TaskDef, settings: Settings, keys: Keys, state: WorkerState
+) -> Callable[[dict[str, Any], Job], Awaitable[dict[str, Any]]]:
+    """The arq function for one task: the envelope in, a receipt out, whatever happens."""
+    # A logger resolved once, as configured now (at the worker's start), rather than by
+    # the lazy proxy at every call.
+    log = _LOG.bind()
+
+    async def run(ctx: dict[str, Any], envelope: Job) -> dict[str, Any]:
+        running = RunningJob(envelope["batch"], envelope["id"])
+        state.jobs[ctx["job_id"]] = running  # so that `cancel --running` can stop it
+        try:
+            return await run_tracked(ctx, envelope, running)
+        finally:
+            state.jobs.pop(ctx["job_id"], None)
+
+    async def run_tracked(
+        ctx: dict[str, Any], envelope: Job, running: RunningJob
+    ) -> dict[str, Any]:
+        redis: Redis = ctx["redis"]
+        meta = envelope.get("meta", {})
+        attempt: int = ctx["job_try"]
+        arq_id: str = ctx["job_id"]
+        max_tries = meta.get("max_tries") or settings.max_tries
+        # Each event's context, passed with it: no logger bound per job, and an event
+        # the level filters out costs one no-op call.
+        about: dict[str, Any] = {"job_id": envelope["id"], "task": envelope["task"]}
+        about |= {"pool": state.pool, "attempt": attempt}
+        started = time.time()
+
+        def receipt(status: Any, error: str | None, result: Any = None) -> Receipt:
+            ended = time.time()
+            made = Receipt(
+                job_id=envelope["id"], batch=envelope["batch"], task=envelope["task"],
+                status=status, pool=state.pool, worker=state.worker_id, attempt=attempt,
+                started_at=started, ended_at=ended, duration=round(ended - started, 6),
+                error=error,
+            )  # fmt: skip
+            if result is not None:
+                made["result"] = result_summary(result)
+            return made
+
+        def end(final: Receipt, **how: Any) -> None:
+            """The job's end, written with arq's (`WakeableWorker.finish_job`)."""
+            state.outcomes[arq_id] = partial(
+                stage, keys=keys, receipt=final, arq_job_id=arq_id, **how
+            )
+
+        began = arq_id in state.begun  # by its claim, unless it was cancelled
+        if not began and not await begin(
+            redis, keys, envelope, receipt("running", None), arq_id=arq_id,
+            worker_id=state.worker_id,
+        ):  # fmt: skip
+            log.info("job_cancelled", **about, reason="cancelled before it started")
+            return {"status": "cancelled"}
+        if attempt > max_tries:
+            # Every earlier run ended without an outcome: the process died under it.
+            error = f"interrupted: {attempt - 1} runs ended without an outcome"
+            final = receipt("failed", error)
+            end(final, finished=True, dead=_dead(envelope, "interrupted", error, final))
+            log.warning("dead_lettered", **about, reason="interrupted", error=error)
+            return {"status": "failed", "error": error}
+        if problem := definition.signature_problem(envelope["args"], envelope.get("kwargs", {})):
+            # A run would only fail the same way max_tries times.
+            final = receipt("failed", problem)
+            end(final, finished=True, dead=_dead(envelope, "invalid_args", problem, final))
+            log.warning("dead_lettered", **about, reason="invalid_args", error=problem)
+            return {"status": "failed", "error": problem}
+        state.ran(+1)
+        try:
+            timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
+            with running.scope, anyio.fail_after(timeout):
+                result = await definition.function(*envelope["args"], **envelope.get("kwargs", {}))
+        except asyncio.CancelledError:
+            state.ran(-1)
+            if state.stopping:
+                # Cut short by a stop (a second signal, or the grace period ran out):
+                # back in line, not held by this worker any more, and not counted.
+                with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
+                    async with redis.pipeline(transaction=True) as pipe:
+                        pipe.decr(arq_jobs.RETRY_KEY_PREFIX + arq_id)
+                        pipe.hdel(keys.holding(state.worker_id), arq_id)
+                        await pipe.execute()
+                log.info("job_requeued", **about, reason="worker stopped before it finished")
+            raise
+        except Exception as exc:
+            state.ran(-1)
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt < max_tries:
+                end(receipt("retrying", error), finished=False, running=running_count(keys, state))
+                log.warning("job_retrying", **about, error=error, max_tries=max_tries)
+                raise Retry(defer=settings.retry_delay * attempt) from exc
+            final = receipt("failed", error)
+            dead = _dead(envelope, "failed", error, final)
+            end(final, finished=True, dead=dead, running=running_count(keys, state))
+            log.warning("dead_lettered", **about, reason="failed", error=error)
+            return {"status": "failed", "error": error}
+        state.ran(-1)
+        if running.scope.cancelled_caught:
+            # `cancel --running`: not a failure, not retried; kept for `retry --cancelled`.
+            final = receipt("cancelled", "cancelled while running (orchestrator cancel --running)")
+            end(
+                final, finished=True, running=running_count(keys, state),
+                cancelled=orjson.dumps(envelope),
+            )  # fmt: skip
+            state.metrics.finished(state.pool, envelope["task"], "cancelled", final["duration"])
+            log.info("job_cancelled", **about, reason="stopped while running")
+            return {"status": "cancelled"}
+        final = receipt("succeeded", None, result)
+        end(final, finished=True, running=running_count(keys, state))
+        state.metrics.finished(state.pool, envelope["task"], "succeeded", final["duration"])
+        state.done += 1
+        log.info("job_succeeded", **about, duration=final["duration"])
+        return {"status": "succeeded"}
+
+    run.__qualname__ = definition.name
+    return run
+
+
+def _dead(envelope: Job, reason: str, error: str, receipt: Receipt) -> DeadLetter:
+    return DeadLetter(
+        job_id=envelope["id"], reason=reason, error=error, at=time.time(), payload=envelope,
+        receipt=receipt,
+    )  # fmt: skip

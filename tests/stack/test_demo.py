@@ -1,0 +1,53 @@
+"""`orchestrator demo`, run as a newcomer would: no Redis URL, a fresh directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.live_stack import REPO
+
+
+def left_behind(directory: Path) -> list[str]:
+    """Processes started from `directory` (the workers, the conductor) or serving the
+    demo's temporary Redis data."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd == str(directory) or "orchestrator-demo-" in command:
+            found.append(command)
+    return found
+
+
+def test_demo_runs_the_lifecycle_on_both_pools_and_leaves_nothing_running(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "demo", "--jobs", "16", "--min-seconds", "2",
+         "--max-seconds", "3"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = process.communicate(timeout=120)
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert "spillover: metal full" in text
+    pools = next(line for line in text.splitlines() if line.startswith("pools: "))
+    assert "cloud" in pools
+    assert "metal" in pools
+    assert "all 16 jobs succeeded" in text
+    # cloud capacity appeared when metal filled, and was paid for only while it ran
+    bill = next(line for line in text.splitlines() if line.startswith("cloud: "))
+    assert re.fullmatch(
+        r"cloud: [1-9]\d* workers? launched, \d+ worker-seconds, \$\d+\.\d+ at \$0\.80/h", bill
+    ), bill
+    assert left_behind(tmp_path) == []
+    assert (tmp_path / "manifests" / "system_test_stress_supervisor_01.jsonl").exists()
+    assert (tmp_path / "manifests" / "system_test_stress_supervisor_01.jsonl.verify.json").exists()

@@ -1,0 +1,308 @@
+"""`orchestrator up` as a new user meets it: the other commands find its stack, a second
+`up` refuses, a stranger's Redis is never taken for its own, and Ctrl-C — sent by a
+terminal to the whole foreground process group — stops it in order, losing nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from orchestrator.stack.record import StackRecord, read_record
+from orchestrator.stack.redis_server import RedisServer, embedded_redis_server, free_port
+from tests.conftest import CliRunner
+from tests.dashboard_action import assert_action_needs_the_token
+from tests.live_stack import REPO, write_manifest
+from tests.stack.test_up import receipts, wait_until
+
+GRACE = 5.0
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """A shell with no Redis settings at all, as a new user's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "ORCHESTRATOR_"))}
+    if "ORCHESTRATOR_REDIS_SERVER" in os.environ:
+        env["ORCHESTRATOR_REDIS_SERVER"] = os.environ["ORCHESTRATOR_REDIS_SERVER"]
+    return env | {
+        "PYTHONPATH": str(REPO),
+        "ORCHESTRATOR_HEARTBEAT_INTERVAL": "0.5",
+        "ORCHESTRATOR_GRACE_PERIOD": str(GRACE),
+        "ORCHESTRATOR_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def start_up(cwd: Path, *args: str, log: str = "up.log") -> subprocess.Popen[bytes]:
+    """`up` in a session of its own, so the test can signal its group as a terminal does."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "up", "--redis-port", str(free_port()), *args],
+        env=user_env(), cwd=cwd, stdout=(cwd / log).open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def command(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=user_env(), cwd=cwd, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def ready(cwd: Path) -> redis.Redis:
+    """A client on the stack's Redis once both pools have a live worker."""
+
+    def running() -> StackRecord | None:  # a stopped stack leaves its record behind
+        record = read_record(cwd / "data")
+        return record if record is not None and record.stopped_at is None else None
+
+    wait_until(running)
+    record = running()
+    assert record is not None
+    client = redis.Redis.from_url(record.redis_url)
+    wait_until(lambda: client.scard("{orc}:workers:metal") and client.scard("{orc}:workers:cloud"))
+    return client
+
+
+def stop(up: subprocess.Popen[bytes]) -> None:
+    if up.poll() is None:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(60)
+
+
+def test_commands_in_another_shell_find_the_stack_up_started(tmp_path: Path) -> None:
+    """dispatch, status and verify run in the stack `up` recorded here, not on 6379."""
+    up = start_up(tmp_path, "--metal", "2", "--cloud", "2")
+    try:
+        client = ready(tmp_path)
+        manifest = write_manifest(
+            tmp_path / "found_01.jsonl", [{"task": "system.echo", "args": [1]}]
+        )
+        dispatched = command(tmp_path, "dispatch", str(manifest), "--backlog", "default")
+        assert dispatched.returncode == 0, dispatched.stderr
+        wait_until(lambda: len(receipts(client, "found_01")) == 1)
+        status = command(tmp_path, "status")
+        assert status.returncode == 0, status.stderr
+        assert "from ./data/stack.json" in status.stdout
+        verified = command(tmp_path, "verify", str(manifest))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        client.close()
+    finally:
+        stop(up)
+    assert up.returncode == 0
+    record = read_record(tmp_path / "data")
+    assert record is not None
+    assert record.stopped_at is not None
+
+
+def test_after_up_stopped_commands_say_so_instead_of_using_the_default_redis(
+    tmp_path: Path,
+) -> None:
+    """A clean stop leaves the record marked stopped: a later command is one line, exit 69,
+    never a quiet fallback to redis://127.0.0.1:6379 (somebody else's Redis, perhaps)."""
+    up = start_up(tmp_path, "--metal", "1", "--cloud", "1")
+    ready(tmp_path).close()
+    stop(up)
+    assert up.returncode == 0
+    status = command(tmp_path, "status")
+    assert status.returncode == 69
+    assert status.stderr.count("\n") == 1
+    assert "./data/stack.json is not running" in status.stderr
+    assert ", stopped " in status.stderr
+    again = start_up(tmp_path, "--metal", "1", "--cloud", "1", log="up-again.log")
+    try:
+        ready(tmp_path).close()
+        assert command(tmp_path, "status").returncode == 0
+    finally:
+        stop(again)
+
+
+def test_a_recorded_stack_that_died_is_one_line_not_a_bare_exit_69(
+    tmp_path: Path, run_cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack.json left by an `up` that was killed names it, and nothing is queued."""
+    monkeypatch.delenv("REDIS_URL")
+    (tmp_path / "data").mkdir()
+    record = {"redis_url": "redis://127.0.0.1:6399/0", "up_pid": 4242, "started_at": time.time(),
+              "data_dir": str(tmp_path / "data")}  # fmt: skip
+    (tmp_path / "data" / "stack.json").write_bytes(orjson.dumps(record))
+    manifest = write_manifest(tmp_path / "m_01.jsonl", [{"task": "system.echo", "args": [1]}])
+    result = run_cli("dispatch", str(manifest), "--backlog", "default")
+    assert result.code == 69
+    assert result.err.count("\n") == 1
+    assert "./data/stack.json is not running" in result.err
+    assert "pid 4242" in result.err
+    assert "orchestrator up" in result.err
+
+
+def test_an_explicit_url_beats_the_recorded_stack(
+    tmp_path: Path, run_cli: CliRunner, redis_url: str, namespace: str
+) -> None:
+    """REDIS_URL wins over a stack record (even a dead one), and status says so."""
+    (tmp_path / "data").mkdir()
+    record = {"redis_url": "redis://127.0.0.1:1/0", "up_pid": 4242, "started_at": time.time(),
+              "data_dir": str(tmp_path / "data")}  # fmt: skip
+    (tmp_path / "data" / "stack.json").write_bytes(orjson.dumps(record))
+    result = run_cli("status", "--json")
+    assert result.code == 0, result.err
+    assert orjson.loads(result.out)["redis"]["origin"] == "REDIS_URL"
+
+
+def test_a_second_up_on_the_same_data_dir_refuses_naming_the_first(tmp_path: Path) -> None:
+    """One line naming the running stack, exit 2, and the first stack is untouched."""
+    up = start_up(tmp_path, "--metal", "1", "--cloud", "1")
+    try:
+        client = ready(tmp_path)
+        second = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "up"],
+            env=user_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1
+        assert "already running on ./data" in second.stderr
+        assert f"pid {up.pid}" in second.stderr
+        assert up.poll() is None
+        assert client.ping()
+        client.close()
+    finally:
+        stop(up)
+
+
+def test_up_never_takes_a_strangers_redis_on_its_port_for_its_own(tmp_path: Path) -> None:
+    """With another Redis on the port, `up` fails in one line instead of using its data."""
+    with RedisServer(tmp_path / "stranger") as stranger:
+        assert stranger.port is not None
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "up", "--redis-port", str(stranger.port)],
+            env=user_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 69, done.stdout + done.stderr
+        assert "redis_started" not in done.stdout
+        assert done.stderr.strip().startswith("orchestrator: error: the embedded Redis could not")
+        assert redis.Redis(port=stranger.port).dbsize() == 0
+
+
+def sleepers(path: Path, seconds: float, count: int = 8) -> Path:
+    return write_manifest(path, [{"task": "system.sleep", "args": [seconds]}] * count)
+
+
+def running(client: redis.Redis) -> int:
+    return sum(
+        int(client.hget(key, "running") or 0)
+        for key in client.scan_iter(match="\\{orc\\}:worker:*")
+    )
+
+
+def assert_no_traceback(tmp_path: Path) -> None:
+    text = "".join(log.read_text(errors="replace") for log in tmp_path.glob("up*.log"))
+    assert "Traceback" not in text
+    assert '"exception"' not in text
+
+
+def persisted_receipts(tmp_path: Path, batch: str) -> list[dict[str, object]]:
+    """The receipts the stopped stack's append-only file kept (Redis stopped last)."""
+    data = tmp_path / "data" / "redis"
+    with RedisServer(data, appendonly=True, executable=embedded_redis_server()) as server:
+        client = redis.Redis(port=server.port)
+        found = receipts(client, batch)
+        client.close()
+    return found
+
+
+def finish_after_restart(tmp_path: Path, batch: str, before: dict[str, dict[str, object]]) -> None:
+    """A new `up` runs what was left: every job succeeded once, none ran twice."""
+    up = start_up(tmp_path, "--metal", "4", "--cloud", "8", log="up-again.log")
+    try:
+        client = ready(tmp_path)
+        wait_until(lambda: len(receipts(client, batch)) == 8, timeout=60)
+        after = {str(r["job_id"]): r for r in receipts(client, batch)}
+        client.close()
+    finally:
+        stop(up)
+    assert {r["status"] for r in after.values()} == {"succeeded"}
+    assert {r["attempt"] for r in after.values()} == {1}
+    for job_id, receipt in before.items():
+        assert after[job_id]["started_at"] == receipt["started_at"], "a finished job ran again"
+
+
+def test_ctrl_c_stops_up_in_order_and_running_jobs_finish(tmp_path: Path) -> None:
+    """SIGINT to the process group: exit 0 within grace + 5 s, receipts written, no
+    traceback; whatever had not started runs after the next `up`, nothing twice."""
+    up = start_up(tmp_path, "--metal", "4", "--cloud", "8")
+    client = ready(tmp_path)
+    manifest = sleepers(tmp_path / "calm_01.jsonl", 2.0)
+    assert command(tmp_path, "dispatch", str(manifest), "--backlog", "default").returncode == 0
+    wait_until(lambda: running(client) == 8)
+    interrupted = time.monotonic()
+    os.killpg(up.pid, signal.SIGINT)
+    assert up.wait(GRACE + 5) == 0
+    assert time.monotonic() - interrupted < GRACE + 5
+    assert_no_traceback(tmp_path)
+    client.close()
+    before = {str(r["job_id"]): r for r in persisted_receipts(tmp_path, "calm_01")}
+    assert len(before) == 8
+    assert {r["status"] for r in before.values()} == {"succeeded"}
+    finish_after_restart(tmp_path, "calm_01", before)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_running_jobs_go_back_in_line(tmp_path: Path) -> None:
+    """Two SIGINTs: exit 0 well before the jobs could finish, no failed receipt, and the
+    next `up` runs each job once more as its first attempt."""
+    up = start_up(tmp_path, "--metal", "4", "--cloud", "8")
+    client = ready(tmp_path)
+    manifest = sleepers(tmp_path / "hurry_01.jsonl", 10.0)
+    assert command(tmp_path, "dispatch", str(manifest), "--backlog", "default").returncode == 0
+    wait_until(lambda: running(client) == 8)
+    os.killpg(up.pid, signal.SIGINT)
+    time.sleep(0.5)
+    interrupted = time.monotonic()
+    os.killpg(up.pid, signal.SIGINT)
+    assert up.wait(15) == 0
+    assert time.monotonic() - interrupted < GRACE - 1.5  # the drain would have waited GRACE
+    assert_no_traceback(tmp_path)
+    client.close()
+    assert persisted_receipts(tmp_path, "hurry_01") == []
+    finish_after_restart(tmp_path, "hurry_01", {})
+
+
+def test_up_starts_the_dashboard_and_prints_its_url_with_the_token(tmp_path: Path) -> None:
+    """The URL in `up`'s ready line opens the dashboard of this stack, and the token in it
+    is the one its actions take."""
+    import urllib.error
+    import urllib.request
+
+    up = start_up(tmp_path, "--metal", "1", "--cloud", "1", "--web-port", str(free_port()))
+    try:
+        ready(tmp_path).close()
+        lines = [
+            orjson.loads(x)
+            for x in (tmp_path / "up.log").read_bytes().splitlines()
+            if x.startswith(b"{")
+        ]
+        (url,) = [line["web"] for line in lines if line.get("event") == "ready"]
+        base, token = url.split("#token=")
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(base + "api/status", timeout=2) as reply:
+                    return bool(orjson.loads(reply.read())["pools"][0]["workers"])
+            except OSError:
+                return False
+
+        wait_until(answers)
+        with urllib.request.urlopen(base + "api/status", timeout=2) as reply:
+            origin = orjson.loads(reply.read())["redis"]["origin"]
+        assert origin == "orchestrator up, its embedded Redis"  # not its REDIS_URL
+        assert_action_needs_the_token(base + "api/backlogs/default/pause", token, timeout=5)
+        assert "backlog:default" in command(tmp_path, "status", "--json").stdout
+        paused = orjson.loads(command(tmp_path, "status", "--json").stdout)["backlogs"][0]
+        assert paused["paused_at"] is not None
+    finally:
+        stop(up)
+    assert up.returncode == 0
