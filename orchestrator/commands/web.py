@@ -37,6 +37,15 @@ def register(commands: Any) -> None:
     )
     web.add_argument("--port", type=positive_int, default=None, help="default: 8765")
     web.add_argument(
+        "--fd",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve on the listening socket inherited as file descriptor N (how "
+        "`orchestrator up` starts the dashboard, on a port it bound first); --host and "
+        "--port then only say what it is bound to",
+    )
+    web.add_argument(
         "--interval",
         type=_seconds,
         default=0.5,
@@ -58,6 +67,7 @@ def _web(options: argparse.Namespace, settings: Settings) -> int:
             options.port or DEFAULT_PORT,
             interval=options.interval,
             source=getattr(options, "redis_source", None),
+            fd=options.fd,
         )
 
     run_async(run)

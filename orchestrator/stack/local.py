@@ -29,16 +29,16 @@ import anyio
 import structlog
 from anyio.abc import Process
 
-from orchestrator.errors import ServiceUnavailable
+from orchestrator.errors import ServiceUnavailable, UserError
 from orchestrator.settings import ScalerSettings, Settings, redact_url
 from orchestrator.stack.record import StackLock, StackRecord, origin_given
 from orchestrator.stack.redis_server import (
     RedisServer,
     embedded_redis_server,
-    free_port,
     port_is_free,
 )
 from orchestrator.web.access import DEFAULT_PORT as DEFAULT_WEB_PORT
+from orchestrator.web.server import listen
 
 log = structlog.get_logger("orchestrator.up")
 DEFAULT_REDIS_PORT = 6399
@@ -164,31 +164,48 @@ async def local_stack(
 
 
 async def _start_redis(plan: StackPlan) -> RedisServer:
-    port = plan.redis_port
-    if port is None:
-        port = DEFAULT_REDIS_PORT if port_is_free(DEFAULT_REDIS_PORT) else None
-    embedded = RedisServer(
-        plan.data_dir / "redis", port=port, appendonly=True, executable=embedded_redis_server()
-    )
-    try:
-        await anyio.to_thread.run_sync(embedded.start)
-    except RuntimeError as exc:
-        where = f"port {port}" if port is not None else "a free port"
-        raise ServiceUnavailable(
-            f"the embedded Redis could not start on {where} (data in "
-            f"{plan.data_dir / 'redis'}): {str(exc).splitlines()[-1] if str(exc) else exc}; "
-            "pass --redis-port, or set REDIS_URL to use a Redis of yours"
-        ) from None
-    log.info("redis_started", url=embedded.url, data=str(plan.data_dir / "redis"), embedded=True)
-    return embedded
+    """On --redis-port; else on DEFAULT_REDIS_PORT when it looks free, and on any free
+    port when it is not, or when another `up` starting at the same moment took it."""
+    tries: list[int | None] = [plan.redis_port]
+    if plan.redis_port is None and port_is_free(DEFAULT_REDIS_PORT):
+        tries.insert(0, DEFAULT_REDIS_PORT)
+    data = plan.data_dir / "redis"
+    for port in tries:
+        embedded = RedisServer(data, port=port, appendonly=True, executable=embedded_redis_server())
+        try:
+            await anyio.to_thread.run_sync(embedded.start)
+        except RuntimeError as exc:
+            if port != tries[-1]:
+                continue
+            where = f"port {port}" if port is not None else "a free port"
+            raise ServiceUnavailable(
+                f"the embedded Redis could not start on {where} (data in {data}): "
+                f"{str(exc).splitlines()[-1] if str(exc) else exc}; "
+                "pass --redis-port, or set REDIS_URL to use a Redis of yours"
+            ) from None
+        log.info("redis_started", url=embedded.url, data=str(data), embedded=True)
+        return embedded
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 async def _start_web(
     web: WebPlan, env: Mapping[str, str], output: IO[bytes] | None
 ) -> tuple[str, Process]:
-    port = web.port or (DEFAULT_WEB_PORT if port_is_free(DEFAULT_WEB_PORT) else free_port())
-    args = ["web", "--host", web.host, "--port", str(port)]
-    process = await _spawn(args, {**env, "ORCHESTRATOR_WEB_TOKEN": web.token}, output)
+    """The dashboard on a socket bound here and inherited by the child: the port is
+    ours before the child starts, so two `up`s starting at once never race for it, and
+    one the user asked for that is taken fails `up` in one line before anything runs."""
+    if web.port is not None:
+        sock = listen(web.host, web.port)
+    else:
+        try:
+            sock = listen(web.host, DEFAULT_WEB_PORT)
+        except UserError:
+            sock = listen(web.host, 0)
+    with sock:
+        port = sock.getsockname()[1]
+        args = ["web", "--host", web.host, "--port", str(port), "--fd", str(sock.fileno())]
+        env = {**env, "ORCHESTRATOR_WEB_TOKEN": web.token}
+        process = await _spawn(args, env, output, pass_fds=(sock.fileno(),))
     host = f"[{web.host}]" if ":" in web.host else web.host
     return f"http://{host}:{port}/", process
 
@@ -211,7 +228,12 @@ async def wait_for_exit(stack: RunningStack) -> str:
     return first[0]
 
 
-async def _spawn(args: list[str], env: Mapping[str, str], output: IO[bytes] | None) -> Process:
+async def _spawn(
+    args: list[str],
+    env: Mapping[str, str],
+    output: IO[bytes] | None,
+    pass_fds: tuple[int, ...] = (),
+) -> Process:
     return await anyio.open_process(
         [sys.executable, "-m", "orchestrator", *args],
         env=dict(env),
@@ -219,6 +241,7 @@ async def _spawn(args: list[str], env: Mapping[str, str], output: IO[bytes] | No
         stdout=output,
         stderr=output,
         start_new_session=True,  # the terminal's Ctrl-C is for the supervisor alone
+        pass_fds=pass_fds,
     )
 
 

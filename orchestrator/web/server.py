@@ -36,6 +36,21 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def inherited(fd: int) -> socket.socket:
+    """The listening socket at `fd`; anything else there is one line, not a traceback."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise UserError(f"web: --fd {fd} is not an open socket: {exc.strerror or exc}") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        sock.detach()
+        raise UserError(f"web: --fd {fd} is not a listening TCP socket")
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(
     settings: Settings,
     host: str,
@@ -43,10 +58,14 @@ async def serve(
     *,
     interval: float = REFRESH,
     source: RedisSource | None = None,
+    fd: int | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's handlers: open pages get STOP_WITHIN)."""
+    """Serve until SIGINT/SIGTERM (uvicorn's handlers: open pages get STOP_WITHIN).
+
+    `fd`: a listening socket bound by whoever started this process (`orchestrator up`),
+    served as it is; else one bound here on `host:port`."""
     token, made_up = token_for(settings, host)
-    sock = listen(host, port)
+    sock = inherited(fd) if fd is not None else listen(host, port)
     access = Access(host, sock.getsockname()[1], token, made_up)
     async with connect(settings.redis_url, name="orchestrator-web") as redis:
         dashboard = Dashboard(redis, settings, token=token, interval=interval, source=source)

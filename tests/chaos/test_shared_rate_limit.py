@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import StackFactory
 from tests.live_stack import write_manifest
 
-pytestmark = pytest.mark.chaos
+# Paced and timed: alone on the machine, after the parallel pass.
+pytestmark = [pytest.mark.chaos, pytest.mark.serial]
 RATE, BURST, JOBS = 10, 5, 130
 
 

@@ -25,6 +25,9 @@ from tests.live_stack import Stack, write_manifest
 
 RATE, JOBS = 50, 250
 
+# Paced to 50/s and timed against it: alone on the machine, after the parallel pass.
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize(("burst", "conductors"), [(1, 1), (10, 1), (1, 3), (10, 3)])
 def test_jobs_go_out_at_the_rate_deferred_once(

@@ -36,6 +36,9 @@ SAMPLES = 20
 P95_BOUND = 0.050  # seconds
 BACKLOGS = ["backlog:first", "backlog:second", "backlog:third"]
 
+# Latency and idle CPU are measured: alone on the machine, after the parallel pass.
+pytestmark = pytest.mark.serial
+
 
 class Producer:
     """Dispatch and requeue from one event loop (in a thread) over one connection."""

@@ -62,6 +62,8 @@ def run_block(body: str, cwd: Path, timeout: float) -> subprocess.CompletedProce
     )  # fmt: skip
 
 
+# Never beside another demo: test_demo looks for any demo's processes left running.
+@pytest.mark.xdist_group("demo")
 def test_the_fresh_machine_block_installs_and_runs_the_demo(fresh_clone: Path) -> None:
     """The README's main job, pasted into a new shell of a fresh clone: exit 0, all done."""
     (body,) = blocks("fresh-machine")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.live_stack import REPO
 
 
@@ -28,6 +30,8 @@ def left_behind(directory: Path) -> list[str]:
     return found
 
 
+# Never beside another demo: test_demo looks for any demo's processes left running.
+@pytest.mark.xdist_group("demo")
 def test_demo_runs_the_lifecycle_on_both_pools_and_leaves_nothing_running(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {"PYTHONPATH": str(REPO)}
     process = subprocess.Popen(

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -306,3 +308,56 @@ def test_up_starts_the_dashboard_and_prints_its_url_with_the_token(tmp_path: Pat
     finally:
         stop(up)
     assert up.returncode == 0
+
+
+def wait_for_event(log: Path, event: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and (record := orjson.loads(line))["event"] == event:
+                return cast(dict[str, Any], record)
+        return None
+
+    wait_until(found)
+    record = found()
+    assert record is not None
+    return record
+
+
+def test_two_ups_started_at_once_each_get_a_redis_and_a_dashboard(tmp_path: Path) -> None:
+    """Neither given a port: both look at the default ports at the same moment, one gets
+    each, the other any free one — and neither stack loses a child to the race (the
+    dashboard's socket is bound by `up` itself before its process starts)."""
+    homes = [tmp_path / "one", tmp_path / "two"]
+    for home in homes:
+        home.mkdir()
+    up = [sys.executable, "-m", "orchestrator", "up", "--metal", "1", "--cloud", "1"]
+    ups = [
+        subprocess.Popen(
+            up, env=user_env(), cwd=home, stdout=(home / "up.log").open("ab"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        for home in homes
+    ]  # fmt: skip
+    try:
+        clients = [ready(home) for home in homes]
+        readies = [wait_for_event(home / "up.log", "ready") for home in homes]
+        urls = [(ready["redis"], ready["web"].split("#")[0]) for ready in readies]
+        assert urls[0][0] != urls[1][0], urls
+        assert urls[0][1] != urls[1][1], urls
+        for (_, web), up in zip(urls, ups, strict=True):
+            with urllib.request.urlopen(web + "healthz", timeout=10) as reply:
+                assert reply.status == 200
+            assert up.poll() is None
+        for client in clients:
+            client.close()
+    finally:
+        for up in ups:
+            stop(up)
+    assert [up.returncode for up in ups] == [0, 0]
+
+
+def test_web_on_a_descriptor_that_is_not_a_listening_socket_is_one_line(tmp_path: Path) -> None:
+    done = command(tmp_path, "web", "--fd", "0", "--port", "9")
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "--fd 0 is not" in done.stderr

@@ -74,6 +74,7 @@ def test_rule_sends_image_tasks_to_cloud_while_metal_idle(
     assert {e["reason"] for e in routed if e["task"] == "image.resize"} == {"rule"}
 
 
+@pytest.mark.serial  # timed windows: alone on the machine, after the parallel pass
 def test_rate_limit_holds_in_every_window_and_spares_other_tasks(
     stack: StackFactory, tmp_path: Path
 ) -> None:
