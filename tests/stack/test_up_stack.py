@@ -330,10 +330,10 @@ def test_two_ups_started_at_once_each_get_a_redis_and_a_dashboard(tmp_path: Path
     homes = [tmp_path / "one", tmp_path / "two"]
     for home in homes:
         home.mkdir()
-    up = [sys.executable, "-m", "orchestrator", "up", "--metal", "1", "--cloud", "1"]
+    args = [sys.executable, "-m", "orchestrator", "up", "--metal", "1", "--cloud", "1"]
     ups = [
         subprocess.Popen(
-            up, env=user_env(), cwd=home, stdout=(home / "up.log").open("ab"),
+            args, env=user_env(), cwd=home, stdout=(home / "up.log").open("ab"),
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         for home in homes
