@@ -2,7 +2,9 @@
 
 Task code lives in `workers/tasks/<category>.py`; a function there decorated with
 `@task` is registered as `<category>.<function>`. The registry is built by importing
-those modules only — a manifest's text never decides what gets imported.
+those modules only — a manifest's text never decides what gets imported. A task is an
+`async def` (run on the worker's event loop) or a plain `def` (run off it, by the
+worker's executor: `worker/executors.py`).
 
 It stays one module over 300 lines because checking a job's arguments against a task's
 signature (`TaskDef.signature_problem`, `TypeCheck`) is what a registered task is for.
@@ -17,7 +19,7 @@ import pkgutil
 import re
 import types
 import typing
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar, cast
@@ -32,7 +34,7 @@ TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 MAX_TASK_NAME = 200  # characters: a name is part of Redis keys and of every log line
 _MARK = "__orchestrator_task__"
 
-TaskFunction = Callable[..., Awaitable[Any]]
+TaskFunction = Callable[..., Any]  # an async function, or a plain one
 F = TypeVar("F", bound=TaskFunction)
 # A call shape bound to the signature: the arity problem, or each value's place (an
 # index into args, or a key of kwargs), its name for messages and its type check.
@@ -46,17 +48,22 @@ _LIST = frozenset({list})
 
 
 def task(function: F | None = None, *, name: str | None = None) -> Any:
-    """Mark an async function as a task; `@task` or `@task(name="image.resize")`."""
+    """Mark a function as a task; `@task` or `@task(name="image.resize")`.
+
+    An `async def` runs on the worker's event loop; a plain `def` never does: it runs
+    in one of the worker's child processes (or threads, with `executor = "thread"`)."""
 
     def mark(fn: F) -> F:
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"task {fn.__qualname__} must be an async function")
+        if not callable(fn) or inspect.isclass(fn):
+            raise TypeError(f"task {fn!r} must be a function")
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            raise TypeError(f"task {fn.__qualname__} must return its result, not yield it")
         category = fn.__module__.rsplit(".", 1)[-1]
         task_name = name or f"{category}.{fn.__name__}"
         if not TASK_NAME.match(task_name):
             raise ValueError(f"invalid task name {task_name!r}: use lower_case.dotted_names")
         setattr(fn, _MARK, task_name)
-        return cast(F, fn)
+        return fn
 
     return mark(function) if function is not None else mark
 
@@ -76,6 +83,11 @@ class TaskDef:
     _bindings: dict[tuple[int, tuple[str, ...]], Binding] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    @property
+    def is_async(self) -> bool:
+        """Run on the event loop (an `async def`), or by the executor (a plain `def`)."""
+        return inspect.iscoroutinefunction(self.function)
 
     def signature_problem(self, args: list[Any], kwargs: Mapping[str, Any]) -> str | None:
         """Why these arguments cannot call the task, or None when they can.
@@ -136,15 +148,19 @@ class TaskRegistry(Mapping[str, TaskDef]):
         """Import every module of the tasks packages and collect their `@task` functions."""
         tasks: dict[str, TaskDef] = {}
         for package in packages or (TASKS_PACKAGE,):
-            root = importlib.import_module(package)
-            for info in pkgutil.iter_modules(root.__path__, prefix=f"{package}."):
-                module = importlib.import_module(info.name)
+            root = _import(package)
+            for info in pkgutil.iter_modules(getattr(root, "__path__", []), prefix=f"{package}."):
+                module = _import(info.name)
                 for value in vars(module).values():
                     task_name = getattr(value, _MARK, None)
                     if task_name is None or getattr(value, "__module__", None) != info.name:
                         continue
                     if task_name in tasks:
-                        raise ValueError(f"task {task_name!r} is defined twice ({info.name})")
+                        first, second = _where(tasks[task_name].function), _where(value)
+                        raise UserError(
+                            f"task {task_name!r} is defined twice: {first} and {second} "
+                            "(give one of them another name=)"
+                        )
                     tasks[task_name] = TaskDef(task_name, value)
         return cls(tasks)
 
@@ -167,6 +183,32 @@ class TaskRegistry(Mapping[str, TaskDef]):
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def _import(name: str) -> Any:
+    """The module, or one line saying why it cannot be had: a task module's own error
+    (a syntax error, an exception at import, a package it needs) is the user's to fix,
+    and must not end the worker or dispatch in a traceback."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name or name.startswith(f"{exc.name}."):
+            raise UserError(f"task_packages: cannot import {name!r}: no such module") from None
+        raise UserError(f"task module {name}: {type(exc).__name__}: {exc}") from None
+    except SyntaxError as exc:
+        place = f"{exc.filename}:{exc.lineno}" if exc.filename else name
+        raise UserError(f"task module {name}: SyntaxError at {place}: {exc.msg}") from None
+    except Exception as exc:
+        raise UserError(
+            f"task module {name} failed to import: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _where(function: Any) -> str:
+    code = getattr(function, "__code__", None)
+    line = f":{code.co_firstlineno}" if code is not None else ""
+    path = inspect.getsourcefile(function) or "?"
+    return f"{function.__module__}.{function.__qualname__} ({path}{line})"
 
 
 @cache
@@ -334,10 +376,7 @@ def _fit_list(item: Any) -> Fit | None:
 @cache
 def task_registry(packages: tuple[str, ...] = (TASKS_PACKAGE,)) -> TaskRegistry:
     """The registry of the given task packages, built once per process."""
-    try:
-        return TaskRegistry.discover(*packages)
-    except ModuleNotFoundError as exc:
-        raise UserError(f"task_packages: cannot import {exc.name!r}") from None
+    return TaskRegistry.discover(*packages)
 
 
 def default_registry() -> TaskRegistry:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from orchestrator.job import Job
-from orchestrator.settings import PoolSettings, Settings
+from orchestrator.pools import PoolSettings
+from orchestrator.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

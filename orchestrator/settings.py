@@ -4,8 +4,9 @@ Environment variables carry the `ORCHESTRATOR_` prefix (nested fields use `__`, 
 and tables are JSON; `backlogs` may also be comma-separated), except `REDIS_URL`,
 honoured as the de-facto standard name.
 
-It stays one module over 300 lines because its length is the one schema: the settings'
-fields, their validators and the sources they load from.
+The settings of one pool, its scaler, routing rules and rate limits are `pools.py`'s;
+this module is the one schema they sit in: its fields, their validators and the sources
+they load from.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import difflib
 import json
 import os
 import re
-import string
 import tomllib
 from importlib.abc import Traversable
 from pathlib import Path
@@ -24,8 +24,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -44,6 +42,12 @@ from pydantic_settings import (
 
 from orchestrator.errors import ConfigError
 from orchestrator.keys import backlog_name
+from orchestrator.pools import (
+    Executor,
+    PoolSettings,
+    RateLimit,
+    RoutingRule,
+)
 
 ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
@@ -56,92 +60,6 @@ _BACKLOGS_EXAMPLE = (
     'e.g. ORCHESTRATOR_BACKLOGS=backlog:a,backlog:b, or backlogs = ["backlog:a"] in TOML'
 )
 _TOML_PLACE = re.compile(r"^(?P<reason>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
-
-
-class PoolSettings(BaseModel):
-    """A worker pool; pools are tried in `order`, lowest first (metal before cloud)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    order: int = Field(ge=0)
-    queue: str | None = None  # arq queue key; default built by Keys.pool_queue(name)
-    spill_after: float = Field(default=0.0, ge=0)  # seconds a job waits before it may go here
-    max_in_flight: PositiveInt | None = None  # cap on jobs forwarded here and not finished
-    scaler: ScalerSettings | None = None  # launch/release workers on demand (elastic cloud)
-
-
-class ScalerSettings(BaseModel):
-    """How a pool's workers are launched when the pools before it are full, released when
-    idle, and kept within a budget (`[pools.scaler]`; see orchestrator/scaling/scaler.py)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    provider: Literal["local", "command"] = "local"
-    min_workers: int = Field(default=0, ge=0)
-    max_workers: PositiveInt = 3
-    slots_per_worker: PositiveInt = 2
-    scale_up_after: float = Field(default=5.0, ge=0)  # seconds spill demand must last
-    launch_rate: PositiveFloat = 6.0  # most launches per minute
-    boot_timeout: PositiveFloat = 60.0  # seconds a launch has to send its first heartbeat
-    idle_release_after: float = Field(default=60.0, ge=0)  # seconds idle before release
-    price_per_worker_hour: float = Field(default=0.0, ge=0)
-    budget_per_day: float | None = Field(default=None, ge=0)  # hard cap (UTC day); None: none
-    # `command` provider: shell commands; placeholders {pool} {target} {count} {launch_id}
-    # (launch) and {pool} {target} {worker} (release).
-    launch: str | None = None
-    release: str | None = None
-    command_timeout: PositiveFloat = 60.0
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ScalerSettings:
-        if self.min_workers > self.max_workers:
-            raise ValueError(
-                f"min_workers ({self.min_workers}) is more than max_workers ({self.max_workers})"
-            )
-        if self.provider == "command" and not self.launch:
-            raise ValueError('the "command" provider needs a launch command (launch = "…")')
-        for name, template, allowed in (
-            ("launch", self.launch, ("pool", "target", "count", "launch_id")),
-            ("release", self.release, ("pool", "target", "worker")),
-        ):
-            try:
-                parsed = string.Formatter().parse(template or "")
-                used = {f for _, f, _, _ in parsed if f is not None}
-            except ValueError as exc:
-                raise ValueError(f"{name} command: {exc}") from None
-            if unknown := sorted(used - set(allowed)):
-                raise ValueError(
-                    f"{name} command: unknown placeholder {{{unknown[0]}}} "
-                    f"(it may use {', '.join('{' + a + '}' for a in allowed)})"
-                )
-        return self
-
-
-class RoutingRule(BaseModel):
-    """`task` glob → pool; rules are checked in order before anything else."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    task: str = Field(min_length=1)
-    pool: str
-
-
-class RateLimit(BaseModel):
-    """A token bucket: `rate` tokens a second, holding at most `burst`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rate: PositiveFloat
-    burst: PositiveInt = 1
-    # Jobs the forwards may run ahead of the bucket when the one before went out late.
-    # 0 (the default) keeps the bucket's bound exact: in any window of t seconds at most
-    # burst + rate·t forwards, whatever the conductors' timing. A job is forwarded a
-    # little ahead of its instant and due then (lua/forward.lua), so only a conductor
-    # that fell behind by more than that lead is late; with burst 1 the bucket has no
-    # room for it, so such a forward delays the ones after it. `jitter` = n lets the
-    # forwards exceed the bound by up to n jobs instead, so that no lateness adds up.
-    jitter: float = Field(default=0.0, ge=0)
 
 
 def _default_pools() -> list[PoolSettings]:
@@ -177,6 +95,16 @@ class Settings(BaseSettings):
     # Longest a job may run; also how long a dead worker's job stays claimed before
     # another worker may run it (arq's in-progress timeout is this plus 10 s).
     job_timeout: PositiveFloat = 600.0
+    # Where sync (plain `def`) tasks run. "process": child processes, one per slot,
+    # reused from job to job as Celery's prefork pool: CPU-bound code uses every core,
+    # and a crash, a leak or a job stopped by cancel or timeout stays in its child.
+    # "thread": threads of the worker: cheap, for I/O-bound code (the GIL keeps
+    # CPU-bound code on one core), and a running job cannot be stopped. A pool may
+    # choose its own (`[[pools]] executor`); `worker --executor` overrides both.
+    executor: Executor = "process"
+    # Jobs a child process runs before it is replaced with a fresh one (0: never): the
+    # cure for a task that leaks memory, as Celery's worker_max_tasks_per_child.
+    max_jobs_per_child: int = Field(default=0, ge=0)
     grace_period: float = Field(default=30.0, ge=0)  # SIGTERM: let running jobs finish
     intake_batch: PositiveInt = 200  # jobs a conductor takes and routes per round trip
     # Seconds of work a pool may hold queued beyond its free slots, so that a slot that
@@ -269,6 +197,11 @@ class Settings(BaseSettings):
     @property
     def ordered_pools(self) -> list[PoolSettings]:
         return sorted(self.pools, key=lambda p: p.order)
+
+    def executor_of(self, pool: str) -> Executor:
+        """The executor of `pool`'s workers: the pool's own, else the default."""
+        chosen = next((p.executor for p in self.pools if p.name == pool), None)
+        return chosen or self.executor
 
     @property
     def pool_names(self) -> list[str]:

@@ -29,6 +29,15 @@ def register(commands: Any) -> None:
     worker.add_argument(
         "--concurrency", type=positive_int, default=4, help="jobs at once (default: 4)"
     )
+    worker.add_argument(
+        "--executor",
+        choices=("process", "thread"),
+        default=None,
+        help="where sync (plain def) tasks run: process — child processes, one per slot, "
+        "every core, a stopped or crashed job ends only its child; thread — threads, "
+        "cheap, for I/O-bound code, cannot be stopped mid-job (default: the pool's "
+        "executor setting, else process). Async tasks always run on the event loop.",
+    )
     worker.add_argument("--burst", action="store_true", help="exit once the pool's queue is empty")
     worker.add_argument(
         "--idle-exit",
@@ -59,6 +68,7 @@ def _worker(options: argparse.Namespace, settings: Settings) -> int:
             burst=options.burst,
             idle_exit=options.idle_exit,
             launch_id=options.launch_id,
+            executor_kind=options.executor,
         )
     )
     return EXIT_OK

@@ -11,7 +11,8 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from orchestrator.job import Job
-from orchestrator.settings import RateLimit, Settings
+from orchestrator.pools import RateLimit
+from orchestrator.settings import Settings
 
 
 class RateLimits:

@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 from orchestrator import arq_jobs
 from orchestrator.job import requeued
 from orchestrator.keys import Keys
+from orchestrator.pools import PoolSettings
 from orchestrator.priority import backlog_depths
 from orchestrator.scripts import script
-from orchestrator.settings import PoolSettings
 
 TAKE_BACK_CHUNK = 500  # jobs read and moved per round trip
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from orchestrator.settings import ScalerSettings
+from orchestrator.pools import ScalerSettings
 
 MIN_BILLED = 60.0  # seconds of a worker a launch commits to paying for
 BACKOFF_FIRST, BACKOFF_MAX = 5.0, 300.0  # seconds, after failed launches

@@ -23,7 +23,8 @@ import anyio
 import structlog
 from anyio.abc import ByteReceiveStream, Process, TaskGroup
 
-from orchestrator.settings import ScalerSettings, Settings
+from orchestrator.pools import ScalerSettings
+from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.scaler")
 OUTPUT_LIMIT = 500  # characters of a command's output kept in the log

@@ -16,9 +16,10 @@ import orjson
 from redis.asyncio import Redis
 
 from orchestrator.keys import Keys
+from orchestrator.pools import PoolSettings
 from orchestrator.routing import Router, UnknownPool
 from orchestrator.scaling.launches import Launch
-from orchestrator.settings import PoolSettings, Settings
+from orchestrator.settings import Settings
 
 SAMPLE = 50  # jobs read from the head of each list to judge which may run on a pool
 

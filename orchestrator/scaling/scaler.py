@@ -36,12 +36,13 @@ from redis.exceptions import RedisError
 
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
+from orchestrator.pools import PoolSettings, ScalerSettings
 from orchestrator.scaling.launches import KEEP_SECONDS, LIVE, Launch, day
 from orchestrator.scaling.policy import Plan, View, Worker, backoff, decide
 from orchestrator.scaling.providers import LaunchError, LocalProvider, Provider, provider_for
 from orchestrator.scaling.reads import PoolReads
 from orchestrator.scripts import script
-from orchestrator.settings import PoolSettings, ScalerSettings, Settings
+from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.scaler")
 TICK = 0.5  # seconds between looks

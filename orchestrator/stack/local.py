@@ -30,7 +30,8 @@ import structlog
 from anyio.abc import Process
 
 from orchestrator.errors import ServiceUnavailable, UserError
-from orchestrator.settings import ScalerSettings, Settings, redact_url
+from orchestrator.pools import ScalerSettings
+from orchestrator.settings import Settings, redact_url
 from orchestrator.stack.record import StackLock, StackRecord, origin_given
 from orchestrator.stack.redis_server import (
     RedisServer,

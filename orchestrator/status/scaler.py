@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from orchestrator.settings import ScalerSettings
+from orchestrator.pools import ScalerSettings
 from orchestrator.status.batches import as_int, as_time
 from orchestrator.status.model import Decision, Scaler, ScalerWorkers
 

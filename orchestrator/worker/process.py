@@ -31,11 +31,13 @@ from orchestrator import arq_jobs
 from orchestrator.connection import connect, on_messages, open_arq
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys
+from orchestrator.pools import Executor
 from orchestrator.registry import task_registry
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
 from orchestrator.telemetry import serve_telemetry
 from orchestrator.worker.arq_hooks import ARQ_POLL_DELAY, PoolWake, WakeableWorker
+from orchestrator.worker.executors import executor
 from orchestrator.worker.heartbeat import announce, beat, heartbeat
 from orchestrator.worker.runner import runner
 from orchestrator.worker.state import WorkerState, heartbeat_ttl
@@ -56,10 +58,11 @@ async def run_worker(
     burst: bool = False,
     idle_exit: float | None = None,
     launch_id: str | None = None,
+    executor_kind: Executor | None = None,
 ) -> WorkerState:
     """Run until SIGTERM/SIGINT (draining for `grace_period`), until the pool's scaler
     releases it or it was idle `idle_exit` seconds (the same drain), or until the queue
-    is empty when `burst`."""
+    is empty when `burst`. Sync tasks run in `executor_kind` (default: the pool's)."""
     if pool not in {p.name for p in settings.pools}:
         known = ", ".join(p.name for p in settings.ordered_pools)
         raise UserError(f"unknown pool {pool!r} (configured pools: {known})")
@@ -75,11 +78,16 @@ async def run_worker(
         launch_id=launch_id or "",
         idle_exit=idle_exit,
     )
-    functions = [
-        func(runner(definition, settings, keys, state), name=name)  # type: ignore[arg-type]
-        for name, definition in registry.items()
-    ]
-    async with connect(settings.redis_url, name=f"worker-{pool}") as redis:
+    kind = executor_kind or settings.executor_of(pool)
+    packages = tuple(settings.task_packages)
+    async with (
+        executor(kind, concurrency, registry, packages, settings.max_jobs_per_child) as runs,
+        connect(settings.redis_url, name=f"worker-{pool}") as redis,
+    ):
+        functions = [
+            func(runner(definition, settings, keys, state, runs), name=name)  # type: ignore[arg-type]
+            for name, definition in registry.items()
+        ]
         arq_redis = open_arq(settings.redis_url, name=f"arq-{pool}")
 
         def make_worker() -> Worker:

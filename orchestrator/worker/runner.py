@@ -25,6 +25,7 @@ from orchestrator.keys import Keys
 from orchestrator.receipts import DeadLetter, Receipt, result_summary, stage
 from orchestrator.registry import TaskDef
 from orchestrator.settings import Settings
+from orchestrator.worker.executors import Executor, TaskFailed
 from orchestrator.worker.heartbeat import running_count
 from orchestrator.worker.state import WorkerState
 from orchestrator.worker.stops import RunningJob, begin
@@ -33,12 +34,14 @@ _LOG = structlog.get_logger("orchestrator.worker")
 
 
 def runner(
-    definition: TaskDef, settings: Settings, keys: Keys, state: WorkerState
+    definition: TaskDef, settings: Settings, keys: Keys, state: WorkerState, executor: Executor
 ) -> Callable[[dict[str, Any], Job], Awaitable[dict[str, Any]]]:
-    """The arq function for one task: the envelope in, a receipt out, whatever happens."""
+    """The arq function for one task: the envelope in, a receipt out, whatever happens.
+    An async task is awaited here, on the loop; a sync one runs in `executor`."""
     # A logger resolved once, as configured now (at the worker's start), rather than by
     # the lazy proxy at every call.
     log = _LOG.bind()
+    function, is_async = definition.function, definition.is_async
 
     async def run(ctx: dict[str, Any], envelope: Job) -> dict[str, Any]:
         running = RunningJob(envelope["batch"], envelope["id"])
@@ -103,8 +106,12 @@ def runner(
         state.ran(+1)
         try:
             timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
+            args, kwargs = envelope["args"], envelope.get("kwargs", {})
             with running.scope, anyio.fail_after(timeout):
-                result = await definition.function(*envelope["args"], **envelope.get("kwargs", {}))
+                if is_async:
+                    result = await function(*args, **kwargs)
+                else:
+                    result = await executor.run(definition.name, function, args, kwargs)
         except asyncio.CancelledError:
             state.ran(-1)
             if state.stopping:
@@ -119,7 +126,8 @@ def runner(
             raise
         except Exception as exc:
             state.ran(-1)
-            error = f"{type(exc).__name__}: {exc}"
+            kind = exc.type_name if isinstance(exc, TaskFailed) else type(exc).__name__
+            error = f"{kind}: {exc}"
             if attempt < max_tries:
                 end(receipt("retrying", error), finished=False, running=running_count(keys, state))
                 log.warning("job_retrying", **about, error=error, max_tries=max_tries)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,23 @@ def test_signature_problems_are_reported_per_call_shape() -> None:
     assert echo.signature_problem(list(range(50)), {}) is None
 
 
-def test_task_decorator_refuses_sync_functions_and_bad_names() -> None:
-    with pytest.raises(TypeError, match="must be an async function"):
-        task(lambda: None)
+def test_task_decorator_takes_plain_and_async_functions_and_refuses_the_rest() -> None:
+    def plain() -> int:
+        return 1
 
     async def resize() -> None:
         pass
+
+    def generator() -> Iterator[int]:
+        yield 1
+
+    assert task(name="image.plain")(plain) is plain
+    assert not TaskDef("image.plain", plain).is_async
+    assert TaskDef("image.resize", resize).is_async
+    with pytest.raises(TypeError, match="must return its result, not yield it"):
+        task(name="image.gen")(generator)
+    with pytest.raises(TypeError, match="must be a function"):
+        task(name="image.cls")(TaskDef)
 
     with pytest.raises(ValueError, match="invalid task name"):
         task(name="Image Resize")(resize)

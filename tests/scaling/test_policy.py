@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.pools import ScalerSettings
 from orchestrator.scaling.policy import View, Worker, backoff, decide
-from orchestrator.settings import ScalerSettings
 
 NOW = 1_000_000.0
 

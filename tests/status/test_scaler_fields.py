@@ -4,7 +4,7 @@ them back)."""
 
 from __future__ import annotations
 
-from orchestrator.settings import ScalerSettings
+from orchestrator.pools import ScalerSettings
 from orchestrator.status.model import Decision, ScalerWorkers
 from orchestrator.status.scaler import read_scaler
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.settings import PoolSettings, ScalerSettings, Settings
+from orchestrator.pools import PoolSettings, ScalerSettings
+from orchestrator.settings import Settings
 from orchestrator.verify.cost import PoolUsage, Price, pool_prices
 
 CLOUD = Price(per_worker_hour=0.8, slots_per_worker=2)

@@ -1,0 +1,226 @@
+"""Where a worker runs its sync (plain `def`) tasks: never on the event loop, which must
+stay free for the heartbeat, the claims and the drain.
+
+- `process` (the default): one child process per slot, started with the worker and
+  reused from job to job, as Celery's prefork pool. CPU-bound tasks use as many cores
+  as the worker has slots; a job stopped by `cancel --running`, its timeout or a second
+  signal is stopped by ending its child, which is replaced; a child that crashes or is
+  killed mid-job (the OOM killer) fails that job, which is retried or dead-lettered as
+  any failure, and is replaced too. `max_jobs_per_child` recycles a child that leaks.
+  Children come from a fork server (`multiprocessing`'s forkserver) that has imported
+  the task modules once, so a replacement starts in milliseconds and shares their pages.
+- `thread`: the worker's threads, one per slot: no process to start, for I/O-bound code.
+  A running thread cannot be stopped: cancel, a timeout or a second signal take effect
+  when the function returns (and a stop then puts the job back in line).
+
+Async tasks are awaited on the loop whatever the executor; a worker whose tasks are all
+async starts no child at all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from multiprocessing.context import ForkServerContext
+from typing import Any, Protocol
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from orchestrator.errors import UserError
+from orchestrator.registry import TaskRegistry
+from orchestrator.worker import child
+
+log = structlog.get_logger("orchestrator.worker")
+START_TIMEOUT = 60.0  # seconds a child has to import the task packages
+STOP_TIMEOUT = 5.0  # seconds an idle child has to exit when asked, before it is killed
+
+
+class TaskFailed(Exception):
+    """A sync task raised in its child process: its type's name and message, as the
+    receipt says them for an async task's exception (the object itself stays there)."""
+
+    def __init__(self, type_name: str, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.details = details
+
+
+class Executor(Protocol):
+    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """The task's result; its exception (or `TaskFailed`) when it failed."""
+
+
+class LoopOnly:
+    """No sync task in the registry: nothing to start, nothing to run."""
+
+    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        raise RuntimeError(f"task {name} is not async and this worker has no executor")
+
+
+class ThreadExecutor:
+    def __init__(self, slots: int) -> None:
+        self._limiter = anyio.CapacityLimiter(slots)
+
+    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        call = partial(function, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+
+class _Child:
+    """One child process and the parent's end of its pipe."""
+
+    def __init__(self, context: ForkServerContext, packages: tuple[str, ...]) -> None:
+        self.conn, theirs = multiprocessing.Pipe(duplex=True)
+        self.process = context.Process(
+            target=child.serve, args=(theirs, packages), name="orchestrator-task"
+        )
+        self.process.start()
+        theirs.close()
+        self.jobs = 0
+
+    def wait_ready(self) -> None:
+        """Blocking: the child's first word, once its task modules are imported."""
+        if not self.conn.poll(START_TIMEOUT):
+            self.kill()
+            raise UserError(f"a task process did not start within {START_TIMEOUT:g} s")
+        try:
+            reply = self.conn.recv()
+        except (EOFError, OSError):
+            reply = ("error", "ChildDied", self.death(), "")
+        if reply[0] != "ready":
+            self.kill()
+            raise UserError(f"a task process could not import the tasks: {reply[1]}: {reply[2]}")
+
+    def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        """Blocking: send one request and wait for its reply (run in a thread)."""
+        try:
+            self.conn.send((name, args, kwargs))
+        except (OSError, ValueError):
+            return ("error", "ChildDied", self.death(), "")
+        except Exception as exc:  # arguments pickle refuses (only a Python caller's)
+            return ("error", "UnpicklableArguments", f"cannot send to the task's process: {exc}")
+        try:
+            reply: tuple[Any, ...] = self.conn.recv()
+        except (EOFError, OSError):
+            return ("error", "ChildDied", self.death(), "")
+        return reply
+
+    def death(self) -> str:
+        self.process.join(1.0)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            why = " (out of memory?)" if name == "SIGKILL" else ""
+            how = f"was killed by {name}{why}"
+        else:
+            how = f"exited with code {code}" if code is not None else "stopped answering"
+        return f"the task's process (pid {self.process.pid}) {how} during the job"
+
+    def kill(self) -> None:
+        with suppress(OSError, ValueError):
+            self.process.kill()
+        self.process.join(STOP_TIMEOUT)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Blocking: ask the child to exit; kill it if it does not."""
+        with suppress(OSError, ValueError):
+            self.conn.send(None)
+        self.process.join(STOP_TIMEOUT)
+        if self.process.is_alive():
+            self.kill()
+        self.conn.close()
+
+
+class ProcessExecutor:
+    """`slots` children; a job takes an idle one and gives it back (or a fresh one)."""
+
+    def __init__(
+        self, slots: int, packages: tuple[str, ...], modules: Iterable[str], max_jobs: int
+    ) -> None:
+        self._slots = slots
+        self._packages = packages
+        self._max_jobs = max_jobs
+        self._context = multiprocessing.get_context("forkserver")
+        # The fork server imports these once; every child is forked with them loaded.
+        self._context.set_forkserver_preload(["orchestrator.worker.child", *sorted(modules)])
+        self._send: MemoryObjectSendStream[_Child]
+        self._idle: MemoryObjectReceiveStream[_Child]
+        self._send, self._idle = anyio.create_memory_object_stream[_Child](slots)
+        self._children: set[_Child] = set()
+        self._limiter = anyio.CapacityLimiter(slots)
+
+    async def start(self) -> None:
+        async with anyio.create_task_group() as starting:
+            for _ in range(self._slots):
+                starting.start_soon(self._add)
+
+    async def _add(self) -> None:
+        made = await anyio.to_thread.run_sync(_Child, self._context, self._packages)
+        self._children.add(made)
+        try:
+            await anyio.to_thread.run_sync(made.wait_ready)
+        except BaseException:
+            self._children.discard(made)
+            raise
+        self._send.send_nowait(made)
+
+    async def _replace(self, old: _Child) -> None:
+        self._children.discard(old)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(old.kill)
+            await self._add()
+
+    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        taken = await self._idle.receive()
+        healthy = False
+        try:
+            reply = await anyio.to_thread.run_sync(
+                taken.call, name, args, kwargs, abandon_on_cancel=True, limiter=self._limiter
+            )
+            healthy = reply[1] != "ChildDied"
+        finally:
+            # Cancelled (cancel --running, a timeout, a stop) or died: the child is
+            # ended and replaced; else it serves the next job, up to max_jobs.
+            taken.jobs += 1
+            if not healthy or (self._max_jobs and taken.jobs >= self._max_jobs):
+                await self._replace(taken)
+            else:
+                self._send.send_nowait(taken)
+        if reply[0] == "ok":
+            return reply[1]
+        raise TaskFailed(*reply[1:])
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as stopping:
+                for each in list(self._children):
+                    stopping.start_soon(anyio.to_thread.run_sync, each.stop)
+            self._children.clear()
+
+
+@asynccontextmanager
+async def executor(
+    kind: str, slots: int, registry: TaskRegistry, packages: tuple[str, ...], max_jobs: int
+) -> AsyncIterator[Executor]:
+    """The worker's executor for as long as it runs; its children ended on the way out."""
+    sync = [definition for definition in registry.values() if not definition.is_async]
+    if not sync:
+        yield LoopOnly()
+        return
+    if kind == "thread":
+        yield ThreadExecutor(slots)
+        return
+    modules = {definition.function.__module__ for definition in sync}
+    pool = ProcessExecutor(slots, packages, modules, max_jobs)
+    try:
+        await pool.start()
+        log.info("executor_started", executor=kind, children=slots, max_jobs_per_child=max_jobs)
+        yield pool
+    finally:
+        await pool.close()
