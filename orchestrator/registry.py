@@ -13,9 +13,7 @@ signature (`TaskDef.signature_problem`, `TypeCheck`) is what a registered task i
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
-import pkgutil
 import re
 import types
 import typing
@@ -27,12 +25,12 @@ from typing import Any, TypeVar, cast
 import orjson
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
 
-from orchestrator.errors import UnknownTaskError, UserError
+from orchestrator.errors import UnknownTaskError
 
 TASKS_PACKAGE = "workers.tasks"
 TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 MAX_TASK_NAME = 200  # characters: a name is part of Redis keys and of every log line
-_MARK = "__orchestrator_task__"
+TASK_MARK = "__orchestrator_task__"
 
 TaskFunction = Callable[..., Any]  # an async function, or a plain one
 F = TypeVar("F", bound=TaskFunction)
@@ -62,7 +60,7 @@ def task(function: F | None = None, *, name: str | None = None) -> Any:
         task_name = name or f"{category}.{fn.__name__}"
         if not TASK_NAME.match(task_name):
             raise ValueError(f"invalid task name {task_name!r}: use lower_case.dotted_names")
-        setattr(fn, _MARK, task_name)
+        setattr(fn, TASK_MARK, task_name)
         return fn
 
     return mark(function) if function is not None else mark
@@ -80,6 +78,11 @@ def task_name_problem(name: str) -> str | None:
 class TaskDef:
     name: str
     function: TaskFunction
+    # A task's own policy, where it has one (a Celery task's max_retries, time_limit, and
+    # its failing at once on an exception): None and True mean the settings'.
+    max_tries: int | None = None
+    timeout: float | None = None
+    retry_errors: bool = True
     _bindings: dict[tuple[int, tuple[str, ...]], Binding] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -145,23 +148,10 @@ class TaskRegistry(Mapping[str, TaskDef]):
 
     @classmethod
     def discover(cls, *packages: str) -> TaskRegistry:
-        """Import every module of the tasks packages and collect their `@task` functions."""
-        tasks: dict[str, TaskDef] = {}
-        for package in packages or (TASKS_PACKAGE,):
-            root = _import(package)
-            for info in pkgutil.iter_modules(getattr(root, "__path__", []), prefix=f"{package}."):
-                module = _import(info.name)
-                for value in vars(module).values():
-                    task_name = getattr(value, _MARK, None)
-                    if task_name is None or getattr(value, "__module__", None) != info.name:
-                        continue
-                    if task_name in tasks:
-                        first, second = _where(tasks[task_name].function), _where(value)
-                        raise UserError(
-                            f"task {task_name!r} is defined twice: {first} and {second} "
-                            "(give one of them another name=)"
-                        )
-                    tasks[task_name] = TaskDef(task_name, value)
+        """Import every module of the tasks packages and collect their tasks (`task_discovery`)."""
+        from orchestrator.task_discovery import discover
+
+        tasks = discover(packages or (TASKS_PACKAGE,))
         return cls(tasks)
 
     def require(self, name: str) -> TaskDef:
@@ -183,32 +173,6 @@ class TaskRegistry(Mapping[str, TaskDef]):
 
     def __len__(self) -> int:
         return len(self._tasks)
-
-
-def _import(name: str) -> Any:
-    """The module, or one line saying why it cannot be had: a task module's own error
-    (a syntax error, an exception at import, a package it needs) is the user's to fix,
-    and must not end the worker or dispatch in a traceback."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name or name.startswith(f"{exc.name}."):
-            raise UserError(f"task_packages: cannot import {name!r}: no such module") from None
-        raise UserError(f"task module {name}: {type(exc).__name__}: {exc}") from None
-    except SyntaxError as exc:
-        place = f"{exc.filename}:{exc.lineno}" if exc.filename else name
-        raise UserError(f"task module {name}: SyntaxError at {place}: {exc.msg}") from None
-    except Exception as exc:
-        raise UserError(
-            f"task module {name} failed to import: {type(exc).__name__}: {exc}"
-        ) from None
-
-
-def _where(function: Any) -> str:
-    code = getattr(function, "__code__", None)
-    line = f":{code.co_firstlineno}" if code is not None else ""
-    path = inspect.getsourcefile(function) or "?"
-    return f"{function.__module__}.{function.__qualname__} ({path}{line})"
 
 
 @cache

@@ -45,6 +45,12 @@ def register(commands: Any) -> None:
     )
     new.add_argument("--summary", type=_summary, default=None, help="one line for its --help")
     new.add_argument(
+        "--celery",
+        action="store_true",
+        help="write the task as a Celery task (@shared_task, run with no Celery broker; "
+        "needs the celery extra) instead of an @task function",
+    )
+    new.add_argument(
         "--root",
         type=Path,
         default=None,
@@ -55,9 +61,13 @@ def register(commands: Any) -> None:
     new.set_defaults(command=_new_workflow, uses_stack=False)
 
 
-def scaffold(name: str, category: str, summary: str) -> dict[Path, str]:
+def scaffold(name: str, category: str, summary: str, celery: bool = False) -> dict[Path, str]:
     """The files of a new workflow, by path relative to the project root."""
-    values = {"name": name, "category": category, "summary": summary}
+    values = {
+        "name": name, "category": category, "summary": summary,
+        "test_def": "def" if celery else "async def",
+        "call": 'process("item-0")' if celery else 'await process("item-0")',
+    }  # fmt: skip
     templates = resources.files("orchestrator").joinpath("templates")
 
     def render(template: str) -> str:
@@ -66,7 +76,9 @@ def scaffold(name: str, category: str, summary: str) -> dict[Path, str]:
     return {
         Path("workflows", name, "__init__.py"): f'"""{name}: {summary}"""\n',
         Path("workflows", name, "plan.py"): render("plan.py.tmpl"),
-        Path("workers", "tasks", f"{category}.py"): render("tasks.py.tmpl"),
+        Path("workers", "tasks", f"{category}.py"): render(
+            "tasks_celery.py.tmpl" if celery else "tasks.py.tmpl"
+        ),
         Path("tests", "workflows", f"test_workflow_{name}.py"): render("test.py.tmpl"),
     }
 
@@ -80,7 +92,10 @@ def _new_workflow(options: argparse.Namespace, settings: Settings) -> int:
         )
     name: str = options.name
     category: str = options.category or name
-    files = scaffold(name, category, options.summary or f"Plans {category}.process jobs.")
+    if options.celery and importlib.util.find_spec("celery") is None:
+        raise UserError("--celery needs Celery: pip install -e '.[celery]' (the celery extra)")
+    summary = options.summary or f"Plans {category}.process jobs."
+    files = scaffold(name, category, summary, celery=options.celery)
     for taken in [root / "workflows" / name, *(root / path for path in files)]:
         if taken.exists():
             raise UserError(f"{taken} already exists; choose another name (or --category)")

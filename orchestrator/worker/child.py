@@ -1,9 +1,10 @@
 """The life of one child process of the `process` executor: it imports the task packages
 once, then runs sync tasks one at a time, as its parent asks, until told to stop.
 
-A request is `(task name, args, kwargs)`; the child looks the name up in its own
-registry (so no function is ever pickled), runs it and answers `("ok", result)` or
-`("error", type name, message, traceback)`. The pipe to the parent is trusted (the
+A request is `(task name, args, kwargs, job context)`; the child looks the name up in
+its own registry (so no function is ever pickled), runs it for that job and answers
+`("ok", result)`, `("retry", delay, reason)` or `("error", type name, message,
+traceback)`. The pipe to the parent is trusted (the
 parent made it): pickle is fine here, as it never is on Redis. Signals a terminal or
 an orchestrator sends to the whole process group (SIGINT, SIGTERM) are the parent's
 to act on: a child finishes its job, and the parent ends it. A child whose parent is
@@ -17,6 +18,8 @@ import signal
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+from orchestrator.job_context import RetryLater, serving
 
 Reply = tuple[Any, ...]
 
@@ -40,8 +43,9 @@ def serve(conn: Connection, packages: tuple[str, ...]) -> None:
             return
         if request is None:
             return
-        name, args, kwargs = request
-        reply = _run(registry[name].function, args, kwargs)
+        name, args, kwargs, job = request
+        with serving(job):
+            reply = _run(registry[name].function, args, kwargs)
         try:
             conn.send(reply)  # pickled whole before a byte is written
         except OSError:
@@ -56,5 +60,7 @@ def serve(conn: Connection, packages: tuple[str, ...]) -> None:
 def _run(function: Any, args: list[Any], kwargs: dict[str, Any]) -> Reply:
     try:
         return ("ok", function(*args, **kwargs))
+    except RetryLater as exc:
+        return ("retry", exc.delay, exc.reason)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a task are its errors
         return ("error", type(exc).__name__, str(exc), traceback.format_exc())

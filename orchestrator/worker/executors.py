@@ -32,6 +32,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from orchestrator.errors import UserError
+from orchestrator.job_context import JobContext, RetryLater
 from orchestrator.registry import TaskRegistry
 from orchestrator.worker import child
 
@@ -50,15 +51,23 @@ class TaskFailed(Exception):
         self.details = details
 
 
+class ChildDied(TaskFailed):
+    """The child process running the job died (killed, crashed) before it answered."""
+
+
 class Executor(Protocol):
-    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """The task's result; its exception (or `TaskFailed`) when it failed."""
+    async def run(
+        self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any], job: JobContext
+    ) -> Any:
+        """The task's result; its exception (or `TaskFailed`, `RetryLater`) otherwise."""
 
 
 class LoopOnly:
     """No sync task in the registry: nothing to start, nothing to run."""
 
-    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def run(
+        self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any], job: JobContext
+    ) -> Any:
         raise RuntimeError(f"task {name} is not async and this worker has no executor")
 
 
@@ -66,8 +75,10 @@ class ThreadExecutor:
     def __init__(self, slots: int) -> None:
         self._limiter = anyio.CapacityLimiter(slots)
 
-    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        call = partial(function, *args, **kwargs)
+    async def run(
+        self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any], job: JobContext
+    ) -> Any:
+        call = partial(function, *args, **kwargs)  # the job's context goes with the thread
         return await anyio.to_thread.run_sync(call, limiter=self._limiter)
 
 
@@ -96,10 +107,12 @@ class _Child:
             self.kill()
             raise UserError(f"a task process could not import the tasks: {reply[1]}: {reply[2]}")
 
-    def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    def call(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], job: JobContext
+    ) -> tuple[Any, ...]:
         """Blocking: send one request and wait for its reply (run in a thread)."""
         try:
-            self.conn.send((name, args, kwargs))
+            self.conn.send((name, args, kwargs, job))
         except (OSError, ValueError):
             return ("error", "ChildDied", self.death(), "")
         except Exception as exc:  # arguments pickle refuses (only a Python caller's)
@@ -176,12 +189,14 @@ class ProcessExecutor:
             await anyio.to_thread.run_sync(old.kill)
             await self._add()
 
-    async def run(self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def run(
+        self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any], job: JobContext
+    ) -> Any:
         taken = await self._idle.receive()
         healthy = False
         try:
             reply = await anyio.to_thread.run_sync(
-                taken.call, name, args, kwargs, abandon_on_cancel=True, limiter=self._limiter
+                taken.call, name, args, kwargs, job, abandon_on_cancel=True, limiter=self._limiter
             )
             healthy = reply[1] != "ChildDied"
         finally:
@@ -194,7 +209,9 @@ class ProcessExecutor:
                 self._send.send_nowait(taken)
         if reply[0] == "ok":
             return reply[1]
-        raise TaskFailed(*reply[1:])
+        if reply[0] == "retry":
+            raise RetryLater(reply[1], reply[2])
+        raise (ChildDied if reply[1] == "ChildDied" else TaskFailed)(*reply[1:])
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):

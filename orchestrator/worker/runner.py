@@ -21,11 +21,12 @@ from redis.exceptions import RedisError
 
 from orchestrator import arq_jobs
 from orchestrator.job import Job
+from orchestrator.job_context import JobContext, RetryLater, serving
 from orchestrator.keys import Keys
 from orchestrator.receipts import DeadLetter, Receipt, result_summary, stage
 from orchestrator.registry import TaskDef
 from orchestrator.settings import Settings
-from orchestrator.worker.executors import Executor, TaskFailed
+from orchestrator.worker.executors import ChildDied, Executor, TaskFailed
 from orchestrator.worker.heartbeat import running_count
 from orchestrator.worker.state import WorkerState
 from orchestrator.worker.stops import RunningJob, begin
@@ -42,6 +43,7 @@ def runner(
     # the lazy proxy at every call.
     log = _LOG.bind()
     function, is_async = definition.function, definition.is_async
+    own_timeout = min(definition.timeout or settings.job_timeout, settings.job_timeout)
 
     async def run(ctx: dict[str, Any], envelope: Job) -> dict[str, Any]:
         running = RunningJob(envelope["batch"], envelope["id"])
@@ -58,7 +60,7 @@ def runner(
         meta = envelope.get("meta", {})
         attempt: int = ctx["job_try"]
         arq_id: str = ctx["job_id"]
-        max_tries = meta.get("max_tries") or settings.max_tries
+        max_tries = meta.get("max_tries") or definition.max_tries or settings.max_tries
         # Each event's context, passed with it: no logger bound per job, and an event
         # the level filters out costs one no-op call.
         about: dict[str, Any] = {"job_id": envelope["id"], "task": envelope["task"]}
@@ -105,13 +107,14 @@ def runner(
             return {"status": "failed", "error": problem}
         state.ran(+1)
         try:
-            timeout = min(meta.get("timeout") or settings.job_timeout, settings.job_timeout)
+            timeout = min(meta.get("timeout") or own_timeout, own_timeout)
             args, kwargs = envelope["args"], envelope.get("kwargs", {})
-            with running.scope, anyio.fail_after(timeout):
+            job = JobContext(envelope["id"], envelope["batch"], attempt)
+            with running.scope, anyio.fail_after(timeout), serving(job):
                 if is_async:
                     result = await function(*args, **kwargs)
                 else:
-                    result = await executor.run(definition.name, function, args, kwargs)
+                    result = await executor.run(definition.name, function, args, kwargs, job)
         except asyncio.CancelledError:
             state.ran(-1)
             if state.stopping:
@@ -124,11 +127,25 @@ def runner(
                         await pipe.execute()
                 log.info("job_requeued", **about, reason="worker stopped before it finished")
             raise
+        except RetryLater as exc:  # the task asked for it (Celery's self.retry)
+            state.ran(-1)
+            if attempt >= max_tries:
+                final = receipt("failed", f"RetryLater: {exc.reason} (no tries left)")
+                dead = _dead(envelope, "failed", final["error"] or "", final)
+                end(final, finished=True, dead=dead, running=running_count(keys, state))
+                log.warning("dead_lettered", **about, reason="failed", error=final["error"])
+                return {"status": "failed", "error": final["error"]}
+            end(receipt("retrying", exc.reason), finished=False, running=running_count(keys, state))
+            log.warning("job_retrying", **about, error=exc.reason, delay=exc.delay, asked=True)
+            raise Retry(defer=exc.delay) from exc
         except Exception as exc:
             state.ran(-1)
             kind = exc.type_name if isinstance(exc, TaskFailed) else type(exc).__name__
             error = f"{kind}: {exc}"
-            if attempt < max_tries:
+            # A Celery task fails at once on its own exception, as in Celery; any run
+            # that ended without an outcome (its process died) is run again.
+            again = definition.retry_errors or isinstance(exc, ChildDied)
+            if again and attempt < max_tries:
                 end(receipt("retrying", error), finished=False, running=running_count(keys, state))
                 log.warning("job_retrying", **about, error=error, max_tries=max_tries)
                 raise Retry(defer=settings.retry_delay * attempt) from exc

@@ -46,11 +46,14 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.parametrize("style", [[], ["--celery"]], ids=["task", "celery"])
 def test_scaffolded_workflow_plans_and_passes_its_generated_test(
-    run_cli: CliRunner, project: Path
+    run_cli: CliRunner, project: Path, style: list[str]
 ) -> None:
-    result = run_cli("new-workflow", "harvest", "--root", str(project))
+    result = run_cli("new-workflow", "harvest", "--root", str(project), *style)
     assert result.code == 0, result.err
+    if style:
+        assert "@shared_task(" in (project / "workers" / "tasks" / "harvest.py").read_text()
     files = [
         "workflows/harvest/__init__.py",
         "workflows/harvest/plan.py",
