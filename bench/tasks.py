@@ -1,11 +1,22 @@
-"""Sync tasks on a worker of 2 slots: CPU-bound jobs on every core with the `process`
-executor, and what the `thread` executor does with the same jobs.
+"""Sync tasks: CPU-bound jobs on every core with the `process` executor (and what the
+`thread` executor does with them), then this project against Celery 5 on the same jobs.
 
     python bench/tasks.py              # 3 runs of each case
     python bench/tasks.py --runs 1
+    python bench/tasks.py --no-celery  # only the first table
+
+Against Celery (needs the celery extra): the same task bodies, one private Redis (Celery
+on other databases of it, as broker and result backend), timed from the first
+submission to the last result, both submitted from this process: ours from the call
+of `dispatch_manifest` (what `orchestrator dispatch` runs) to the last receipt, Celery's
+from the first `.delay()` to the last `.get()`. CPU: 40 jobs of 0.1 s of
+pure-Python work on 2 processes (our `process` executor; Celery's prefork pool). I/O:
+200 blocking sleeps of 0.05 s at concurrency 20 (our `thread` executor; Celery's
+threads pool). Workers are started and ready before the clock starts.
 
 Each case: a private Redis, a conductor and one metal worker of 2 slots (`--executor`),
-then 8 jobs dispatched at once; timed from the dispatch to the last receipt. `ideal` is
+then 8 jobs dispatched at once (from this process); timed from the dispatch to the last
+receipt. `ideal` is
 8 x the job's length / 2 slots: what two cores working without pause would take. The
 CPU jobs are `cpu.spin` (0.6 s of pure-Python work, counted in its own thread's CPU time);
 the I/O jobs `cpu.nap` (a blocking 0.5 s sleep).
@@ -14,6 +25,8 @@ the I/O jobs `cpu.nap` (a blocking 0.5 s sleep).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import os
 import signal
 import statistics
@@ -26,7 +39,10 @@ from pathlib import Path
 import orjson
 import redis
 
+from orchestrator.connection import connect
+from orchestrator.dispatch.manifests import dispatch_manifest
 from orchestrator.keys import Keys
+from orchestrator.registry import task_registry
 from orchestrator.stack.redis_server import RedisServer
 
 JOBS, SLOTS = 8, 2
@@ -36,6 +52,11 @@ CASES = (
     ("cpu.nap", 0.5, "process"),
     ("cpu.nap", 0.5, "thread"),
 )
+# label, task, seconds a job, jobs, concurrency, our executor, Celery's pool
+CELERY_CASES = (
+    ("CPU", "cpu.spin", 0.1, 40, 2, "process", "prefork"),
+    ("I/O", "cpu.nap", 0.05, 200, 20, "thread", "threads"),
+)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,13 +65,20 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-celery", action="store_true", help="skip the Celery comparison")
     options = parser.parse_args()
+    speed_up(options.runs)
+    if not options.no_celery:
+        against_celery(options.runs)
+
+
+def speed_up(runs: int) -> None:
     print("| task | executor | ideal (s) | median (s) | x ideal | runs, each a job once |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
         for number, (task, seconds, executor) in enumerate(CASES):
             times, once = [], True
-            for run in range(options.runs):
+            for run in range(runs):
                 elapsed, attempts = one_run(
                     server.url, Path(tmp), f"t{number}r{run}", task, seconds, executor
                 )
@@ -64,8 +92,74 @@ def main() -> None:
             )
 
 
+def against_celery(runs: int) -> None:
+    print("\n| jobs | concurrency | ours (s) | Celery (s) | ours vs Celery |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
+        for label, task, seconds, count, slots, ours, theirs in CELERY_CASES:
+            mine, celery = [], []
+            for run in range(runs):
+                namespace = f"c{label[0]}{run}"
+                case = (task, seconds, ours, slots, count)
+                mine.append(one_run(server.url, Path(tmp), namespace, *case)[0])
+                celery.append(
+                    celery_run(server.url, Path(tmp), task, seconds, theirs, slots, count)
+                )
+            a, b = statistics.median(mine), statistics.median(celery)
+            print(
+                f"| {count} x {label} {seconds:g} s | {slots} ({ours} / {theirs}) | {a:.2f} | "
+                f"{b:.2f} | {b / a:.2f}x |"
+            )
+
+
+def celery_run(
+    server: str, tmp: Path, task: str, seconds: float, pool: str, slots: int, count: int
+) -> float:
+    url = server.rsplit("/", 1)[0] + "/3"  # a database of the bench's own Redis
+    os.environ["BENCH_CELERY_REDIS"] = url  # read once, when celery_app is imported
+    from bench import celery_app
+
+    assert celery_app.redis_url == url, "one private Redis per bench run"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "--pool", pool,
+         "--concurrency", str(slots), "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel", "WARNING"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp,
+    )  # fmt: skip
+    app = celery_app.app
+    try:
+        while not app.control.ping(timeout=0.2):
+            time.sleep(0.05)
+        chosen = celery_app.spin if task == "cpu.spin" else celery_app.nap
+        started = time.monotonic()
+        results = [chosen.delay(seconds) for _ in range(count)]
+        for result in results:
+            result.get(timeout=300)
+        elapsed = time.monotonic() - started
+        for result in results:
+            result.forget()
+        results.clear()
+        gc.collect()  # their finalizers talk to Redis: now, while it runs
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        redis.Redis.from_url(url).flushdb()  # a database of the bench's own private Redis
+    return elapsed
+
+
 def one_run(
-    url: str, tmp: Path, namespace: str, task: str, seconds: float, executor: str
+    url: str,
+    tmp: Path,
+    namespace: str,
+    task: str,
+    seconds: float,
+    executor: str,
+    slots: int = SLOTS,
+    jobs: int = JOBS,
 ) -> tuple[float, set[int]]:
     keys = Keys(namespace)
     env = {
@@ -74,7 +168,7 @@ def one_run(
         "ORCHESTRATOR_TASK_PACKAGES": '["bench.sync_tasks"]',
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }  # fmt: skip
-    worker = ["worker", "--pool", "metal", "--concurrency", str(SLOTS), "--executor", executor]
+    worker = ["worker", "--pool", "metal", "--concurrency", str(slots), "--executor", executor]
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "orchestrator", *args],
@@ -91,13 +185,10 @@ def one_run(
             time.sleep(0.05)
         manifest = tmp / f"{namespace}.jsonl"
         line = orjson.dumps({"task": task, "args": [seconds]}) + b"\n"
-        manifest.write_bytes(line * JOBS)
+        manifest.write_bytes(line * jobs)
         started = time.monotonic()
-        subprocess.run(
-            [sys.executable, "-m", "orchestrator", "dispatch", str(manifest), "--backlog",
-             "backlog:default", "--batch", namespace], env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        while client.hlen(keys.receipts(namespace)) < JOBS or not all(
+        asyncio.run(_dispatch(url, keys, manifest, namespace))
+        while client.hlen(keys.receipts(namespace)) < jobs or not all(
             orjson.loads(v)["status"] == "succeeded" for v in client.hvals(keys.receipts(namespace))
         ):
             time.sleep(0.01)
@@ -110,6 +201,13 @@ def one_run(
             child.wait(30)
         client.close()
     return elapsed, {r["attempt"] for r in receipts}
+
+
+async def _dispatch(url: str, keys: Keys, manifest: Path, batch: str) -> None:
+    """`orchestrator dispatch`, called in this process as Celery's `.delay()` is."""
+    registry = task_registry(("bench.sync_tasks",))
+    async with connect(url) as client:
+        await dispatch_manifest(client, keys, manifest, "backlog:default", registry, batch=batch)
 
 
 if __name__ == "__main__":
