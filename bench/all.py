@@ -25,7 +25,17 @@ from bench.calibrate import LOOP, calibration
 
 HERE = Path(__file__).resolve().parent
 # In the order a reader meets them: producing, routing, running, then the rest.
-BENCHES = ("dispatch", "conductor", "fleet", "peers", "pacing", "elastic", "web", "gap_fill")
+BENCHES = (
+    "dispatch",
+    "conductor",
+    "fleet",
+    "peers",
+    "pacing",
+    "elastic",
+    "web",
+    "gap_fill",
+    "tasks",
+)
 HAS_QUICK = {"dispatch", "conductor", "fleet", "peers", "pacing"}
 
 

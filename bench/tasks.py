@@ -12,7 +12,8 @@ of `dispatch_manifest` (what `orchestrator dispatch` runs) to the last receipt, 
 from the first `.delay()` to the last `.get()`. CPU: 40 jobs of 0.1 s of
 pure-Python work on 2 processes (our `process` executor; Celery's prefork pool). I/O:
 200 blocking sleeps of 0.05 s at concurrency 20 (our `thread` executor; Celery's
-threads pool). Workers are started and ready before the clock starts.
+threads pool), each with its defaults (`--without-heartbeat` and its kin slow Celery's
+threads pool down 8x). Workers are started and ready before the clock starts.
 
 Each case: a private Redis, a conductor and one metal worker of 2 slots (`--executor`),
 then 8 jobs dispatched at once (from this process); timed from the dispatch to the last
@@ -126,8 +127,7 @@ def celery_run(
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "--pool", pool,
-         "--concurrency", str(slots), "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "--loglevel", "WARNING"],
+         "--concurrency", str(slots), "--loglevel", "WARNING"],  # else Celery's defaults
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp,
     )  # fmt: skip
     app = celery_app.app

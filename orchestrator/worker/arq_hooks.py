@@ -126,6 +126,7 @@ class WakeableWorker(Worker):
         self._holding = keys.holding(worker_id)
         self._pool_name = pool
         self._read = 0
+        self._full = False  # the last poll left jobs (or read none) for want of a slot
         self._claim: AsyncScript | None = None
         self._alone: asyncio.Task[None] | None = None  # a suspect: nothing starts beside it
 
@@ -138,6 +139,7 @@ class WakeableWorker(Worker):
             await self.sem.acquire()  # waits while every slot is taken, as arq's does
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
+                self._full = True  # jobs read and left for want of a slot: see below
                 return
             self.job_counter += 1
             taken = 1
@@ -212,6 +214,10 @@ class WakeableWorker(Worker):
     async def _poll_iteration(self) -> None:
         self._wake.event.clear()
         self._read = 0
+        # With every slot taken arq reads nothing (and `start_jobs` leaves what it read
+        # beyond the free slots), while a forward heard before the clear above is
+        # forgotten: the slot that frees first then ends the pause instead.
+        self._full = self.job_counter >= self.max_jobs
         read_from = round(time.time() * 1000)  # arq's read takes scores up to this or more
         await super()._poll_iteration()
         if self._read < self.queue_read_limit:  # drained of due jobs: pause until woken
@@ -271,3 +277,6 @@ class WakeableWorker(Worker):
         if task is self._alone:
             self._alone = None  # the suspect ended: others may start again
         self._release_sem_dec_counter_on_complete()
+        if self._full:  # the last poll left jobs for want of a slot: read again now
+            self._full = False
+            self._wake.set()
