@@ -67,6 +67,20 @@ def soft() -> str:
     return "slept"
 
 
+@shared_task(
+    name="image.backoff", autoretry_for=(OSError,), retry_backoff=1, retry_jitter=False,
+    max_retries=2,
+)
+def backoff() -> None:
+    raise OSError("disk busy")
+
+
+@shared_task(name="image.limited", time_limit=1)
+def limited() -> str:
+    time.sleep(30)
+    return "never"
+
+
 @shared_task(name="image.fanout")
 def fanout() -> None:
     analyze.delay("x.png")
@@ -198,3 +212,22 @@ def test_a_celery_name_that_is_no_task_name_is_refused_with_one_to_give(tmp_path
     (line,) = done.stderr.strip().splitlines()
     assert "Celery task 'Video-Encode' in jobs.video" in line
     assert "@shared_task(name='video.video_encode')" in line
+
+
+def test_retry_backoff_delays_grow_and_time_limit_is_the_jobs_timeout(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    run = celery_stack(stack, tmp_path, max_tries=1)
+    worker = run.worker("metal", 2)
+    run.conductor()
+    manifest = [{"task": "image.backoff", "args": []}, {"task": "image.limited", "args": []}]
+    run.dispatch(write_manifest(tmp_path / "slow_01.jsonl", manifest))
+    receipts = by_id(run, "slow_01", 2)
+    assert receipts["slow_01:1"]["status"] == "failed"
+    assert receipts["slow_01:1"]["attempt"] == 3  # max_retries=2: three runs
+    assert receipts["slow_01:1"]["error"] == "OSError: disk busy"
+    delays = [e["delay"] for e in run.events(worker, "job_retrying") if e["job_id"] == "slow_01:1"]
+    assert delays == [1, 2]  # retry_backoff=1, no jitter: 1 s, then 2 s
+    assert receipts["slow_01:2"]["status"] == "failed"
+    assert receipts["slow_01:2"]["error"].startswith("TimeoutError")
+    assert receipts["slow_01:2"]["duration"] < 10  # stopped at its time_limit, not after 30 s
