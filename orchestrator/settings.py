@@ -42,12 +42,11 @@ from pydantic_settings import (
 
 from orchestrator.errors import ConfigError
 from orchestrator.keys import backlog_name
-from orchestrator.pools import (
-    Executor,
-    PoolSettings,
-    RateLimit,
-    RoutingRule,
-)
+from orchestrator.pools import Executor as Executor  # re-exported: they were defined here
+from orchestrator.pools import PoolSettings as PoolSettings
+from orchestrator.pools import RateLimit as RateLimit
+from orchestrator.pools import RoutingRule as RoutingRule
+from orchestrator.pools import ScalerSettings as ScalerSettings
 
 ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
