@@ -188,10 +188,14 @@ def one_run(
         manifest.write_bytes(line * jobs)
         started = time.monotonic()
         asyncio.run(_dispatch(url, keys, manifest, namespace))
+        # One HLEN a poll: reading every receipt each time would load the machine the
+        # jobs run on (Celery's side blocks on its results instead). A receipt is written
+        # once a job has ended; a run that failed and will retry writes a `retrying` one.
         while client.hlen(keys.receipts(namespace)) < jobs or not all(
             orjson.loads(v)["status"] == "succeeded" for v in client.hvals(keys.receipts(namespace))
         ):
-            time.sleep(0.01)
+            while client.hlen(keys.receipts(namespace)) < jobs:
+                time.sleep(0.005)
         elapsed = time.monotonic() - started
         receipts = [orjson.loads(v) for v in client.hvals(keys.receipts(namespace))]
     finally:

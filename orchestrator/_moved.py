@@ -111,9 +111,14 @@ class _Loader(importlib.abc.Loader):
         self._target = target
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        _warn(spec.name, self._target, stacklevel=2)
-        importlib.import_module(self._target)
-        return _StandIn(spec.name, self._target)
+        _warn(spec.name, self._target, stacklevel=3)  # the importer's line, not ours
+        target = importlib.import_module(self._target)
+        stand_in = _StandIn(spec.name, self._target)
+        # `from old import *` as the flat module gave it: its public names
+        stand_in.__all__ = getattr(  # type: ignore[attr-defined]
+            target, "__all__", [name for name in vars(target) if not name.startswith("_")]
+        )
+        return stand_in
 
     def exec_module(self, module: ModuleType) -> None:
         """Nothing to run: the stand-in reads the new module on demand."""

@@ -71,7 +71,12 @@ def name_problem(name: str, module: str, rule: re.Pattern[str]) -> str | None:
 
 
 def _options(task: Any) -> dict[str, Any]:
-    tries = UNLIMITED_TRIES if task.max_retries is None else task.max_retries + 1
+    """The task's own policy: as many runs as its retries allow (`max_retries`, or the
+    `retry_kwargs` of its `autoretry_for`), its `time_limit`, and no retry of its own
+    exceptions (a run whose process died is retried, within the settings' max_tries)."""
+    own = task.max_retries
+    autoretry = (getattr(task, "retry_kwargs", None) or {}).get("max_retries", own)
+    tries = UNLIMITED_TRIES if own is None or autoretry is None else max(own, autoretry) + 1
     return {"max_tries": tries, "timeout": task.time_limit, "retry_errors": False}
 
 
@@ -165,11 +170,26 @@ def _without_broker() -> None:
     from celery import canvas as c
     from celery.app.task import Task
 
-    Task.retry = _retry
-    Task.apply_async = _refused("task.delay() / task.apply_async()")
-    Celery.send_task = _refused("app.send_task()")
-    c.Signature.apply_async = _refused("signature.delay() / .apply_async()")
-    for kind, name in ((c._chain, "chain"), (c.group, "group"), (c._chord, "chord")):
-        kind.apply_async = _refused(f"canvas ({name})")
-    c._basemap.apply_async = _refused("canvas (map, starmap)")
-    c.chunks.apply_async = _refused("canvas (chunks)")
+    Task.retry = _in_jobs(Task.retry, _retry)
+    Task.apply_async = _in_jobs(Task.apply_async, _refused("task.delay() / task.apply_async()"))
+    Celery.send_task = _in_jobs(Celery.send_task, _refused("app.send_task()"))
+    c.Signature.apply_async = _in_jobs(
+        c.Signature.apply_async, _refused("signature.delay() / .apply_async()")
+    )
+    for kind, name in (
+        (c._chain, "chain"), (c.group, "group"), (c._chord, "chord"),
+        (c._basemap, "map, starmap"), (c.chunks, "chunks"),
+    ):  # fmt: skip
+        kind.apply_async = _in_jobs(kind.apply_async, _refused(f"canvas ({name})"))
+
+
+def _in_jobs(original: Callable[..., Any], here: Callable[..., Any]) -> Callable[..., Any]:
+    """`here` inside a job this project runs, Celery's own `original` anywhere else: a
+    process that also talks to a real Celery (an app dispatching to both during a move)
+    keeps its `.delay()`."""
+
+    @functools.wraps(original)
+    def choose(*args: Any, **kwargs: Any) -> Any:
+        return (original if current_job() is None else here)(*args, **kwargs)
+
+    return choose

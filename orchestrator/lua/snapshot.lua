@@ -23,7 +23,7 @@
 --   skip: [batches whose counts the caller keeps], order: [batches, the first to be
 --   counted first], dead_from: position in the dead-letter list to read on from
 --   (0: from the start), dead_budget: most dead letters to read}
--- Returns JSON (floats as strings; an empty list may come back as {}), see status.py.
+-- Returns JSON (floats as strings; an empty list may come back as {}), see status/snapshot.py.
 local req = cjson.decode(ARGV[1])
 local t = redis.call('TIME')
 local out = {time = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))}

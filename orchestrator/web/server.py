@@ -40,8 +40,9 @@ def inherited(fd: int) -> socket.socket:
     """The listening socket at `fd`; anything else there is one line, not a traceback."""
     try:
         sock = socket.socket(fileno=fd)
-    except OSError as exc:
-        raise UserError(f"web: --fd {fd} is not an open socket: {exc.strerror or exc}") from None
+    except (OSError, ValueError, OverflowError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UserError(f"web: --fd {fd} is not an open socket: {why}") from None
     if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
         socket.SOL_SOCKET, socket.SO_ACCEPTCONN
     ):

@@ -3,7 +3,8 @@
 `process` is the process (drain on SIGTERM, hand-back on a second signal); `state` what
 it knows of itself; `heartbeat` its heartbeat, release and idle exit; `runner` the task
 runner (receipts, retries, dead letters); `stops` the check before a start and `cancel
---running`; `arq_hooks` the only use of arq's private API.
+--running`; `arq_hooks` the only use of arq's private API; `executors` where sync
+tasks run (child processes or threads), `child` the life of one child process.
 
 May import: the core.
 """

@@ -14,7 +14,10 @@ gone finds its pipe closed at the next request and exits.
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -24,10 +27,11 @@ from orchestrator.job_context import RetryLater, serving
 Reply = tuple[Any, ...]
 
 
-def serve(conn: Connection, packages: tuple[str, ...]) -> None:
+def serve(conn: Connection, packages: tuple[str, ...], worker: int) -> None:
     """The child's main: answer requests until None or the end of the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _end_with_worker(worker)
     from orchestrator.registry import task_registry
 
     try:
@@ -64,3 +68,35 @@ def _run(function: Any, args: list[Any], kwargs: dict[str, Any]) -> Reply:
         return ("retry", exc.delay, exc.reason)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a task are its errors
         return ("error", type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _end_with_worker(worker: int) -> None:
+    """End this child when the worker that asked for it ends, however it ends: a worker
+    SIGKILLed mid-job (the OOM killer) must not leave its job running on here while the
+    job is given to another worker. (The child's parent is the fork server, which lives
+    on while any child does, so the kernel's parent-death signal would not come.) A
+    pidfd of the worker, opened while it is alive, turns readable when it exits."""
+    try:
+        handle = os.pidfd_open(worker)
+    except (AttributeError, OSError):  # no pidfd here: look every second instead
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _alive(worker):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-worker", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

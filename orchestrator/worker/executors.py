@@ -20,7 +20,9 @@ async starts no child at all.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -88,7 +90,7 @@ class _Child:
     def __init__(self, context: ForkServerContext, packages: tuple[str, ...]) -> None:
         self.conn, theirs = multiprocessing.Pipe(duplex=True)
         self.process = context.Process(
-            target=child.serve, args=(theirs, packages), name="orchestrator-task"
+            target=child.serve, args=(theirs, packages, os.getpid()), name="orchestrator-task"
         )
         self.process.start()
         theirs.close()
@@ -127,7 +129,10 @@ class _Child:
         self.process.join(1.0)
         code = self.process.exitcode
         if code is not None and code < 0:
-            name = signal.Signals(-code).name
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-code}"
             why = " (out of memory?)" if name == "SIGKILL" else ""
             how = f"was killed by {name}{why}"
         else:
@@ -135,8 +140,10 @@ class _Child:
         return f"the task's process (pid {self.process.pid}) {how} during the job"
 
     def kill(self) -> None:
-        with suppress(OSError, ValueError):
-            self.process.kill()
+        # The signal itself, not Process.kill(): that sends nothing once multiprocessing
+        # believes the child gone, which a fork server that died makes it believe.
+        with suppress(OSError, TypeError):
+            os.kill(self.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
         self.process.join(STOP_TIMEOUT)
         self.conn.close()
 
@@ -151,7 +158,10 @@ class _Child:
 
 
 class ProcessExecutor:
-    """`slots` children; a job takes an idle one and gives it back (or a fresh one)."""
+    """`slots` children; a job takes an idle one and gives it back, or hands it to the
+    executor's own replacer (ended, and a fresh one started) when it was stopped, died
+    or served `max_jobs`. The job's task never waits for a replacement: whatever
+    cancels it, or however a start fails, no slot is lost with it."""
 
     def __init__(
         self, slots: int, packages: tuple[str, ...], modules: Iterable[str], max_jobs: int
@@ -162,9 +172,13 @@ class ProcessExecutor:
         self._context = multiprocessing.get_context("forkserver")
         # The fork server imports these once; every child is forked with them loaded.
         self._context.set_forkserver_preload(["orchestrator.worker.child", *sorted(modules)])
-        self._send: MemoryObjectSendStream[_Child]
-        self._idle: MemoryObjectReceiveStream[_Child]
-        self._send, self._idle = anyio.create_memory_object_stream[_Child](slots)
+        # Idle children, counted by a semaphore and taken with no await in between, so a
+        # cancellation can never fall between a child handed over and a job holding it.
+        self._idle: deque[_Child] = deque()
+        self._free = anyio.Semaphore(0)
+        self._retire_send: MemoryObjectSendStream[_Child]
+        self._retire: MemoryObjectReceiveStream[_Child]
+        self._retire_send, self._retire = anyio.create_memory_object_stream[_Child](slots)
         self._children: set[_Child] = set()
         self._limiter = anyio.CapacityLimiter(slots)
 
@@ -173,6 +187,21 @@ class ProcessExecutor:
             for _ in range(self._slots):
                 starting.start_soon(self._add)
 
+    async def replace_retired(self) -> None:
+        """The replacer, run by the worker for as long as the executor lives."""
+        async for old in self._retire:
+            self._children.discard(old)
+            await anyio.to_thread.run_sync(old.kill)
+            delay = 0.5
+            while True:
+                try:
+                    await self._add()
+                    break
+                except (UserError, OSError) as exc:  # the fork server gone, imports failing
+                    log.error("task_process_failed", error=str(exc), retry_in=delay)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
     async def _add(self) -> None:
         made = await anyio.to_thread.run_sync(_Child, self._context, self._packages)
         self._children.add(made)
@@ -180,33 +209,32 @@ class ProcessExecutor:
             await anyio.to_thread.run_sync(made.wait_ready)
         except BaseException:
             self._children.discard(made)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(made.kill)
             raise
-        self._send.send_nowait(made)
-
-    async def _replace(self, old: _Child) -> None:
-        self._children.discard(old)
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(old.kill)
-            await self._add()
+        self._idle.append(made)
+        self._free.release()
 
     async def run(
         self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any], job: JobContext
     ) -> Any:
-        taken = await self._idle.receive()
+        await self._free.acquire()
+        taken = self._idle.popleft()
         healthy = False
         try:
             reply = await anyio.to_thread.run_sync(
                 taken.call, name, args, kwargs, job, abandon_on_cancel=True, limiter=self._limiter
             )
-            healthy = reply[1] != "ChildDied"
+            healthy = reply[:2] != ("error", "ChildDied")
         finally:
             # Cancelled (cancel --running, a timeout, a stop) or died: the child is
             # ended and replaced; else it serves the next job, up to max_jobs.
             taken.jobs += 1
             if not healthy or (self._max_jobs and taken.jobs >= self._max_jobs):
-                await self._replace(taken)
+                self._retire_send.send_nowait(taken)  # never blocks: at most `slots` out
             else:
-                self._send.send_nowait(taken)
+                self._idle.append(taken)
+                self._free.release()
         if reply[0] == "ok":
             return reply[1]
         if reply[0] == "retry":
@@ -238,6 +266,11 @@ async def executor(
     try:
         await pool.start()
         log.info("executor_started", executor=kind, children=slots, max_jobs_per_child=max_jobs)
-        yield pool
+        async with anyio.create_task_group() as replacing:
+            replacing.start_soon(pool.replace_retired)
+            try:
+                yield pool
+            finally:
+                replacing.cancel_scope.cancel()
     finally:
         await pool.close()

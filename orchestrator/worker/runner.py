@@ -142,10 +142,11 @@ def runner(
             state.ran(-1)
             kind = exc.type_name if isinstance(exc, TaskFailed) else type(exc).__name__
             error = f"{kind}: {exc}"
-            # A Celery task fails at once on its own exception, as in Celery; any run
-            # that ended without an outcome (its process died) is run again.
-            again = definition.retry_errors or isinstance(exc, ChildDied)
-            if again and attempt < max_tries:
+            # A Celery task fails at once on its own exception, as in Celery; a run
+            # that ended without an outcome (its process died) is run again, within the
+            # settings' max_tries whatever its own retry limit.
+            died = isinstance(exc, ChildDied) and attempt < settings.max_tries
+            if attempt < max_tries and (definition.retry_errors or died):
                 end(receipt("retrying", error), finished=False, running=running_count(keys, state))
                 log.warning("job_retrying", **about, error=error, max_tries=max_tries)
                 raise Retry(defer=settings.retry_delay * attempt) from exc

@@ -36,7 +36,7 @@ def elastic(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def beat(client: redis.Redis, keys: Keys, pool: str, worker: str, **fields: Any) -> None:
-    """A heartbeat as worker.py writes it, without the process."""
+    """A heartbeat as worker/heartbeat.py writes it, without the process."""
     client.sadd(keys.workers(pool), worker)
     client.hset(keys.worker(pool, worker), mapping={
         "pool": pool, "worker": worker, "host": "h", "pid": 1, "slots": 2, "running": 0,

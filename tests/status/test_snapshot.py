@@ -4,7 +4,7 @@ The spillover test asserts on the JSON a script would read and on the words a pe
 would read, while metal is full and cloud takes the rest; the others pin the parts that
 need no workers (receipt counting, rate-limit tokens, the live view's exit, the header
 naming the Redis read, batch names, jobs waiting for a worker). How batches count dead
-letters is in test_status_batches.py.
+letters is in test_batches.py.
 """
 
 from __future__ import annotations

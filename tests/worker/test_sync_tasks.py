@@ -314,3 +314,18 @@ def test_a_worker_whose_tasks_are_all_async_starts_no_process(stack: StackFactor
     run = stack()
     worker = run.worker("metal", 4)
     assert children_of(worker.pid) == []
+
+
+def test_a_busy_child_ends_with_its_killed_worker(stack: StackFactory, tmp_path: Path) -> None:
+    """A worker SIGKILLed mid-job (the OOM killer): its job must not run on in a child
+    while the reaper gives it to another worker."""
+    run = sync_stack(stack)
+    worker = run.worker("metal", 1)
+    run.conductor()
+    run.dispatch(write_manifest(tmp_path / "orphan_01.jsonl", lines("sync.spin", 1, 60)))
+    run.wait_for(lambda: len(run.redis.hkeys(run.keys.running("orphan_01"))) == 1, "running")
+    busy = task_processes(worker.pid)
+    assert len(busy) == 1
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(5)
+    run.wait_for(lambda: not _alive(busy[0]), "the busy child to end", timeout=15)
