@@ -173,6 +173,8 @@ class WakeableWorker(Worker):
                 self.tasks[job_id] = task
             if alone:
                 self._alone = self.tasks[batch[alone - 1]]
+        if pending:  # left while a suspect runs alone: its end wakes the next poll
+            self._full = True
 
     async def finish_job(
         self,
