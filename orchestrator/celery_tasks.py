@@ -29,7 +29,9 @@ from datetime import datetime
 from types import ModuleType
 from typing import Any
 
+from orchestrator.errors import UserError
 from orchestrator.job_context import RetryLater, current_job
+from orchestrator.registry import task_name_problem
 
 CELERY_EXTRA = "pip install -e '.[celery]'"
 UNLIMITED_TRIES = 1_000_000  # Celery's max_retries=None: retry for as long as it asks
@@ -40,7 +42,8 @@ class CeleryUnsupported(RuntimeError):
 
 
 def celery_tasks(module: ModuleType) -> Iterator[tuple[str, Callable[..., Any], dict[str, Any]]]:
-    """(name, function to run, its TaskDef options) for each Celery task `module` defines."""
+    """(name, function to run, its TaskDef options) for each Celery task `module` defines;
+    a name that cannot be a task name here is one line saying which to give."""
     if "celery" not in sys.modules:
         return
     from celery.app.task import Task
@@ -55,17 +58,21 @@ def celery_tasks(module: ModuleType) -> Iterator[tuple[str, Callable[..., Any], 
             continue
         if getattr(task, "__module__", None) != module.__name__:
             continue  # imported from another module, registered there
+        if problem := name_problem(task.name, module.__name__):
+            raise UserError(problem)
         yield task.name, _adapter(task), _options(task)
 
 
-def name_problem(name: str, module: str, rule: re.Pattern[str]) -> str | None:
-    if rule.match(name):
+def name_problem(name: str, module: str) -> str | None:
+    """Why a Celery task's name cannot be a task name here (the registry's rule), with
+    a `name=` that would be, or None."""
+    if task_name_problem(name) is None:
         return None
-    fitting = re.sub(r"[^a-z0-9_.]+", "_", name.lower()).strip("._") or "category.name"
+    fitting = re.sub(r"[^a-z0-9_.]+", "_", name.lower()).strip("._")[:60] or "category.name"
     if "." not in fitting:
         fitting = f"{module.rsplit('.', 1)[-1]}.{fitting}"
     return (
-        f"Celery task {name!r} in {module}: a task name here is lower_case.dotted "
+        f"Celery task {name[:100]!r} in {module}: a task name here is lower_case.dotted "
         f"(e.g. image.analyze); give it one: @shared_task(name={fitting!r})"
     )
 

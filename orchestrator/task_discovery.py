@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
+from orchestrator.celery_tasks import CELERY_EXTRA, celery_tasks
 from orchestrator.errors import UserError
-from orchestrator.registry import MAX_TASK_NAME, TASK_MARK, TASK_NAME, TaskDef
+from orchestrator.registry import TASK_MARK, TaskDef
 
 
 def discover(packages: Iterable[str]) -> dict[str, TaskDef]:
@@ -39,27 +39,9 @@ def discover(packages: Iterable[str]) -> dict[str, TaskDef]:
                 task_name = getattr(value, TASK_MARK, None)
                 if task_name is not None and getattr(value, "__module__", None) == info.name:
                     add(TaskDef(task_name, value))
-            for task_name, function, options in _celery_tasks(module):
-                if problem := _celery_name_problem(task_name, info.name):
-                    raise UserError(problem)
+            for task_name, function, options in celery_tasks(module):
                 add(TaskDef(task_name, function, **options))
     return tasks
-
-
-def _celery_tasks(module: types.ModuleType) -> Iterator[tuple[str, Any, dict[str, Any]]]:
-    from orchestrator.celery_tasks import celery_tasks
-
-    return celery_tasks(module)
-
-
-def _celery_name_problem(name: str, module: str) -> str | None:
-    from orchestrator.celery_tasks import name_problem
-
-    return (
-        name_problem(name, module, TASK_NAME)
-        if len(name) <= MAX_TASK_NAME
-        else (f"Celery task name {name[:60]!r}… in {module} is over {MAX_TASK_NAME} characters")
-    )
 
 
 def _import(name: str) -> Any:
@@ -74,7 +56,7 @@ def _import(name: str) -> Any:
         if exc.name == "celery":
             raise UserError(
                 f"task module {name} uses Celery, which is not installed: "
-                "pip install -e '.[celery]' (the celery extra)"
+                f"{CELERY_EXTRA} (the celery extra)"
             ) from None
         raise UserError(f"task module {name}: {type(exc).__name__}: {exc}") from None
     except SyntaxError as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from orchestrator.celery_tasks import CELERY_EXTRA
 from orchestrator.commands.common import add_common_options
 from orchestrator.errors import EXIT_OK, UserError
 from orchestrator.settings import Settings
@@ -93,7 +94,7 @@ def _new_workflow(options: argparse.Namespace, settings: Settings) -> int:
     name: str = options.name
     category: str = options.category or name
     if options.celery and importlib.util.find_spec("celery") is None:
-        raise UserError("--celery needs Celery: pip install -e '.[celery]' (the celery extra)")
+        raise UserError(f"--celery needs Celery: {CELERY_EXTRA} (the celery extra)")
     summary = options.summary or f"Plans {category}.process jobs."
     files = scaffold(name, category, summary, celery=options.celery)
     for taken in [root / "workflows" / name, *(root / path for path in files)]:

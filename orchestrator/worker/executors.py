@@ -64,15 +64,6 @@ class Executor(Protocol):
         """The task's result; its exception (or `TaskFailed`, `RetryLater`) otherwise."""
 
 
-class LoopOnly:
-    """No sync task in the registry: nothing to start, nothing to run."""
-
-    async def run(
-        self, name: str, function: Any, args: list[Any], kwargs: dict[str, Any], job: JobContext
-    ) -> Any:
-        raise RuntimeError(f"task {name} is not async and this worker has no executor")
-
-
 class ThreadExecutor:
     def __init__(self, slots: int) -> None:
         self._limiter = anyio.CapacityLimiter(slots)
@@ -255,10 +246,7 @@ async def executor(
 ) -> AsyncIterator[Executor]:
     """The worker's executor for as long as it runs; its children ended on the way out."""
     sync = [definition for definition in registry.values() if not definition.is_async]
-    if not sync:
-        yield LoopOnly()
-        return
-    if kind == "thread":
+    if kind == "thread" or not sync:  # with no sync task, nothing is ever started
         yield ThreadExecutor(slots)
         return
     modules = {definition.function.__module__ for definition in sync}

@@ -127,29 +127,26 @@ def runner(
                         await pipe.execute()
                 log.info("job_requeued", **about, reason="worker stopped before it finished")
             raise
-        except RetryLater as exc:  # the task asked for it (Celery's self.retry)
-            state.ran(-1)
-            if attempt >= max_tries:
-                final = receipt("failed", f"RetryLater: {exc.reason} (no tries left)")
-                dead = _dead(envelope, "failed", final["error"] or "", final)
-                end(final, finished=True, dead=dead, running=running_count(keys, state))
-                log.warning("dead_lettered", **about, reason="failed", error=final["error"])
-                return {"status": "failed", "error": final["error"]}
-            end(receipt("retrying", exc.reason), finished=False, running=running_count(keys, state))
-            log.warning("job_retrying", **about, error=exc.reason, delay=exc.delay, asked=True)
-            raise Retry(defer=exc.delay) from exc
         except Exception as exc:
             state.ran(-1)
-            kind = exc.type_name if isinstance(exc, TaskFailed) else type(exc).__name__
-            error = f"{kind}: {exc}"
-            # A Celery task fails at once on its own exception, as in Celery; a run
-            # that ended without an outcome (its process died) is run again, within the
-            # settings' max_tries whatever its own retry limit.
-            died = isinstance(exc, ChildDied) and attempt < settings.max_tries
-            if attempt < max_tries and (definition.retry_errors or died):
+            if isinstance(exc, RetryLater):  # the task asked for it (Celery's self.retry)
+                error, delay, asked = exc.reason, exc.delay, True
+                again = attempt < max_tries
+            else:
+                kind = exc.type_name if isinstance(exc, TaskFailed) else type(exc).__name__
+                error, delay, asked = f"{kind}: {exc}", settings.retry_delay * attempt, False
+                # A Celery task fails at once on its own exception, as in Celery; a run
+                # that ended without an outcome (its process died) is run again, within
+                # the settings' max_tries whatever its own retry limit.
+                died = isinstance(exc, ChildDied) and attempt < settings.max_tries
+                again = attempt < max_tries and (definition.retry_errors or died)
+            if again:
                 end(receipt("retrying", error), finished=False, running=running_count(keys, state))
-                log.warning("job_retrying", **about, error=error, max_tries=max_tries)
-                raise Retry(defer=settings.retry_delay * attempt) from exc
+                log.warning(
+                    "job_retrying", **about, error=error, max_tries=max_tries, delay=delay,
+                    asked=asked,
+                )  # fmt: skip
+                raise Retry(defer=delay) from exc
             final = receipt("failed", error)
             dead = _dead(envelope, "failed", error, final)
             end(final, finished=True, dead=dead, running=running_count(keys, state))
