@@ -124,6 +124,21 @@ class Stack:
             tails.append(f"--- {log.name} (exit {process.poll()}) ---\n{text}")
         raise AssertionError(f"timed out waiting for {what}: {found}\n" + "\n".join(tails))
 
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`orchestrator ARGS` as a user runs it against this stack."""
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            env=self.env, cwd=self.directory, capture_output=True, text=True, check=False,
+            timeout=120,
+        )  # fmt: skip
+
+    def wait_running(self, batch: str, count: int) -> None:
+        """Until `count` jobs of `batch` are running (their runs in `Keys.running`)."""
+        self.wait_for(
+            lambda: self.redis.hlen(self.keys.running(batch)) == count,
+            f"{count} of {batch} running",
+        )
+
     def dispatch(self, manifest: Path, backlog: str = "backlog:default") -> None:
         done = subprocess.run(
             [sys.executable, "-m", "orchestrator", "dispatch", str(manifest), "--backlog", backlog],

@@ -9,7 +9,6 @@ batches run untouched, and `retry` brings a batch back to `verify` exit 0.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,7 @@ from tests.live_stack import Stack, write_manifest
 
 
 def orchestrator(run: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        env=run.env, cwd=run.directory, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    return run.command(*args)
 
 
 def sleep(seconds: float, **meta: Any) -> dict[str, Any]:
@@ -116,7 +112,7 @@ def test_without_running_a_running_job_finishes_and_the_rest_never_start(
     run.worker("metal", 1)
     run.conductor()
     run.dispatch(write_manifest(tmp_path / "half_01.jsonl", [sleep(1.5) for _ in range(4)]))
-    run.wait_for(lambda: run.redis.hlen(run.keys.running("half_01")) == 1, "a run")
+    run.wait_running("half_01", 1)
     done = orchestrator(run, "cancel", "half_01")
     returned = time.time()
     assert done.returncode == 0, done.stderr
@@ -199,7 +195,7 @@ def test_a_claim_begins_a_job_as_its_runner_records_it(stack: StackFactory, tmp_
     run.conductor()
     dispatched = time.time()
     run.dispatch(write_manifest(tmp_path / "begun_01.jsonl", [sleep(1.5)]))
-    run.wait_for(lambda: run.redis.hlen(run.keys.running("begun_01")) == 1, "the run")
+    run.wait_running("begun_01", 1)
     (raw,) = run.redis.hvals(run.keys.running("begun_01"))
     record = orjson.loads(raw)
     (worker,) = run.redis.smembers(run.keys.workers("metal"))

@@ -3,14 +3,12 @@ a syntax error, an error at import, a package it needs, two tasks of one name.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.live_stack import REPO, write_manifest
+from tests.live_stack import write_manifest
+from tests.user_project import one_line_error, orchestrator, project_env, write_package
 
 BROKEN = {
     "syntax": ("def analyze(:\n    pass\n", "task module mytasks.image: SyntaxError at "),
@@ -26,24 +24,9 @@ BROKEN = {
 
 
 def project(tmp_path: Path, image: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    package = tmp_path / "mytasks"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "image.py").write_text(image)
-    for name, text in (extra or {}).items():
-        (package / name).write_text(text)
-    return {
-        **os.environ,
-        "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}",
-        "ORCHESTRATOR_TASK_PACKAGES": '["mytasks"]',
-    }
-
-
-def orchestrator(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    files = {"mytasks/image.py": image} | {f"mytasks/{n}": s for n, s in (extra or {}).items()}
+    write_package(tmp_path, files)
+    return project_env(tmp_path, ["mytasks"])
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
@@ -58,9 +41,8 @@ def test_a_broken_task_module_is_one_line_for_the_worker_and_dispatch(
         ["dispatch", str(manifest), "--backlog", "backlog:x"],
     ):
         done = orchestrator(env, tmp_path, *args)
-        assert done.returncode != 0
         assert "Traceback" not in done.stderr
-        (line,) = done.stderr.strip().splitlines()
+        line = one_line_error(done)
         assert said in line, line
 
 
@@ -70,8 +52,7 @@ def test_two_tasks_of_one_name_are_refused_naming_both_places(tmp_path: Path) ->
     env = project(tmp_path, image, {"video.py": other})
     manifest = write_manifest(tmp_path / "m_01.jsonl", [{"task": "image.analyze", "args": []}])
     done = orchestrator(env, tmp_path, "dispatch", str(manifest), "--backlog", "backlog:x")
-    assert done.returncode != 0
-    (line,) = done.stderr.strip().splitlines()
+    line = one_line_error(done)
     assert "task 'image.analyze' is defined twice: mytasks.image.analyze (" in line
     assert "mytasks.video.go (" in line
     assert "image.py:2" in line

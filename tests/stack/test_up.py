@@ -16,6 +16,7 @@ import redis
 
 from orchestrator.stack.redis_server import free_port
 from tests.live_stack import REPO, write_manifest
+from tests.processes import children_of
 
 
 def start_up(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[bytes]:
@@ -44,19 +45,6 @@ def wait_until(condition: Callable[[], object], timeout: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError("timed out")
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def dispatch(url: str, manifest: Path) -> None:

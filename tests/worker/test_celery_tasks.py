@@ -7,14 +7,12 @@ The real `celery` package throughout (the `celery` extra).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import StackFactory
-from tests.live_stack import REPO, Stack, write_manifest
+from tests.live_stack import Stack, write_manifest
+from tests.user_project import one_line_error, orchestrator, project_env, write_package
 
 IMAGE = """
 import os
@@ -88,14 +86,19 @@ def fanout() -> None:
 
 
 def celery_stack(stack: StackFactory, tmp_path: Path, **settings: Any) -> Stack:
-    tasks = tmp_path / "backend" / "tasks"
-    tasks.mkdir(parents=True)
-    (tmp_path / "backend" / "__init__.py").write_text("")
-    (tasks / "__init__.py").write_text("")
-    (tasks / "image.py").write_text(IMAGE)
+    write_package(tmp_path, {"backend/tasks/image.py": IMAGE})
     run = stack(task_packages=["backend.tasks"], **settings)
-    run.env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
+    run.env["PYTHONPATH"] = project_env(tmp_path, [])["PYTHONPATH"]
     return run
+
+
+def dispatch_one(tmp_path: Path, packages: list[str], task: str) -> str:
+    """`orchestrator dispatch` of one line naming `task`: the one line it refuses with."""
+    manifest = write_manifest(tmp_path / "m_01.jsonl", [{"task": task, "args": ["a"]}])
+    env = project_env(tmp_path, packages)
+    return one_line_error(
+        orchestrator(env, tmp_path, "dispatch", str(manifest), "--backlog", "b:x")
+    )
 
 
 def by_id(run: Stack, batch: str, count: int) -> dict[str, dict[str, Any]]:
@@ -173,43 +176,20 @@ def test_soft_time_limit_raises_inside_the_task_and_delay_is_refused_in_one_line
 
 
 def test_without_celery_a_celery_module_is_one_line_naming_the_extra(tmp_path: Path) -> None:
-    (tmp_path / "backend" / "tasks").mkdir(parents=True)
-    (tmp_path / "backend" / "__init__.py").write_text("")
-    (tmp_path / "backend" / "tasks" / "__init__.py").write_text("")
-    (tmp_path / "backend" / "tasks" / "image.py").write_text(IMAGE)
+    write_package(tmp_path, {"backend/tasks/image.py": IMAGE})
     (tmp_path / "celery.py").write_text("raise ModuleNotFoundError(name='celery')\n")
-    manifest = write_manifest(tmp_path / "m_01.jsonl", [{"task": "image.analyze", "args": ["a"]}])
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "dispatch", str(manifest), "--backlog", "b:x"],
-        env={
-            **os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}",
-            "ORCHESTRATOR_TASK_PACKAGES": '["backend.tasks"]',
-        },
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode != 0
-    (line,) = done.stderr.strip().splitlines()
+    line = dispatch_one(tmp_path, ["backend.tasks"], "image.analyze")
     assert "task module backend.tasks.image uses Celery, which is not installed" in line
     assert "pip install -e '.[celery]'" in line
 
 
 def test_a_celery_name_that_is_no_task_name_is_refused_with_one_to_give(tmp_path: Path) -> None:
-    (tmp_path / "jobs").mkdir()
-    (tmp_path / "jobs" / "__init__.py").write_text("")
-    (tmp_path / "jobs" / "video.py").write_text(
-        "from celery import shared_task\n@shared_task(name='Video-Encode')\ndef encode(path): ...\n"
-    )
-    manifest = write_manifest(tmp_path / "m_01.jsonl", [{"task": "video.encode", "args": ["a"]}])
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "dispatch", str(manifest), "--backlog", "b:x"],
-        env={
-            **os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}",
-            "ORCHESTRATOR_TASK_PACKAGES": '["jobs"]',
-        },
-        cwd=tmp_path, capture_output=True, text=True, check=False,
+    write_package(
+        tmp_path,
+        {"jobs/video.py": "from celery import shared_task\n"
+         "@shared_task(name='Video-Encode')\ndef encode(path): ...\n"},
     )  # fmt: skip
-    assert done.returncode != 0
-    (line,) = done.stderr.strip().splitlines()
+    line = dispatch_one(tmp_path, ["jobs"], "video.encode")
     assert "Celery task 'Video-Encode' in jobs.video" in line
     assert "@shared_task(name='video.video_encode')" in line
 

@@ -18,30 +18,13 @@ import pytest
 
 from tests.conftest import StackFactory
 from tests.live_stack import REPO, Stack, write_manifest
+from tests.processes import alive, descendants, parent_of
 
 PACKAGES = ["workers.tasks", "tests.fixtures.tasks", "tests.fixtures.sync_tasks"]
 
 
 def sync_stack(stack: StackFactory, **settings: Any) -> Stack:
     return stack(task_packages=PACKAGES, **settings)
-
-
-def children_of(pid: int) -> list[int]:
-    """Every process below `pid` (the fork server and the task processes under it)."""
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-                frontier.append(int(entry.name))
-    return found
 
 
 def lines(task: str, count: int, *args: Any) -> list[dict[str, Any]]:
@@ -122,23 +105,16 @@ def test_a_child_killed_mid_job_fails_that_run_only_and_is_replaced(
     retried = run.events(worker, "job_retrying")
     assert len(retried) == 1
     assert "was killed by SIGKILL" in retried[0]["error"]
-    assert int(marker.read_text()) not in children_of(worker.pid)
+    assert int(marker.read_text()) not in descendants(worker.pid)
     assert len(task_processes(worker.pid)) == 2
 
 
 def task_processes(worker: int) -> list[int]:
     """The worker's task processes: the children of its fork server."""
-    below = children_of(worker)
+    below = descendants(worker)
     forked = {pid: parent_of(pid) for pid in below}
     servers = {parent for parent in forked.values() if parent != worker}
-    return [pid for pid, parent in forked.items() if parent in servers and _alive(pid)]
-
-
-def parent_of(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return 0
+    return [pid for pid, parent in forked.items() if parent in servers and alive(pid)]
 
 
 def test_an_unpicklable_result_is_one_clear_error_not_a_hang(
@@ -182,14 +158,14 @@ def test_sigterm_drains_running_sync_jobs_within_the_grace_period(
     worker = run.worker("metal", 2)
     run.conductor()
     run.dispatch(write_manifest(tmp_path / "drain_01.jsonl", lines("sync.nap", 2, 1.5)))
-    run.wait_for(lambda: len(run.redis.hkeys(run.keys.running("drain_01"))) == 2, "2 running")
+    run.wait_running("drain_01", 2)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(15) == 0
     receipts = run.receipts("drain_01")
     assert [r["status"] for r in receipts] == ["succeeded", "succeeded"]
     if executor == "thread":
         assert {r["result"]["pid"] for r in receipts} == {worker.pid}
-    assert not [p for p in children_of(worker.pid) if Path(f"/proc/{p}").exists()]
+    assert not [p for p in descendants(worker.pid) if Path(f"/proc/{p}").exists()]
 
 
 def test_a_second_signal_hands_running_sync_jobs_back_and_they_run_again(
@@ -199,7 +175,7 @@ def test_a_second_signal_hands_running_sync_jobs_back_and_they_run_again(
     worker = run.worker("metal", 2)
     run.conductor()
     run.dispatch(write_manifest(tmp_path / "back_01.jsonl", lines("sync.nap", 2, 20)))
-    run.wait_for(lambda: len(run.redis.hkeys(run.keys.running("back_01"))) == 2, "2 running")
+    run.wait_running("back_01", 2)
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     worker.send_signal(signal.SIGTERM)
@@ -218,12 +194,9 @@ def test_cancel_running_stops_a_process_job_by_ending_its_child(
     worker = run.worker("metal", 1)
     run.conductor()
     run.dispatch(write_manifest(tmp_path / "stop_01.jsonl", lines("sync.spin", 1, 30)))
-    run.wait_for(lambda: len(run.redis.hkeys(run.keys.running("stop_01"))) == 1, "running")
+    run.wait_running("stop_01", 1)
     before = set(task_processes(worker.pid))
-    cancelled = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "cancel", "stop_01", "--running"],
-        env=run.env, capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
+    cancelled = run.command("cancel", "stop_01", "--running")
     assert cancelled.returncode == 0, cancelled.stderr
     run.wait_for(
         lambda: [r["status"] for r in run.receipts("stop_01")] == ["cancelled"], "cancelled"
@@ -241,22 +214,14 @@ def test_an_idle_worker_leaves_no_process_behind_when_killed(
     """A worker SIGKILLed (no chance to stop its children): they exit on their own."""
     run = sync_stack(stack)
     worker = run.worker("metal", 2)
-    below = children_of(worker.pid)
+    below = descendants(worker.pid)
     assert len(below) >= 3  # the fork server and two task processes
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(5)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in below):
         time.sleep(0.1)
-    assert not [p for p in below if _alive(p)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    assert not [p for p in below if alive(p)]
 
 
 def test_a_plain_function_is_a_task_and_an_async_generator_is_refused() -> None:
@@ -286,11 +251,8 @@ def test_a_thread_job_cannot_be_stopped_so_cancel_running_lets_it_finish(
     worker = run.worker("metal", 1)
     run.conductor()
     run.dispatch(write_manifest(tmp_path / "t_01.jsonl", lines("sync.nap", 1, 2)))
-    run.wait_for(lambda: len(run.redis.hkeys(run.keys.running("t_01"))) == 1, "running")
-    cancelled = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "cancel", "t_01", "--running"],
-        env=run.env, capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
+    run.wait_running("t_01", 1)
+    cancelled = run.command("cancel", "t_01", "--running")
     assert cancelled.returncode == 0, cancelled.stderr
     (receipt,) = run.wait_for_receipts("t_01", 1)
     assert receipt["status"] == "succeeded"
@@ -313,7 +275,7 @@ def test_max_jobs_per_child_recycles_a_child_after_that_many_jobs(
 def test_a_worker_whose_tasks_are_all_async_starts_no_process(stack: StackFactory) -> None:
     run = stack()
     worker = run.worker("metal", 4)
-    assert children_of(worker.pid) == []
+    assert descendants(worker.pid) == []
 
 
 def test_a_busy_child_ends_with_its_killed_worker(stack: StackFactory, tmp_path: Path) -> None:
@@ -323,9 +285,9 @@ def test_a_busy_child_ends_with_its_killed_worker(stack: StackFactory, tmp_path:
     worker = run.worker("metal", 1)
     run.conductor()
     run.dispatch(write_manifest(tmp_path / "orphan_01.jsonl", lines("sync.spin", 1, 60)))
-    run.wait_for(lambda: len(run.redis.hkeys(run.keys.running("orphan_01"))) == 1, "running")
+    run.wait_running("orphan_01", 1)
     busy = task_processes(worker.pid)
     assert len(busy) == 1
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(5)
-    run.wait_for(lambda: not _alive(busy[0]), "the busy child to end", timeout=15)
+    run.wait_for(lambda: not alive(busy[0]), "the busy child to end", timeout=15)
