@@ -164,7 +164,7 @@ def one_run(
     keys = Keys(namespace)
     env = {
         **os.environ, "REDIS_URL": url, "ORCHESTRATOR_NAMESPACE": namespace,
-        "ORCHESTRATOR_HEARTBEAT_INTERVAL": "0.5", "ORCHESTRATOR_LOG_FORMAT": "json",
+        "ORCHESTRATOR_LOG_FORMAT": "json", "ORCHESTRATOR_LOG_LEVEL": "warning",
         "ORCHESTRATOR_TASK_PACKAGES": '["bench.sync_tasks"]',
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }  # fmt: skip
@@ -180,22 +180,24 @@ def one_run(
         for args in (worker, ["conductor"])
     ]
     client = redis.Redis.from_url(url)
+    events = client.pubsub(ignore_subscribe_messages=True)
     try:
         while not client.scard(keys.workers("metal")):
             time.sleep(0.05)
         manifest = tmp / f"{namespace}.jsonl"
         line = orjson.dumps({"task": task, "args": [seconds]}) + b"\n"
         manifest.write_bytes(line * jobs)
+        events.subscribe(keys.events)  # a receipt's slot freed is said there
         started = time.monotonic()
         asyncio.run(_dispatch(url, keys, manifest, namespace))
-        # One HLEN a poll: reading every receipt each time would load the machine the
-        # jobs run on (Celery's side blocks on its results instead). A receipt is written
-        # once a job has ended; a run that failed and will retry writes a `retrying` one.
+        # Woken by the workers' messages, as Celery's `.get()` is by its result backend's:
+        # a poll loop here would take CPU from the jobs on a machine of two cores. A
+        # receipt is written once a job has ended; a run that will retry writes a
+        # `retrying` one, which the check of every status below sees.
         while client.hlen(keys.receipts(namespace)) < jobs or not all(
             orjson.loads(v)["status"] == "succeeded" for v in client.hvals(keys.receipts(namespace))
         ):
-            while client.hlen(keys.receipts(namespace)) < jobs:
-                time.sleep(0.005)
+            events.get_message(timeout=0.5)
         elapsed = time.monotonic() - started
         receipts = [orjson.loads(v) for v in client.hvals(keys.receipts(namespace))]
     finally:
@@ -203,6 +205,7 @@ def one_run(
             child.send_signal(signal.SIGTERM)
         for child in children:
             child.wait(30)
+        events.close()
         client.close()
     return elapsed, {r["attempt"] for r in receipts}
 

@@ -98,8 +98,10 @@ def stage(
         pipe.hdel(keys.holding(receipt["worker"]), arq_job_id)
     if finished:
         pipe.zrem(keys.inflight(receipt["pool"]), receipt["job_id"])
-        # the pool's completion rate, which sizes its prefetch (lua/lib/pools.lua)
+        # the pool's completion rate and its jobs' mean length, which sizes its
+        # prefetch (lua/lib/pools.lua)
         pipe.hincrby(keys.capacity(receipt["pool"]), "finished", 1)
+        pipe.hincrbyfloat(keys.capacity(receipt["pool"]), "busy", receipt["duration"])
     if dead is not None:
         pipe.rpush(keys.dead, orjson.dumps(dead))
     if cancelled is not None:

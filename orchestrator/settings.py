@@ -108,9 +108,10 @@ class Settings(BaseSettings):
     intake_batch: PositiveInt = 200  # jobs a conductor takes and routes per round trip
     # Seconds of work a pool may hold queued beyond its free slots, so that a slot that
     # frees starts its next job at once instead of after a conductor round trip: a pool
-    # gets as many extra jobs as it finishes in this time (its measured completion rate,
-    # rounded down, at most its slots). A pool of long jobs finishes too few for one, so
-    # such a job is never queued behind a busy slot while a later pool has a free one.
+    # gets as many extra jobs as its busy slots finish in this time (its slots over its
+    # jobs' measured mean length, rounded, at most its slots). A pool of long jobs
+    # finishes too few for one, so such a job is never queued behind a busy slot while a
+    # later pool has a free one.
     # 0 turns prefetch off. Announced by the pool's workers with their heartbeats.
     prefetch_seconds: float = Field(default=0.1, ge=0, le=60)
     # Seconds an idle conductor sleeps before it looks at every list again anyway. Work

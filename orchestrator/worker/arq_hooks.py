@@ -26,10 +26,13 @@ installed arq):
   `running:<batch>`; the runner then skips `begin.lua`); a job that ran before without
   finishing (a possible poison pill) is claimed only by an idle worker and run alone.
   Slots are taken exactly as arq takes them: its semaphore `sem` and counter
-  `job_counter` (given back by `_release_sem_dec_counter_on_complete` when a job's task
-  ends), `max_jobs`, its `tasks`, `in_progress_timeout_s` and the `loop` it starts tasks
-  on. `lua/lib/queued.lua` (take-back) relies on a claim being atomic with its own
-  check, as it is.
+  `job_counter` (given back by `_release_sem_dec_counter_on_complete` when a job's end
+  begins, in `finish_job`, or when its task ends without one), `max_jobs`, its `tasks`,
+  `in_progress_timeout_s` and the `loop` it starts tasks on. Ids read and left for want
+  of a slot (a pool's prefetch) are claimed the moment a slot is given back, without
+  reading the queue again: the next job starts while the last one's end is written.
+  `lua/lib/queued.lua` (take-back) relies on a claim being atomic with its own check,
+  as it is.
 - `Worker.finish_job(self, job_id, finish, result_data, result_timeout_s,
   keep_result_forever, incr_score, keep_in_progress)`: arq's end of a run, one MULTI
   (claim dropped; when `finish`, the result kept and the job deleted and taken out of
@@ -38,7 +41,8 @@ installed arq):
   slot, dead letter, wake-up: `receipts.stage`) under the job's id in `outcomes`: one
   round trip where there were two, and no moment when the receipt is written while arq
   still has the job, or the reverse. The contract test pins the source it copies.
-- The attributes these read: `Worker.pool` (the `ArqRedis`), `Worker.queue_read_limit`.
+- The attributes these read: `Worker.pool` (the `ArqRedis`), `Worker.queue_read_limit`,
+  `Worker.allow_pick_jobs` (false once a stop began: nothing more is claimed).
 
 Everything else the worker uses (`Worker(...)` keyword arguments, `async_run`, `close`,
 `handle_sig`, `handle_sig_wait_for_completion`, `tasks`, `Retry`, `func`) is arq's
@@ -63,6 +67,7 @@ from arq.utils import to_ms
 from arq.worker import Worker
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from orchestrator import arq_jobs
 from orchestrator.keys import Keys
@@ -129,17 +134,27 @@ class WakeableWorker(Worker):
         self._full = False  # the last poll left jobs (or read none) for want of a slot
         self._claim: AsyncScript | None = None
         self._alone: asyncio.Task[None] | None = None  # a suspect: nothing starts beside it
+        # Runs whose slot was given back when their end began (`finish_job`), not when
+        # their task ended.
+        self._given_back: set[asyncio.Task[None]] = set()
+        # What the last start left for want of a slot: claimed as soon as one is free.
+        self._left: list[str] = []
+        self._starting: set[asyncio.Task[None]] = set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Start the jobs read, in order, as slots allow: wait for a free slot as arq
         does, then claim every id that fits in the slots free at that moment at once."""
         self._read = len(job_ids)
-        pending = [job_id.decode() for job_id in job_ids]
+        await self._start([job_id.decode() for job_id in job_ids])
+
+    async def _start(self, pending: list[str]) -> None:
+        self._left = []
         while pending and self._alone is None:
             await self.sem.acquire()  # waits while every slot is taken, as arq's does
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
                 self._full = True  # jobs read and left for want of a slot: see below
+                self._left = pending
                 return
             self.job_counter += 1
             taken = 1
@@ -167,7 +182,7 @@ class WakeableWorker(Worker):
                 else:  # an earlier claim's mark whose run never came: not this claim's
                     self._begun.discard(job_id)
                 task = self.loop.create_task(self.run_job(job_id, score))
-                task.add_done_callback(self._slot_given_back)
+                task.add_done_callback(self._job_ended)
                 if begun:  # the mark ends with the task, whether the runner ran or not
                     task.add_done_callback(partial(self._forget_begun, job_id))
                 self.tasks[job_id] = task
@@ -175,6 +190,7 @@ class WakeableWorker(Worker):
                 self._alone = self.tasks[batch[alone - 1]]
         if pending:  # left while a suspect runs alone: its end wakes the next poll
             self._full = True
+            self._left = pending
 
     async def finish_job(
         self,
@@ -186,7 +202,11 @@ class WakeableWorker(Worker):
         incr_score: int | None,
         keep_in_progress: float | None,
     ) -> None:
-        """arq's end of a run (a copy of arq 0.28's), with the job's staged outcome."""
+        """arq's end of a run (a copy of arq 0.28's), with the job's staged outcome.
+
+        The job's slot is given back first: its function has returned, and the next job
+        claimed meanwhile need not wait for this round trip."""
+        self._give_back_early(job_id)
         outcome = self._outcomes.pop(job_id, None)
         async with self.pool.pipeline(transaction=True) as tr:
             if outcome is not None:
@@ -275,10 +295,39 @@ class WakeableWorker(Worker):
     def _forget_begun(self, job_id: str, task: asyncio.Task[None]) -> None:
         self._begun.discard(job_id)
 
+    def _give_back_early(self, job_id: str) -> None:
+        task = self.tasks.get(job_id)  # this run's: the next run of the id is not claimed
+        if task is not None and task not in self._given_back:  # before this end's MULTI
+            self._given_back.add(task)
+            self._slot_given_back(task)
+
+    def _job_ended(self, task: asyncio.Task[None]) -> None:
+        if task in self._given_back:
+            self._given_back.discard(task)
+        else:
+            self._slot_given_back(task)
+
     def _slot_given_back(self, task: asyncio.Task[None]) -> None:
         if task is self._alone:
             self._alone = None  # the suspect ended: others may start again
         self._release_sem_dec_counter_on_complete()
-        if self._full:  # the last poll left jobs for want of a slot: read again now
-            self._full = False
+        if not self._full:
+            return
+        # The last start left jobs for want of a slot: claim those now, without reading
+        # the queue again (a claim checks each is still there and due), then read it.
+        self._full = False
+        left, self._left = self._left, []
+        if left and self._alone is None and self.allow_pick_jobs:
+            starting = self.loop.create_task(self._start_left(left))
+            self._starting.add(starting)
+            starting.add_done_callback(self._starting.discard)
+        else:
+            self._wake.set()
+
+    async def _start_left(self, left: list[str]) -> None:
+        try:
+            await self._start(left)
+        except (RedisError, OSError):
+            pass  # the poll this wakes meets the same trouble, and arq's handling of it
+        finally:
             self._wake.set()

@@ -61,3 +61,27 @@ def test_a_pool_of_short_jobs_prefetches_what_it_finishes_in_prefetch_seconds(
         time.sleep(0.02)
     assert 0 < seen <= 4
     assert float(run.redis.hget(capacity, "rate") or 0) > 10
+
+
+def test_a_batch_of_short_jobs_gets_its_prefetch_from_the_first_jobs_that_finish(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    """Jobs of 50 ms on 2 slots: the slots finish 40 a second, 4 within 0.1 s, so the
+    pool may hold 2 (its slots) beyond them — from its first receipts on, not once a rate
+    learnt over seconds has caught up (that gave this batch no prefetch for its first
+    second, so each job waited for a conductor round trip)."""
+    run = stack(prefetch_seconds="0.1")
+    run.worker("metal", 2)
+    run.conductor()
+    short = [{"task": "system.sleep", "args": [0.05]} for _ in range(60)]
+    run.dispatch(write_manifest(tmp_path / "short_01.jsonl", short))
+    capacity = run.keys.capacity("metal")
+    seen = 0
+    while len(run.receipts("short_01")) < 10:  # the first quarter second of the batch
+        seen = max(seen, int(run.redis.hget(capacity, "prefetch") or 0))
+        time.sleep(0.01)
+    assert seen == 2
+    length = float(run.redis.hget(capacity, "job_s") or 0)
+    assert 0.05 <= length < 0.5  # the mean length of a job, which sized the prefetch
+    receipts = run.wait_for_receipts("short_01", 60, timeout=60)
+    assert {r["status"] for r in receipts} == {"succeeded"}

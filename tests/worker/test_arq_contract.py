@@ -118,6 +118,9 @@ def test_the_worker_attributes_read_by_the_hooks_exist() -> None:
     assert callable(getattr(worker, "_release_sem_dec_counter_on_complete", None)), changed(
         "Worker._release_sem_dec_counter_on_complete (a slot given back) is gone"
     )
+    assert getattr(worker, "allow_pick_jobs", None) is True, changed(
+        "Worker.allow_pick_jobs (false once a stop began: claim nothing more) is gone"
+    )
     assert isinstance(getattr(worker, "loop", None), asyncio.AbstractEventLoop), changed(
         "Worker.loop is gone"
     )

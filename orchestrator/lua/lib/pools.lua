@@ -20,6 +20,8 @@ local DUE_PER_CALL = 100  -- lapsed workers forgotten per pool per call
 local AUDIT_PER_CALL = 10 -- workers of the set, and entries of the ledger, audited per call
 local RATE_STEP_MS = 50   -- the completion rate is updated at most this often
 local RATE_TAU_S = 2.0    -- and forgets what it saw with this time constant
+local JOBS_SEEN = 20      -- the mean job length follows about this many jobs
+local MIN_JOB_S = 0.0001  -- a job's length is taken as at least this (no division by 0)
 
 local function capacity_key(root, pool) return root .. ':capacity:' .. pool end
 
@@ -71,15 +73,22 @@ local function count_worker(root, pool, worker, now_ms)
   end
 end
 
--- The completion rate (jobs/s, an exponential average) from the finished counter, and
--- the prefetch it allows: the whole jobs the pool will start within prefetch_ms. Rounded
--- down, so a pool of long jobs (a few finishes a second) gets none, and a job never waits
--- behind its busy slots for long when a later pool has a free one.
+-- The completion rate (jobs/s, an exponential average) from the finished counter, shown
+-- by `status`; and the prefetch: the whole jobs the pool starts within prefetch_ms while
+-- its slots are busy, its slots over the mean length of its jobs (from the `busy`
+-- seconds its receipts add up). The mean is known from the first jobs that finish, where
+-- a rate learnt over seconds would give a batch of short jobs no prefetch until it is
+-- nearly over; and it does not fall when a pool runs below its slots. Rounded to the
+-- nearest whole job, so a pool of long jobs (longer than prefetch_ms per slot) gets
+-- none, and a job never waits behind its busy slots for long when a later pool has a
+-- free one.
 local function measure_rate(capacity, now_ms)
-  local f = redis.call('HMGET', capacity, 'finished', 'rate_seen', 'rate_at', 'rate', 'prefetch_ms', 'slots')
+  local f = redis.call('HMGET', capacity, 'finished', 'rate_seen', 'rate_at', 'rate',
+    'prefetch_ms', 'slots', 'busy', 'busy_seen', 'job_s')
   local finished, at = tonumber(f[1] or '0'), tonumber(f[3] or '0')
+  local busy = tonumber(f[7] or '0')
   if at == 0 or at > now_ms then
-    redis.call('HSET', capacity, 'rate_seen', finished, 'rate_at', now_ms)
+    redis.call('HSET', capacity, 'rate_seen', finished, 'rate_at', now_ms, 'busy_seen', busy)
     return
   end
   local dt = (now_ms - at) / 1000
@@ -87,10 +96,24 @@ local function measure_rate(capacity, now_ms)
   local rate = tonumber(f[4] or '0')
   local seen = math.min(tonumber(f[2] or '0'), finished)
   rate = rate + (1 - math.exp(-dt / RATE_TAU_S)) * ((finished - seen) / dt - rate)
-  local prefetch = math.floor(rate * tonumber(f[5] or '0') / 1000)
-  prefetch = math.max(0, math.min(prefetch, tonumber(f[6] or '0')))
-  redis.call('HSET', capacity, 'rate_seen', finished, 'rate_at', now_ms,
-    'rate', string.format('%.3f', rate), 'prefetch', prefetch)
+  local job_s = tonumber(f[9] or '0')
+  local n = finished - seen
+  if n > 0 then
+    local mean = math.max(busy - math.min(tonumber(f[8] or '0'), busy), 0) / n
+    if job_s > 0 then  -- the last JOBS_SEEN jobs weigh the most
+      mean = job_s + (1 - math.exp(-n / JOBS_SEEN)) * (mean - job_s)
+    end
+    job_s = math.max(mean, MIN_JOB_S)
+  end
+  local prefetch = 0
+  local slots = tonumber(f[6] or '0')
+  if job_s > 0 then
+    prefetch = math.floor(slots * tonumber(f[5] or '0') / 1000 / job_s + 0.5)
+  end
+  prefetch = math.max(0, math.min(prefetch, slots))
+  redis.call('HSET', capacity, 'rate_seen', finished, 'rate_at', now_ms, 'busy_seen', busy,
+    'rate', string.format('%.3f', rate), 'job_s', string.format('%.6f', job_s),
+    'prefetch', prefetch)
 end
 
 -- Bring the pool's counters up to date (see the top of this file); the work is bounded
