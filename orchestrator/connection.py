@@ -3,8 +3,10 @@ Redis failures become user errors."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +33,19 @@ MIN_SERVER = (6, 2)  # BLMOVE and SMISMEMBER
 # Seconds the first reply may take: a server that accepts connections and never answers
 # (not Redis, or a proxy in front of nothing) would otherwise hang every command.
 HANDSHAKE_TIMEOUT = 10.0
+# Seconds any reply may take, and a connect: a Redis that stops answering (a frozen
+# server, a partition: TCP stays open, nothing comes back) is noticed this late, as a
+# TimeoutError each caller handles as it handles a refused connection. A blocking
+# command (BLPOP, BLMOVE) gets its own block on top: see `blocking`.
+COMMAND_TIMEOUT = 5.0
+# Seconds a pooled connection may sit idle before it is checked (a PING) on its next use.
+HEALTH_CHECK_INTERVAL = 15
+# A subscriber hears nothing on a quiet channel: it asks the server itself (a PING on
+# the subscribed connection) this often, and takes a server that said nothing for
+# SUBSCRIBER_SILENCE seconds as gone.
+SUBSCRIBER_PING = 2.0
+SUBSCRIBER_SILENCE = COMMAND_TIMEOUT + SUBSCRIBER_PING
+_READ_BUDGET: ContextVar[float | None] = ContextVar("orchestrator_redis_read", default=None)
 
 
 @dataclass(frozen=True)
@@ -76,23 +91,50 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
         ) from None
 
 
+@contextmanager
+def blocking(block: float) -> Iterator[None]:
+    """Around a command the server holds for up to `block` seconds (BLPOP, BLMOVE): its
+    reply may take that long, plus `COMMAND_TIMEOUT`, before Redis is taken as gone."""
+    token = _READ_BUDGET.set(block + COMMAND_TIMEOUT)
+    try:
+        yield
+    finally:
+        _READ_BUDGET.reset(token)
+
+
 async def on_messages(
     redis: Redis, channel: str, event: Any, hear: Callable[[bytes], None] | None = None
 ) -> None:
     """Set `event` (anything with `set()`) on every message of `channel`, forever,
     resubscribing after Redis goes away: how workers and conductors wake each other.
-    `hear`, when given, reads each message first."""
+    `hear`, when given, reads each message first.
+
+    A quiet channel and a frozen server look the same to a subscriber (no bytes come),
+    and a subscribed connection cannot wait with a read timeout without taking every
+    quiet spell for an outage: so it pings the server itself and resubscribes when no
+    reply came for `SUBSCRIBER_SILENCE` seconds."""
     while True:
         try:
             async with redis.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        if hear is not None:
-                            hear(message["data"])
-                        event.set()
+                heard = pinged = time.monotonic()
+                while True:
+                    message = await pubsub.get_message(timeout=SUBSCRIBER_PING / 2)
+                    now = time.monotonic()
+                    if message is not None:
+                        heard = now  # a message, or the reply to our ping
+                        if message["type"] == "message":
+                            if hear is not None:
+                                hear(message["data"])
+                            event.set()
+                    if now - heard > SUBSCRIBER_SILENCE:
+                        raise RedisTimeoutError(f"no reply on {channel} for {now - heard:.0f} s")
+                    if now - pinged >= SUBSCRIBER_PING:
+                        await pubsub.ping()
+                        pinged = now
         except (RedisConnectionError, RedisTimeoutError, OSError):
             await anyio.sleep(1.0)
+            event.set()  # a message may have been missed meanwhile: look once anyway
 
 
 def open_arq(url: str, *, name: str = "orchestrator") -> ArqRedis:
@@ -111,40 +153,74 @@ def open_client(url: str, *, name: str = "orchestrator") -> Redis:
 
 
 def open_pool(url: str, *, name: str = "orchestrator") -> ConnectionPool:
-    """A connection pool whose connections pack commands with hiredis.
+    """A connection pool whose connections pack commands with hiredis and wait for a
+    reply `COMMAND_TIMEOUT` seconds at most (`Tuned`).
 
     redis-py's asyncio connections pack in pure Python even when hiredis is installed
     (its sync ones do not); on the dispatch path that packing was a third of the time.
     """
-    options: dict[str, Any] = {"socket_connect_timeout": 5, "client_name": name}
+    options: dict[str, Any] = {
+        "socket_connect_timeout": COMMAND_TIMEOUT, "socket_timeout": COMMAND_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK_INTERVAL, "client_name": name,
+    }  # fmt: skip
     if urlsplit(url).scheme != "unix":  # a unix socket connection refuses TCP options
         options["socket_keepalive"] = True
     pool = ConnectionPool.from_url(url, **options)
-    pool.connection_class = _HIREDIS_PACKING.get(pool.connection_class, pool.connection_class)
+    pool.connection_class = _TUNED.get(pool.connection_class, pool.connection_class)
     return pool
 
 
-class _HiredisPacking:
+class Tuned:
+    """What every connection of ours adds to redis-py's: commands packed by hiredis, and
+    the longer read a blocking command asks for (`blocking`). Mixed in before the
+    connection class (the Sentinel and Cluster ones too)."""
+
     _packer = HiredisRespSerializer()
+    socket_timeout: float | None
 
     def pack_command(self, *args: Any) -> list[bytes]:
         packed: list[bytes] = self._packer.pack(*args)
         return packed
 
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (redis-py's signature)
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        budget = _READ_BUDGET.get()
+        read = super().read_response  # type: ignore[misc]
+        if budget is None or timeout is not None:
+            return await read(
+                disable_decoding, timeout, disconnect_on_error=disconnect_on_error,
+                push_request=push_request,
+            )  # fmt: skip
+        # The connection is this task's while it reads: its own timeout, stretched.
+        usual, self.socket_timeout = self.socket_timeout, budget
+        try:
+            return await read(
+                disable_decoding, timeout, disconnect_on_error=disconnect_on_error,
+                push_request=push_request,
+            )  # fmt: skip
+        finally:
+            self.socket_timeout = usual
 
-class _Connection(_HiredisPacking, Connection):
+
+class _Connection(Tuned, Connection):
     pass
 
 
-class _SSLConnection(_HiredisPacking, SSLConnection):
+class _SSLConnection(Tuned, SSLConnection):
     pass
 
 
-class _UnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+class _UnixConnection(Tuned, UnixDomainSocketConnection):
     pass
 
 
-_HIREDIS_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
+_TUNED: dict[type[AbstractConnection], type[AbstractConnection]] = {
     Connection: _Connection,
     SSLConnection: _SSLConnection,
     UnixDomainSocketConnection: _UnixConnection,

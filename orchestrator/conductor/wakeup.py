@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
-from orchestrator.connection import on_messages
+from orchestrator.connection import blocking, on_messages
 from orchestrator.keys import Keys
 
 # Backlogs watched with a blocked connection each; past these, a bare push onto another
@@ -110,7 +110,8 @@ class Wakeup:
         cleared with the one taken: the round it starts serves them all."""
         while True:
             try:
-                rang = await self.redis.blpop([self.keys.doorbell], BLOCK)  # type: ignore[misc]
+                with blocking(BLOCK):
+                    rang = await self.redis.blpop([self.keys.doorbell], BLOCK)  # type: ignore[misc]
                 if rang is None:
                     continue
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -148,7 +149,8 @@ class Wakeup:
                 await idle.ended.wait()
                 continue
             try:
-                landed = await self.redis.blmove(key, key, BLOCK, "RIGHT", "RIGHT")
+                with blocking(BLOCK):
+                    landed = await self.redis.blmove(key, key, BLOCK, "RIGHT", "RIGHT")
             except (RedisConnectionError, RedisTimeoutError, OSError):
                 await anyio.sleep(RETRY_AFTER)
                 continue
