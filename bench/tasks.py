@@ -180,7 +180,7 @@ def one_run(
         for args in (worker, ["conductor"])
     ]
     client = redis.Redis.from_url(url)
-    events = client.pubsub(ignore_subscribe_messages=True)
+    events = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     try:
         while not client.scard(keys.workers("metal")):
             time.sleep(0.05)
