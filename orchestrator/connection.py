@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import orjson
@@ -21,11 +20,17 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from orchestrator import topology
 from orchestrator.errors import ServiceUnavailable
 from orchestrator.settings import redact_url
 
@@ -45,6 +50,8 @@ HEALTH_CHECK_INTERVAL = 15
 # SUBSCRIBER_SILENCE seconds as gone.
 SUBSCRIBER_PING = 2.0
 SUBSCRIBER_SILENCE = COMMAND_TIMEOUT + SUBSCRIBER_PING
+# Seconds dispatch waits for the replicas to have what it queued (`replicated`).
+REPLICA_WAIT = 2.0
 _READ_BUDGET: ContextVar[float | None] = ContextVar("orchestrator_redis_read", default=None)
 
 
@@ -62,14 +69,16 @@ class RedisSource:
 
 
 @asynccontextmanager
-async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redis]:
+async def connect(
+    url: str, *, name: str = "orchestrator", namespace: str | None = None
+) -> AsyncIterator[Redis]:
     """An open, checked client; any failure to reach Redis inside the block, or a server
     at the URL that does not speak Redis, is one `ServiceUnavailable` line naming the
     (password-free) URL.
     """
     shown = redact_url(url)
     try:
-        client = open_client(url, name=name)
+        client = open_client(url, name=name, namespace=namespace)
     except ValueError as exc:
         raise ServiceUnavailable(f"invalid Redis URL {shown}: {exc}") from None
     try:
@@ -89,6 +98,18 @@ async def connect(url: str, *, name: str = "orchestrator") -> AsyncIterator[Redi
         raise ServiceUnavailable(
             f"Redis at {shown} denied a command to this user: {exc} (see the README's ACL rule)"
         ) from None
+
+
+async def replicated(redis: Redis, within: float = REPLICA_WAIT) -> None:
+    """Wait until the server's replicas have every write made so far (`WAIT`), at most
+    `within` seconds; nothing when it has none. Replication is asynchronous: a write a
+    master acknowledged can be missing on the replica promoted after it dies. Jobs in
+    flight survive that (a lost claim or receipt means a run again: at least once), but
+    a lost dispatch would be jobs nobody knows to send again, so dispatch waits here."""
+    info = await redis.info("replication")
+    replicas = int(info.get("connected_slaves", 0))
+    if replicas:
+        await redis.execute_command("WAIT", replicas, round(within * 1000))  # type: ignore[no-untyped-call]
 
 
 @contextmanager
@@ -137,37 +158,67 @@ async def on_messages(
             event.set()  # a message may have been missed meanwhile: look once anyway
 
 
-def open_arq(url: str, *, name: str = "orchestrator") -> ArqRedis:
+def open_arq(url: str, *, name: str = "orchestrator", namespace: str | None = None) -> ArqRedis:
     """arq's client on `open_pool`, with JSON for jobs and results (never pickle).
     Closing it closes the pool: redis-py leaves a pool it was given open, and its
     connections would be left for the garbage collector."""
-    client = ArqRedis(open_pool(url, name=name), job_serializer=orjson.dumps,
+    client = ArqRedis(open_pool(url, name=name, namespace=namespace), job_serializer=orjson.dumps,
                       job_deserializer=orjson.loads)  # fmt: skip
     client.auto_close_connection_pool = True
     return client
 
 
-def open_client(url: str, *, name: str = "orchestrator") -> Redis:
+def open_client(url: str, *, name: str = "orchestrator", namespace: str | None = None) -> Redis:
     """A client on `open_pool`; closing the client closes the pool."""
-    return Redis.from_pool(open_pool(url, name=name))
+    return Redis.from_pool(open_pool(url, name=name, namespace=namespace))
 
 
-def open_pool(url: str, *, name: str = "orchestrator") -> ConnectionPool:
-    """A connection pool whose connections pack commands with hiredis and wait for a
-    reply `COMMAND_TIMEOUT` seconds at most (`Tuned`).
+def open_pool(
+    url: str, *, name: str = "orchestrator", namespace: str | None = None
+) -> ConnectionPool:
+    """A connection pool for what `url` names (`topology`): one server, the master a
+    Sentinel names, or the Cluster master that owns `namespace`'s slot. Its connections
+    pack commands with hiredis and wait for a reply `COMMAND_TIMEOUT` seconds at most
+    (`Tuned`).
 
     redis-py's asyncio connections pack in pure Python even when hiredis is installed
     (its sync ones do not); on the dispatch path that packing was a third of the time.
+    Raises ValueError for a URL that names nothing usable.
     """
+    target = topology.parse(url)
     options: dict[str, Any] = {
         "socket_connect_timeout": COMMAND_TIMEOUT, "socket_timeout": COMMAND_TIMEOUT,
         "health_check_interval": HEALTH_CHECK_INTERVAL, "client_name": name,
     }  # fmt: skip
-    if urlsplit(url).scheme != "unix":  # a unix socket connection refuses TCP options
-        options["socket_keepalive"] = True
-    pool = ConnectionPool.from_url(url, **options)
-    pool.connection_class = _TUNED.get(pool.connection_class, pool.connection_class)
-    return pool
+    if target.kind == "server":
+        if not url.startswith("unix:"):  # a unix socket connection refuses TCP options
+            options["socket_keepalive"] = True
+        pool = ConnectionPool.from_url(url, **options)
+        pool.connection_class = _TUNED.get(pool.connection_class, pool.connection_class)
+        return pool
+    options["socket_keepalive"] = True
+    data = dict(target.options)
+    tls = data.pop("connection_class", Connection) is SSLConnection
+    if target.kind == "sentinel":
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes),
+            sentinel_kwargs={
+                "socket_timeout": topology.SENTINEL_TIMEOUT,
+                "socket_connect_timeout": topology.SENTINEL_TIMEOUT,
+                "client_name": f"{name}-sentinel", **target.sentinel_options,
+            },
+        )  # fmt: skip
+        connection = _SentinelSSLConnection if tls else _SentinelConnection
+        return topology.SentinelPool(
+            target.service, sentinel, connection_class=connection, **data, **options
+        )
+    if namespace is None:
+        raise ValueError("a Cluster URL is used for one namespace: the caller must name it")
+    host, port = target.nodes[0]
+    return topology.PinnedPool(
+        target.nodes, namespace, host=host, port=port, parser_class=topology.CLUSTER_PARSER,
+        connection_class=_ClusterSSLConnection if tls else _ClusterConnection, **data, **options,
+    )  # fmt: skip
 
 
 class Tuned:
@@ -217,6 +268,22 @@ class _SSLConnection(Tuned, SSLConnection):
 
 
 class _UnixConnection(Tuned, UnixDomainSocketConnection):
+    pass
+
+
+class _SentinelConnection(Tuned, SentinelManagedConnection):  # type: ignore[misc]
+    pass  # redis-py types its read's disconnect_on_error as a float there
+
+
+class _SentinelSSLConnection(Tuned, SentinelManagedSSLConnection):  # type: ignore[misc]
+    pass
+
+
+class _ClusterConnection(topology.ClusterReplies, Tuned, Connection):
+    pass
+
+
+class _ClusterSSLConnection(topology.ClusterReplies, Tuned, SSLConnection):
     pass
 
 

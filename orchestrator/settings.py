@@ -20,7 +20,6 @@ import tomllib
 from importlib.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
@@ -40,6 +39,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from orchestrator import topology
 from orchestrator.errors import ConfigError
 from orchestrator.keys import backlog_name
 from orchestrator.pools import Executor as Executor  # re-exported: they were defined here
@@ -51,7 +51,10 @@ from orchestrator.pools import ScalerSettings as ScalerSettings
 ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
 DEFAULT_CONFIG_FILE = "orchestrator.toml"
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = (
+    "redis", "rediss", "unix",
+    "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster",
+)  # fmt: skip
 # The variables that set redis_url, the first one set winning.
 REDIS_URL_VARIABLES = ("ORCHESTRATOR_REDIS_URL", "REDIS_URL")
 _BUCKET_NAME = re.compile(r"^[^\s;,]{1,200}\Z")
@@ -136,12 +139,16 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, url: str) -> str:
-        scheme = urlsplit(url).scheme
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
         if scheme not in _REDIS_SCHEMES:
             raise ValueError(
-                f"scheme {scheme!r} is not one of redis://, rediss://, unix:// "
+                f"scheme {scheme!r} is not one of {', '.join(s + '://' for s in _REDIS_SCHEMES)} "
                 f"(got {redact_url(url)})"
             )
+        try:
+            topology.parse(url)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (got {redact_url(url)})") from None
         return url
 
     @field_validator("backlogs", mode="before")
@@ -276,14 +283,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, fit for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    """The URL with its passwords replaced, fit for logs and error messages (one host
+    or several, as Sentinel and Cluster URLs name; a password in the query too)."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    credentials, at, hosts = authority.rpartition("@")
+    if at and ":" in credentials:
+        authority = credentials.split(":", 1)[0] + ":***@" + hosts
+    path = re.sub(r"((?:^|[?&])(?:sentinel_)?password=)[^&]*", r"\1***", path)
+    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 def _describe(exc: ValidationError, source: str) -> str:

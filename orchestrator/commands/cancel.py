@@ -80,7 +80,9 @@ def _cancel(options: argparse.Namespace, settings: Settings) -> int:
         raise UserError(f"--wait: must be 0 or more seconds, got {options.wait:g}")
 
     async def run() -> CancelReport:
-        async with connect(settings.redis_url, name="orchestrator-cancel") as redis:
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-cancel"
+        ) as redis:
             canceller = Canceller(redis, settings)
             if options.batches:
                 return await canceller.batches(

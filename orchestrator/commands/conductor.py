@@ -37,7 +37,9 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.telemetry import serve_telemetry
 
     async def conduct() -> None:
-        async with connect(settings.redis_url, name="orchestrator-conductor") as redis:
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-conductor"
+        ) as redis:
             stop = anyio.Event()
             conductor = Conductor(settings, redis)
             async with (

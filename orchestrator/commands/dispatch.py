@@ -57,7 +57,7 @@ def register(commands: Any) -> None:
 
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.commands.progress import LineProgress
-    from orchestrator.connection import connect
+    from orchestrator.connection import connect, replicated
     from orchestrator.dispatch.manifests import DispatchResult, dispatch_manifest
     from orchestrator.job import job_count
     from orchestrator.registry import task_registry
@@ -83,8 +83,13 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
 
         if options.dry_run:
             return await to(None)  # a dry run never touches Redis
-        async with connect(settings.redis_url, name="orchestrator-dispatch") as redis:
-            return await to(redis)
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-dispatch"
+        ) as redis:
+            done = await to(redis)
+            if done.queued:
+                await replicated(redis)
+            return done
 
     try:
         result = run_async(dispatch)

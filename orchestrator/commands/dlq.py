@@ -198,7 +198,9 @@ def _with_redis(settings: Settings, action: Callable[[Redis, Keys], Awaitable[_T
     from orchestrator.keys import Keys
 
     async def run() -> _T:
-        async with connect(settings.redis_url, name="orchestrator-dlq") as redis:
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-dlq"
+        ) as redis:
             return await action(redis, Keys(settings.namespace))
 
     result: _T = run_async(run)

@@ -146,7 +146,9 @@ def _with_redis(settings: Settings, action: Any) -> Any:
     from orchestrator.keys import Keys
 
     async def run() -> Any:
-        async with connect(settings.redis_url, name="orchestrator-pause") as redis:
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-pause"
+        ) as redis:
             return await action(redis, Keys(settings.namespace))
 
     return run_async(run)

@@ -52,7 +52,9 @@ def _retry(options: argparse.Namespace, settings: Settings) -> int:
     both = not options.failed and not options.cancelled
 
     async def run() -> RetryReport:
-        async with connect(settings.redis_url, name="orchestrator-retry") as redis:
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-retry"
+        ) as redis:
             return await retry_batch(
                 redis,
                 Keys(settings.namespace),

@@ -59,7 +59,9 @@ def _status(options: argparse.Namespace, settings: Settings) -> int:
     console = Console()
 
     async def read() -> Snapshot | None:
-        async with connect(settings.redis_url, name="orchestrator-status") as redis:
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-status"
+        ) as redis:
             reader = StatusReader(
                 redis,
                 settings,

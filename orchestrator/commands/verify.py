@@ -85,7 +85,9 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
         raise UserError("name a MANIFEST, or a batch with --batch NAME")
 
     async def verify() -> tuple[Report, dict[str, Any], Path | None]:
-        async with connect(settings.redis_url, name="orchestrator-verify") as redis:
+        async with connect(
+            settings.redis_url, namespace=settings.namespace, name="orchestrator-verify"
+        ) as redis:
             keys = Keys(settings.namespace)
             if options.manifest is None:
                 options.manifest = await _manifest_of(redis, keys, options.batch)

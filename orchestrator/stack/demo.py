@@ -67,7 +67,10 @@ async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float
         console.print(f"[bold]starting[/] Redis ({'embedded' if embedded else 'yours'}), "
                       f"a conductor and metal x{METAL} slots; cloud workers (up to {CLOUD} "
                       "slots) are launched only when metal is full…")  # fmt: skip
-        async with local_stack(settings, plan) as stack, connect(stack.redis_url) as redis:
+        async with (
+            local_stack(settings, plan) as stack,
+            connect(stack.redis_url, namespace=settings.namespace) as redis,
+        ):
             keys = Keys(namespace)
             await _until_workers(redis, keys)
             manifest = await anyio.to_thread.run_sync(

@@ -68,7 +68,9 @@ async def serve(
     token, made_up = token_for(settings, host)
     sock = inherited(fd) if fd is not None else listen(host, port)
     access = Access(host, sock.getsockname()[1], token, made_up)
-    async with connect(settings.redis_url, name="orchestrator-web") as redis:
+    async with connect(
+        settings.redis_url, namespace=settings.namespace, name="orchestrator-web"
+    ) as redis:
         dashboard = Dashboard(redis, settings, token=token, interval=interval, source=source)
         config = uvicorn.Config(
             dashboard.app(loopback_only=is_loopback(host)),

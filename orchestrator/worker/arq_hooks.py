@@ -41,6 +41,11 @@ installed arq):
   slot, dead letter, wake-up: `receipts.stage`) under the job's id in `outcomes`: one
   round trip where there were two, and no moment when the receipt is written while arq
   still has the job, or the reverse. The contract test pins the source it copies.
+- `Worker.finish_failed_job(self, job_id, result_data)`: arq's end of a job it could not
+  run (its payload gone or unreadable), one MULTI. Replaced by a copy of arq 0.28's.
+  Both copies leave out arq's `ZREM arq:abort <id>`: that key has no hash tag, so on a
+  Redis Cluster it lives in another slot than the job's keys and the MULTI would be
+  refused; the worker never sets `allow_abort_jobs`, so nothing is ever added there.
 - The attributes these read: `Worker.pool` (the `ArqRedis`), `Worker.queue_read_limit`,
   `Worker.allow_pick_jobs` (false once a stop began: nothing more is claimed).
 
@@ -62,7 +67,6 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from arq.constants import abort_jobs_ss
 from arq.utils import to_ms
 from arq.worker import Worker
 from redis.asyncio.client import Pipeline
@@ -225,12 +229,26 @@ class WakeableWorker(Worker):
                     arq_jobs.RETRY_KEY_PREFIX + job_id,
                     arq_jobs.JOB_KEY_PREFIX + job_id,
                 ]
-                tr.zrem(abort_jobs_ss, job_id)
                 tr.zrem(self.queue_name, job_id)
             elif incr_score:
                 tr.zincrby(self.queue_name, incr_score, job_id)
             if delete_keys:
                 tr.delete(*delete_keys)
+            await tr.execute()
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        """arq's end of a job it could not run (a copy of arq 0.28's, without arq:abort)."""
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(
+                arq_jobs.RETRY_KEY_PREFIX + job_id,
+                arq_jobs.IN_PROGRESS_KEY_PREFIX + job_id,
+                arq_jobs.JOB_KEY_PREFIX + job_id,
+            )
+            tr.zrem(self.queue_name, job_id)
+            keep_result = self.keep_result_forever or self.keep_result_s > 0
+            if result_data is not None and keep_result:
+                expire = 0 if self.keep_result_forever else self.keep_result_s
+                tr.set(arq_jobs.RESULT_KEY_PREFIX + job_id, result_data, px=to_ms(expire))
             await tr.execute()
 
     async def _poll_iteration(self) -> None:

@@ -82,13 +82,13 @@ async def run_worker(
     packages = tuple(settings.task_packages)
     async with (
         executor(kind, concurrency, registry, packages, settings.max_jobs_per_child) as runs,
-        connect(settings.redis_url, name=f"worker-{pool}") as redis,
+        connect(settings.redis_url, namespace=settings.namespace, name=f"worker-{pool}") as redis,
     ):
         functions = [
             func(runner(definition, settings, keys, state, runs), name=name)  # type: ignore[arg-type]
             for name, definition in registry.items()
         ]
-        arq_redis = open_arq(settings.redis_url, name=f"arq-{pool}")
+        arq_redis = open_arq(settings.redis_url, namespace=settings.namespace, name=f"arq-{pool}")
 
         def make_worker() -> Worker:
             return WakeableWorker(

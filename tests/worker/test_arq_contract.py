@@ -40,10 +40,15 @@ OVERRIDDEN = {
         "self", "job_id", "finish", "result_data", "result_timeout_s", "keep_result_forever",
         "incr_score", "keep_in_progress",
     ],
+    "finish_failed_job": ["self", "job_id", "result_data"],
 }  # fmt: skip
 # The arq methods WakeableWorker replaces rather than wraps, by a digest of their source:
 # a new arq's version must be read and the replacement brought in line before this moves.
-REPLACED = {"start_jobs": "b45797cfa40bed7f", "finish_job": "903f09c92830d3fd"}
+REPLACED = {
+    "start_jobs": "b45797cfa40bed7f",
+    "finish_job": "903f09c92830d3fd",
+    "finish_failed_job": "3e16087f318a7acf",
+}
 KEY_PREFIXES = {
     "job_key_prefix": "arq:job:",
     "result_key_prefix": "arq:result:",
@@ -117,6 +122,9 @@ def test_the_worker_attributes_read_by_the_hooks_exist() -> None:
     assert isinstance(timeout, int | float), changed("Worker.in_progress_timeout_s is gone")
     assert callable(getattr(worker, "_release_sem_dec_counter_on_complete", None)), changed(
         "Worker._release_sem_dec_counter_on_complete (a slot given back) is gone"
+    )
+    assert getattr(worker, "allow_abort_jobs", None) is False, changed(
+        "Worker.allow_abort_jobs is not False by default (arq:abort would be used: not on Cluster)"
     )
     assert getattr(worker, "allow_pick_jobs", None) is True, changed(
         "Worker.allow_pick_jobs (false once a stop began: claim nothing more) is gone"

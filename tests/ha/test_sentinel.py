@@ -1,0 +1,101 @@
+"""Redis Sentinel, for real: a master, a replica and three sentinels; a conductor and two
+workers reach Redis only through a `redis+sentinel://` URL; the master is SIGKILLed
+mid-batch. Every process follows the failover by itself: the batch ends all succeeded,
+nothing exits, and `status` and `verify` answer through the same URL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator.settings import load_settings
+from tests.ha.topologies import SentinelSet, until
+from tests.live_stack import Stack, write_manifest
+
+pytestmark = pytest.mark.chaos
+JOBS = 120
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
+    made = SentinelSet(tmp_path / "redis")
+    try:
+        yield made.start()
+    finally:
+        made.stop()
+
+
+def test_a_batch_outlives_the_master_through_a_sentinel_url(
+    sentinels: SentinelSet, namespace: str, tmp_path: Path
+) -> None:
+    assert sentinels.replica is not None
+    run = Stack(sentinels.master.url, namespace, tmp_path, {})
+    run.env["REDIS_URL"] = sentinels.url  # every process and command: only the sentinels
+    run.redis.close()
+    run.redis = sentinels.client()  # the test's own view, following the master too
+    try:
+        run.worker("metal", 4)
+        run.worker("metal", 4)
+        run.conductor()
+        sleepers = [{"task": "system.sleep", "args": [0.3]} for _ in range(JOBS)]
+        run.dispatch(write_manifest(tmp_path / "failover_01.jsonl", sleepers))
+        # dispatch returned once the replica had the batch (WAIT): a master that dies
+        # now loses none of it.
+        with redis.Redis(port=sentinels.replica.port) as replica:
+            assert replica.hlen(run.keys.batch("failover_01")) > 0
+            assert replica.llen(run.keys.backlog("backlog:default")) > 0
+        until(lambda: len(run.receipts("failover_01")) >= 20, "20 jobs done", 60)
+
+        killed = time.time()
+        sentinels.master.kill()
+        until(lambda: sentinels.master_port() == sentinels.replica.port, "a promotion", 60)
+        promoted = time.time()
+
+        def settled() -> bool:
+            done = [r for r in run.receipts("failover_01") if r["status"] == "succeeded"]
+            return len(done) == JOBS
+
+        until(settled, f"all {JOBS} jobs succeeded after the failover", 120)
+        receipts = run.receipts("failover_01")
+        assert {r["status"] for r in receipts} == {"succeeded"}
+        assert all(process.poll() is None for process in run.processes), "a service exited"
+        later = sorted(r["started_at"] for r in receipts if r["started_at"] > killed)
+        assert later, "no job started after the master was killed"
+        print(  # the README's failover figure comes from here (pytest -s)
+            f"\nkill -> promotion {promoted - killed:.2f} s; "
+            f"promotion -> first job started {later[0] - promoted:.2f} s"
+        )
+        for command in (["status"], ["verify", "--batch", "failover_01"]):
+            done = run.command(*command)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+    finally:
+        run.stop()
+
+
+def test_a_sentinel_url_is_taken_apart_or_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis+sentinel://u:secret@h1:26379,h2:26380/main/2")
+    assert load_settings().redis_url.startswith("redis+sentinel://")
+    monkeypatch.setenv("REDIS_URL", "redis+sentinel://u:secret@h1:26379")
+    with pytest.raises(Exception, match="Sentinel service") as refused:
+        load_settings()
+    assert "secret" not in str(refused.value)
+
+
+def test_status_through_sentinels_that_do_not_answer_is_one_line(
+    namespace: str, tmp_path: Path
+) -> None:
+    run = Stack("redis://127.0.0.1:1/0", namespace, tmp_path, {})
+    run.env["REDIS_URL"] = "redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster"
+    try:
+        done = run.command("status")
+    finally:
+        run.redis.close()
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
