@@ -1,5 +1,6 @@
 """Redis Sentinel, for real: a master, a replica and three sentinels; a conductor and two
-workers reach Redis only through a `redis+sentinel://` URL; the master is SIGKILLed
+workers reach Redis only through a `redis+sentinel://` URL, under a shared rate limit;
+the master is SIGKILLed
 mid-batch. Every process follows the failover by itself: the batch ends all succeeded,
 nothing exits, and `status` and `verify` answer through the same URL."""
 
@@ -33,7 +34,9 @@ def test_a_batch_outlives_the_master_through_a_sentinel_url(
     sentinels: SentinelSet, namespace: str, tmp_path: Path
 ) -> None:
     assert sentinels.replica is not None
-    run = Stack(sentinels.master.url, namespace, tmp_path, {})
+    # A shared rate limit too: its bucket lives in Redis and must carry on after the switch.
+    limits = {"task:system.sleep": {"rate": 30, "burst": 5}}
+    run = Stack(sentinels.master.url, namespace, tmp_path, {"rate_limits": limits})
     run.env["REDIS_URL"] = sentinels.url  # every process and command: only the sentinels
     run.redis.close()
     run.redis = sentinels.client()  # the test's own view, following the master too
