@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 import redis
 
+from orchestrator.connection import connect
 from orchestrator.settings import load_settings
 from tests.ha.topologies import SentinelSet, until
 from tests.live_stack import Stack, write_manifest
@@ -102,3 +104,33 @@ def test_status_through_sentinels_that_do_not_answer_is_one_line(
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+async def test_connections_leave_a_demoted_master_within_a_second_of_the_switch(
+    sentinels: SentinelSet,
+) -> None:
+    """A manual failover (the old master alive, demoted): redis-py 5 alone keeps its open
+    connections on the old master until Sentinel kills their clients ~10 s later, and
+    what they write there is lost. Our pool follows the switch by itself."""
+    assert sentinels.replica is not None
+    old, new = sentinels.master.port, sentinels.replica.port
+    async with connect(sentinels.url, name="test-follow") as client:
+        await client.set("probe", "before")
+        with redis.Redis(port=sentinels.sentinels[0][0]) as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        until(lambda: sentinels.master_port() == new, "the switch", 30)
+        switched = time.monotonic()
+        written_new = None
+        while time.monotonic() - switched < 8 and written_new is None:
+            stamp = f"at {time.monotonic():.3f}"
+            try:
+                await client.set("probe", stamp)
+            except (redis.RedisError, OSError):  # the connection dropped by the follower
+                await anyio.sleep(0.05)
+                continue
+            with redis.Redis(port=new) as promoted:
+                if promoted.get("probe") == stamp.encode():
+                    written_new = time.monotonic() - switched
+            await anyio.sleep(0.05)
+    assert written_new is not None, f"writes still went to the old master ({old}) after 8 s"
+    assert written_new < 3.0, written_new
