@@ -2,17 +2,20 @@
 readable console rendering when the stream is a terminal.
 
 Events are short snake_case names (`dispatched`, `routed`); context such as `job_id`,
-`backlog` or `manifest` goes in key/values, never into the message.
+`backlog` or `manifest` goes in key/values, never into the message. A long-running
+process says that Redis stopped answering once per outage (`RedisOutage`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -52,3 +55,45 @@ def configure_logging(
 
 def _json(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
+
+
+# Seconds after Redis answered again during which a failure is taken for a call made
+# while it was away, that took this long to fail (`connection.COMMAND_TIMEOUT`): not a
+# new outage. A real one is still logged, by the failures that follow.
+STALE = 5.0
+
+
+class RedisOutage:
+    """Whether Redis answers, as one process sees it: `redis_unavailable` (a warning,
+    with the reason) when a call first fails, `redis_available` (`unavailable_for`: the
+    seconds since that failure) when one succeeds again, and the failures in between at
+    debug level only.
+
+    A frozen or partitioned Redis fails every loop of a process (its rounds, heartbeat,
+    doorbell, cancel checks) every few seconds for as long as it lasts: one warning
+    each time would bury the line that says when it began. Not thread-safe: one event
+    loop's."""
+
+    def __init__(self, log: FilteringBoundLogger) -> None:
+        self.log = log
+        self.since: float | None = None  # monotonic: the first failure of this outage
+        self._back_at = -STALE  # monotonic: when the last outage ended
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException, **context: Any) -> None:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        now = time.monotonic()
+        if self.since is None and now - self._back_at >= STALE:
+            self.since = now
+            self.log.warning("redis_unavailable", error=reason, **context)
+        else:
+            self.log.debug("redis_still_unavailable", error=reason, **context)
+
+    def answered(self) -> None:
+        if self.since is not None:
+            self._back_at = time.monotonic()
+            away, self.since = self._back_at - self.since, None
+            self.log.info("redis_available", unavailable_for=round(away, 1))

@@ -23,6 +23,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orchestrator import arq_jobs
 from orchestrator.keys import Keys, backlog_name
+from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
 from orchestrator.priority import backlog_depths
 from orchestrator.scripts import script
@@ -31,6 +32,8 @@ from orchestrator.settings import Settings
 RELEASE_BATCH = 500
 REAP_AGE_MS = 10_000
 NO_WORKER_WARN_AFTER = 60.0  # seconds jobs wait for a worker before a warning, repeated
+# Seconds a stopping conductor gives its hand-back; LAST_TRY while Redis is known away.
+HAND_BACK_WITHIN, LAST_TRY = 3.0, 0.5
 
 
 class Liveness:
@@ -47,8 +50,10 @@ class Liveness:
         backlogs: list[str],
         metrics: Metrics,
         log: FilteringBoundLogger,
+        outage: RedisOutage,
     ) -> None:
         self.settings = settings
+        self.outage = outage
         self.redis = redis
         self.keys = keys
         self.id = conductor_id
@@ -79,11 +84,13 @@ class Liveness:
             try:
                 await self.beat()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                self.log.warning("heartbeat_failed", error=str(exc))
+                self.outage.failed(exc, during="heartbeat")
                 # Redis was away: every heartbeat may have lapsed meanwhile (a restarted
                 # Redis keeps their expiry times), the living's too. Peers and workers
                 # are judged dead again only once each had a full TTL to beat after it.
                 self._judge_after = time.monotonic() + 3 * self.settings.heartbeat_interval
+            else:
+                self.outage.answered()
 
     async def beat(self) -> None:
         """Renew this conductor's heartbeat, learn new backlogs, recover dead peers."""
@@ -175,10 +182,22 @@ class Liveness:
         return int(await self._recover(keys=keys, args=args))
 
     async def hand_back(self, forwarded: int) -> None:
-        """Stopping: what this conductor took and did not forward goes back to ready."""
-        try:
-            moved = await self.take_back(self.id, forget=False)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            self.log.warning("stop_without_hand_back", error=str(exc))
-            return
-        self.log.info("conductor_stopped", forwarded=forwarded, handed_back=moved)
+        """Stopping: what this conductor took and did not forward goes back to ready.
+
+        Within `HAND_BACK_WITHIN` seconds (a short try when Redis is known away): what a
+        Redis that does not answer keeps on this conductor's processing list is put back
+        by a peer once this conductor's heartbeat lapsed, so the stop need not wait."""
+        within = LAST_TRY if self.outage.down else HAND_BACK_WITHIN
+        error = f"no reply within {within:g} s"
+        with anyio.move_on_after(within, shield=True):
+            try:
+                moved = await self.take_back(self.id, forget=False)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                error = " ".join(str(exc).split()) or type(exc).__name__
+            else:
+                self.log.info("conductor_stopped", forwarded=forwarded, handed_back=moved)
+                return
+        self.log.warning(
+            "conductor_stopped", forwarded=forwarded, handed_back=0, error=error,
+            hint="what it held goes back in line when a conductor sees its heartbeat lapse",
+        )  # fmt: skip

@@ -42,6 +42,7 @@ from orchestrator.conductor.forwarding import Forwarder
 from orchestrator.conductor.liveness import RELEASE_BATCH, Liveness
 from orchestrator.conductor.wakeup import Wakeup
 from orchestrator.keys import Keys
+from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
 from orchestrator.priority import level_separator
 from orchestrator.scaling.scaler import Scaler
@@ -87,15 +88,17 @@ class Conductor:
         self._paused: dict[str, frozenset[str]] = {"backlog": frozenset(), "pool": frozenset()}
         self._intake = script(redis, "intake")
         self.log = log.bind(conductor=self.id)
+        self.outage = RedisOutage(self.log)  # every loop's failures, logged once an outage
         self._forwarder = Forwarder(
             settings, redis, self.keys, self.processing, self.metrics, self.log
         )
         self._liveness = Liveness(
-            settings, redis, self.keys, self.id, self._backlogs, self.metrics, self.log
-        )
+            settings, redis, self.keys, self.id, self._backlogs, self.metrics, self.log,
+            self.outage,
+        )  # fmt: skip
         self._wakeup = Wakeup(
             redis, self.keys, self._backlogs, lambda: self._paused["backlog"],
-            self._liveness.learn_backlogs, self.log,
+            self._liveness.learn_backlogs, self.log, self.outage,
         )  # fmt: skip
 
     @property
@@ -115,7 +118,8 @@ class Conductor:
                 tasks.start_soon(self._wakeup.run)
                 tasks.start_soon(self._conduct)
                 if any(pool.scaler for pool in self.settings.pools):
-                    tasks.start_soon(Scaler(self.settings, self.redis, self.id, self.metrics).run)
+                    scaler = Scaler(self.settings, self.redis, self.id, self.metrics, self.outage)
+                    tasks.start_soon(scaler.run)
                 await stop.wait()
                 tasks.cancel_scope.cancel()
         finally:
@@ -136,8 +140,9 @@ class Conductor:
                     owe_hand_back = False
                 await self._round()
                 backoff = 0.1
+                self.outage.answered()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                self.log.warning("redis_unavailable", error=str(exc), retry_in=backoff)
+                self.outage.failed(exc, retry_in=backoff)
                 owe_hand_back = True
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)

@@ -28,6 +28,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orchestrator.connection import blocking, on_messages
 from orchestrator.keys import Keys
+from orchestrator.logs import RedisOutage
 
 # Backlogs watched with a blocked connection each; past these, a bare push onto another
 # waits for a ring or `idle_block` (work queued through this project always rings).
@@ -53,7 +54,8 @@ class Wakeup:
     """The conductor's sleep between rounds and everything that cuts it short.
 
     `backlogs` is the conductor's own list (it grows as backlogs are learnt), `paused`
-    says which backlogs are paused now, `learn` adds backlogs from the `backlogs` set."""
+    says which backlogs are paused now, `learn` adds backlogs from the `backlogs` set,
+    `outage` hears of a doorbell that cannot reach Redis."""
 
     def __init__(
         self,
@@ -63,8 +65,10 @@ class Wakeup:
         paused: Callable[[], frozenset[str]],
         learn: Callable[[Iterable[bytes]], None],
         log: FilteringBoundLogger,
+        outage: RedisOutage,
     ) -> None:
         self.redis = redis
+        self.outage = outage
         self.keys = keys
         self._backlogs = backlogs
         self._paused = paused
@@ -120,7 +124,7 @@ class Wakeup:
                     _, names = await pipe.execute()
                 self._learn(names)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                self.log.warning("doorbell_unavailable", error=str(exc), retry_in=RETRY_AFTER)
+                self.outage.failed(exc, during="doorbell", retry_in=RETRY_AFTER)
                 await anyio.sleep(RETRY_AFTER)
             self.set()
 

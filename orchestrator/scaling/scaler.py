@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.keys import Keys
+from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
 from orchestrator.pools import PoolSettings, ScalerSettings
 from orchestrator.scaling.launches import KEEP_SECONDS, LIVE, Launch, day
@@ -64,9 +65,16 @@ class _Memory:
 
 class Scaler:
     def __init__(
-        self, settings: Settings, redis: Redis, conductor_id: str, metrics: Metrics
+        self,
+        settings: Settings,
+        redis: Redis,
+        conductor_id: str,
+        metrics: Metrics,
+        outage: RedisOutage | None = None,
     ) -> None:
         self.settings = settings
+        # The conductor's: one warning an outage for the process, not one a tick.
+        self.outage = outage or RedisOutage(log)
         self.redis = redis
         self.id = conductor_id
         self.metrics = metrics
@@ -89,7 +97,7 @@ class Scaler:
                     try:
                         await self._tick()
                     except (RedisError, OSError) as exc:
-                        log.warning("scaler_redis_unavailable", error=str(exc))
+                        self.outage.failed(exc, during="scaler")
                         self.leading = False
                     await anyio.sleep(TICK)
         finally:
@@ -115,8 +123,8 @@ class Scaler:
     async def _stop(self) -> None:
         for provider in self.providers.values():
             await provider.shutdown()  # done already by a provider's `run` when it stopped
-        if self.leading:
-            with suppress(RedisError, OSError):  # else it lapses by itself
+        if self.leading:  # else, or when Redis does not answer, it lapses by itself
+            with anyio.move_on_after(LEASE_TTL_MS / 1000), suppress(RedisError, OSError):
                 await self._lease(keys=[self.keys.scaler_lease], args=[self.id, 0])
 
     # --- one pool, one tick -----------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,6 +34,7 @@ from orchestrator.control.cancel import Canceller
 from orchestrator.control.retry import retry_batch
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
+from orchestrator.logs import RedisOutage
 from orchestrator.settings import Settings, redact_url
 from orchestrator.status.batch_detail import JOB_STATES, BatchDetail, read_again
 from orchestrator.status.snapshot import Snapshot, StatusReader, to_json
@@ -48,6 +50,7 @@ JOBS_PAGE = 100  # jobs per page of a batch page
 REFRESH = 0.5
 DEAD_PAGE = 100  # dead letters per page
 Handler = Callable[[Request], Awaitable[Response]]
+log = structlog.get_logger("orchestrator.web")
 
 
 class Dashboard:
@@ -68,9 +71,16 @@ class Dashboard:
         self.token = token
         self.interval = interval
         self.source = source
+        self.outage = RedisOutage(log)
         # The overview and the first page of batches: one snapshot for both.
         reader = StatusReader(redis, settings, batches=PAGE_SIZE, source=source)
-        self.snapshot: Shared[Snapshot] = Shared(reader.read, interval)
+
+        async def read() -> Snapshot:
+            snapshot = await reader.read()
+            self.outage.answered()
+            return snapshot
+
+        self.snapshot: Shared[Snapshot] = Shared(read, interval)
         # Later pages of batches: a reader each, so that its receipt counts carry over.
         self.pages: SharedByKey[Snapshot] = SharedByKey(self._page_reader, interval, size=16)
         self.batches: SharedByKey[BatchDetail | None] = SharedByKey(
@@ -111,11 +121,16 @@ class Dashboard:
         """Server-sent events: the status document at every refresh, until the page goes."""
 
         async def stream() -> AsyncIterator[bytes]:
-            async for frame in self.snapshot.stream():
-                if await request.is_disconnected():
-                    return
-                body = orjson.dumps(asdict(frame.value))
-                yield b"event: status\ndata: " + body + b"\n\n"
+            try:
+                async for frame in self.snapshot.stream():
+                    if await request.is_disconnected():
+                        return
+                    body = orjson.dumps(asdict(frame.value))
+                    yield b"event: status\ndata: " + body + b"\n\n"
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Too late for a 503: the stream has begun. Its end is the page's cue
+                # to show it is reconnecting, which EventSource does by itself.
+                self.outage.failed(exc, path=request.url.path)
 
         return StreamingResponse(
             stream(),
@@ -274,6 +289,7 @@ class Dashboard:
         )
 
     async def _unreachable(self, request: Request, exc: Exception) -> Response:
+        self.outage.failed(exc, path=request.url.path)
         return refusal(f"cannot reach Redis at {redact_url(self.settings.redis_url)}: {exc}", 503)
 
 

@@ -49,9 +49,10 @@ installed arq):
 - The attributes these read: `Worker.pool` (the `ArqRedis`), `Worker.queue_read_limit`,
   `Worker.allow_pick_jobs` (false once a stop began: nothing more is claimed).
 
-Everything else the worker uses (`Worker(...)` keyword arguments, `async_run`, `close`,
-`handle_sig`, `handle_sig_wait_for_completion`, `tasks`, `Retry`, `func`) is arq's
-public surface; the job format and key names are `arq_jobs`'.
+Everything else the worker uses (`Worker(...)` keyword arguments, `async_run`,
+`handle_sig`, `handle_sig_wait_for_completion`, `tasks`, `health_check_key`, `Retry`,
+`func`) is arq's public surface; the job format and key names are `arq_jobs`'. Not
+`close()`: it waits for the jobs without a bound (`worker/process.py` ends them itself).
 
 pyproject pins `arq>=0.26,<0.29` for these hooks: private methods may change in any
 release, so a new arq is let in only after `test_arq_contract.py` passes against it
@@ -210,6 +211,11 @@ class WakeableWorker(Worker):
 
         The job's slot is given back first: its function has returned, and the next job
         claimed meanwhile need not wait for this round trip."""
+        # arq awaits this under a shield: when the run is cancelled meanwhile (a stop
+        # while Redis does not answer), its error is nobody's and asyncio prints it
+        # with a traceback at exit. Marked seen; a run still waiting gets it as before.
+        if (this := asyncio.current_task()) is not None:
+            this.add_done_callback(_seen)
         self._give_back_early(job_id)
         outcome = self._outcomes.pop(job_id, None)
         async with self.pool.pipeline(transaction=True) as tr:
@@ -349,3 +355,8 @@ class WakeableWorker(Worker):
             pass  # the poll this wakes meets the same trouble, and arq's handling of it
         finally:
             self._wake.set()
+
+
+def _seen(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

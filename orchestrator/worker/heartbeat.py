@@ -15,13 +15,14 @@ import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import __version__
 from orchestrator.keys import Keys
 from orchestrator.receipts import RunningCount
 from orchestrator.scripts import script
-from orchestrator.worker.state import WorkerState
+from orchestrator.worker.state import WorkerState, on_the_way_out
 
 log = structlog.get_logger("orchestrator.worker")
 
@@ -73,8 +74,12 @@ async def heartbeat(
             await anyio.sleep(interval)
             try:
                 await beat_once()
-            except Exception as exc:  # Redis away: keep the process, the key will lapse
+            except (RedisError, OSError) as exc:  # keep the process, the key will lapse
+                state.outage.failed(exc, during="heartbeat")
+            except Exception as exc:
                 log.warning("heartbeat_failed", error=str(exc))
+            else:
+                state.outage.answered()
 
     await beat_once()
     await redis.publish(keys.events, state.pool)
@@ -84,8 +89,7 @@ async def heartbeat(
             yield
         finally:
             tasks.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True), suppress(Exception):
-                await leave(redis, keys, state)
+            await on_the_way_out(state, "leave", lambda: leave(redis, keys, state))
 
 
 async def _step(

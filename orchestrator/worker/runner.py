@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -17,7 +16,6 @@ import orjson
 import structlog
 from arq.worker import Retry
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from orchestrator import arq_jobs
 from orchestrator.job import Job
@@ -28,7 +26,7 @@ from orchestrator.registry import TaskDef
 from orchestrator.settings import Settings
 from orchestrator.worker.executors import ChildDied, Executor, TaskFailed
 from orchestrator.worker.heartbeat import running_count
-from orchestrator.worker.state import WorkerState
+from orchestrator.worker.state import WorkerState, on_the_way_out
 from orchestrator.worker.stops import RunningJob, begin
 
 _LOG = structlog.get_logger("orchestrator.worker")
@@ -120,12 +118,16 @@ def runner(
             if state.stopping:
                 # Cut short by a stop (a second signal, or the grace period ran out):
                 # back in line, not held by this worker any more, and not counted.
-                with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
+                async def put_back() -> None:
                     async with redis.pipeline(transaction=True) as pipe:
                         pipe.decr(arq_jobs.RETRY_KEY_PREFIX + arq_id)
                         pipe.hdel(keys.holding(state.worker_id), arq_id)
                         await pipe.execute()
-                log.info("job_requeued", **about, reason="worker stopped before it finished")
+
+                if await on_the_way_out(state, "requeue", put_back):
+                    log.info("job_requeued", **about, reason="worker stopped before it finished")
+                else:  # Redis away: counted in `worker_stopped`, run again after recovery
+                    log.debug("job_abandoned", **about, reason="redis unavailable")
             raise
         except Exception as exc:
             state.ran(-1)

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from orchestrator.connection import on_messages
 from orchestrator.job import Job
 from orchestrator.keys import Keys
+from orchestrator.logs import RedisOutage
 from orchestrator.receipts import Receipt
 from orchestrator.scripts import script
 
@@ -77,9 +78,14 @@ async def begin(
 
 @asynccontextmanager
 async def watch_for_stops(
-    redis: Redis, keys: Keys, jobs: Mapping[str, RunningJob], interval: float
+    redis: Redis,
+    keys: Keys,
+    jobs: Mapping[str, RunningJob],
+    interval: float,
+    outage: RedisOutage,
 ) -> AsyncIterator[None]:
-    """While inside, stop the running jobs that `cancel --running` names."""
+    """While inside, stop the running jobs that `cancel --running` names; a look that
+    fails is `outage`'s (the process's one warning per outage)."""
     nudged = anyio.Event()
 
     class _Nudge:
@@ -95,7 +101,7 @@ async def watch_for_stops(
             try:
                 await stop_cancelled(redis, keys, jobs)
             except (RedisError, OSError) as exc:
-                log.warning("cancel_check_failed", error=str(exc))
+                outage.failed(exc, during="cancel_check")
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(on_messages, redis, keys.cancels, _Nudge())
