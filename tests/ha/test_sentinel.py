@@ -134,3 +134,47 @@ async def test_connections_leave_a_demoted_master_within_a_second_of_the_switch(
             await anyio.sleep(0.05)
     assert written_new is not None, f"writes still went to the old master ({old}) after 8 s"
     assert written_new < 3.0, written_new
+
+
+def test_receipts_lost_with_the_master_mean_runs_again_never_lost_jobs(
+    sentinels: SentinelSet, namespace: str, tmp_path: Path
+) -> None:
+    """Replication is asynchronous: the replica is cut off while jobs finish on the
+    master, then the master dies and the stale replica is promoted, its receipts (and
+    claims) of those jobs never written. Those jobs run again; the batch still ends all
+    succeeded."""
+    assert sentinels.replica is not None
+    replica = redis.Redis(port=sentinels.replica.port)
+    run = Stack(sentinels.master.url, namespace, tmp_path, {})
+    run.env["REDIS_URL"] = sentinels.url
+    run.redis.close()
+    run.redis = sentinels.client()
+    try:
+        workers = [run.worker("metal", 4), run.worker("metal", 4)]
+        run.conductor()
+        sleepers = [{"task": "system.sleep", "args": [0.2]} for _ in range(JOBS)]
+        run.dispatch(write_manifest(tmp_path / "stale_01.jsonl", sleepers))
+        until(lambda: len(run.receipts("stale_01")) >= 10, "10 jobs done", 60)
+        # The replica stops following (a link that broke): it keeps what it had.
+        replica.replicaof("127.0.0.1", 1)
+        cut_with = len(run.receipts("stale_01"))
+        until(lambda: len(run.receipts("stale_01")) >= cut_with + 16, "more jobs done", 60)
+        written = len(run.receipts("stale_01"))
+        sentinels.master.kill()
+        replica.replicaof("127.0.0.1", sentinels.master.port)  # as it was: its master died
+        until(lambda: sentinels.master_port() == sentinels.replica.port, "a promotion", 60)
+        with redis.Redis(port=sentinels.replica.port) as promoted:
+            kept = promoted.hlen(run.keys.receipts("stale_01"))
+        assert kept < written  # the receipts written while the replica was frozen: lost
+
+        def settled() -> bool:
+            done = [r for r in run.receipts("stale_01") if r["status"] == "succeeded"]
+            return len(done) == JOBS
+
+        until(settled, f"all {JOBS} jobs succeeded on the stale replica", 120)
+        assert all(process.poll() is None for process in run.processes), "a service exited"
+        runs = sum(len(run.events(worker, "job_succeeded")) for worker in workers)
+        assert runs >= JOBS + (written - kept)  # each lost receipt's job ran again
+    finally:
+        run.stop()
+        replica.close()
