@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import anyio
 import orjson
 
 from orchestrator.commands.common import add_common_options, run_async
-from orchestrator.errors import UserError
+from orchestrator.errors import EXIT_JOBS_PENDING, UserError
 from orchestrator.job import job_count
 from orchestrator.keys import Keys
 from orchestrator.settings import Settings
@@ -89,7 +90,9 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
             settings.redis_url, namespace=settings.namespace, name="orchestrator-verify"
         ) as redis:
             keys = Keys(settings.namespace)
-            if options.manifest is None:
+            if options.manifest is None and wait:
+                options.manifest = await _batch_appears(redis, keys, options.batch, options.timeout)
+            elif options.manifest is None:
                 options.manifest = await _manifest_of(redis, keys, options.batch)
             verifier = Verifier(
                 redis,
@@ -192,6 +195,44 @@ def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+class NoSuchBatch(UserError):
+    """No batch of that name was recorded (yet)."""
+
+
+class BatchNeverAppeared(UserError):
+    """`--wait --timeout` ran out before the batch was recorded: not settled, exit 3."""
+
+    exit_code = EXIT_JOBS_PENDING
+
+
+async def _batch_appears(redis: Any, keys: Keys, batch: str, patience: float | None) -> Path | None:
+    """`--batch NAME --wait`: the batch's manifest once the batch is recorded. A producer's
+    bare lines become a batch only when a conductor takes the first of them, so right after
+    a push there is no batch yet: wait for it (said once on stderr), within `patience`."""
+    from orchestrator.verify.wait import POLL_INTERVAL
+
+    deadline = None if patience is None else time.monotonic() + patience
+    said = False
+    while True:
+        try:
+            return await _manifest_of(redis, keys, batch)
+        except NoSuchBatch:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise BatchNeverAppeared(
+                    f"gave up waiting after {patience:g} s: no batch named {batch!r} appeared "
+                    "(is a conductor running? see `orchestrator status`)"
+                ) from None
+            if not said:
+                _warn(f"orchestrator: waiting for batch {batch!r} to appear")
+                said = True
+            pause = (
+                POLL_INTERVAL
+                if deadline is None
+                else min(POLL_INTERVAL, deadline - time.monotonic())
+            )
+            await anyio.sleep(max(pause, 0.0))
+
+
 async def _manifest_of(redis: Any, keys: Keys, batch: str) -> Path | None:
     """The manifest a batch was dispatched from, None for an ad-hoc batch; a batch that
     was never recorded is one line, exit 2."""
@@ -199,7 +240,7 @@ async def _manifest_of(redis: Any, keys: Keys, batch: str) -> Path | None:
     if adhoc:
         return None
     if manifest is None:
-        raise UserError(f"no batch named {batch!r} in this Redis (see `orchestrator status`)")
+        raise NoSuchBatch(f"no batch named {batch!r} in this Redis (see `orchestrator status`)")
     path = Path(manifest.decode())
     if not await anyio.Path(path).is_file():
         raise UserError(

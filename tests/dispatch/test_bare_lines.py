@@ -122,3 +122,40 @@ def test_verify_of_an_unknown_batch_is_one_line(stack: StackFactory) -> None:
     assert verified.returncode == 2
     assert verified.stderr.count("\n") == 1
     assert "no batch named 'adhoc:nothing:2020-01-01'" in verified.stderr
+
+
+def test_verify_wait_right_after_a_push_waits_for_the_batch_to_appear(
+    stack: StackFactory,
+) -> None:
+    """A producer's lines become a batch when a conductor takes the first: `verify --batch
+    NAME --wait` started right after the push waits for it (said once), then settles."""
+    run = stack()
+    line = '{"task": "system.echo", "args": [1], "meta": {"batch": "late"}}'
+    push(run, "backlog:default", line)
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "verify", "--batch", "late", "--wait",
+         "--timeout", "60"],
+        env=run.env, cwd=run.directory, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    time.sleep(1.5)  # no conductor yet: no batch
+    assert waiting.poll() is None
+    run.worker("metal", 2)
+    run.conductor()
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, out + err
+    assert err.count("waiting for batch 'late' to appear") == 1
+
+
+def test_verify_wait_gives_up_on_a_batch_that_never_appears_within_its_timeout(
+    stack: StackFactory,
+) -> None:
+    run = stack()
+    verified = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "verify", "--batch", "never", "--wait",
+         "--timeout", "1"],
+        env=run.env, cwd=run.directory, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 3  # not settled, as any --timeout that ran out
+    assert "gave up waiting after 1 s: no batch named 'never' appeared" in verified.stderr
+    assert "Traceback" not in verified.stderr
