@@ -29,6 +29,7 @@ import anyio
 import structlog
 from anyio.abc import Process
 
+from orchestrator.connection import connect
 from orchestrator.errors import ServiceUnavailable, UserError
 from orchestrator.pools import ScalerSettings
 from orchestrator.settings import Settings, redact_url
@@ -129,6 +130,10 @@ async def local_stack(
     try:
         if "redis_url" in settings.model_fields_set:
             url = settings.redis_url
+            # The user's Redis, checked before anything starts (one line, exit 69): not
+            # children that each fail to reach it after the stack said it was ready.
+            async with connect(url, namespace=settings.namespace, name="orchestrator-up"):
+                pass
         else:
             embedded = await _start_redis(plan)
             url = embedded.url

@@ -364,3 +364,22 @@ def test_web_on_a_descriptor_that_is_not_a_listening_socket_is_one_line(tmp_path
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "--fd 0 is not" in done.stderr
+
+
+def test_up_with_an_unreachable_redis_url_says_so_in_one_line_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """Not `ready` first and three failing children after: one line, exit 69 as every other
+    command, and nothing started (no stack recorded)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "up", "--no-web"],
+        env=user_env(REDIS_URL="redis://127.0.0.1:1/0", ORCHESTRATOR_LOG_FORMAT="console"),
+        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 69, done.stdout + done.stderr
+    assert "ready" not in done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("orchestrator: error: cannot reach Redis at redis://127.0.0.1:1/0")
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data" / "stack.json").exists()
