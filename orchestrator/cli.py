@@ -19,6 +19,7 @@ from orchestrator.errors import run_cli
 from orchestrator.logs import configure_logging
 from orchestrator.settings import load_settings
 from orchestrator.stack.record import resolve_redis
+from orchestrator.suggest import SuggestingParser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SuggestingParser(
         prog="orchestrator",
         description=(
             "Hybrid job execution: plan a batch into a manifest, dispatch it to a Redis "

@@ -121,7 +121,9 @@ class Workflow:
 
     def main(self, argv: list[str] | None = None) -> int:
         """`python workflows/<name>/plan.py ...`: the planner on its own."""
-        parser = argparse.ArgumentParser(
+        from orchestrator.suggest import SuggestingParser
+
+        parser = SuggestingParser(
             prog=f"python workflows/{self.name}/plan.py", description=self.summary
         )
         self.configure(parser)
