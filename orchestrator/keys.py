@@ -21,6 +21,12 @@ def backlog_name(raw: str) -> str:
 
     Raises ValueError with a sentence fit for the user when the name cannot be a key.
     """
+    if raw[: len(BACKLOG_PREFIX)].lower() == BACKLOG_PREFIX and not raw.startswith(BACKLOG_PREFIX):
+        # `Backlog:Stress` would become `backlog:Backlog:Stress`, a backlog of its own
+        raise ValueError(
+            f"invalid backlog name {raw!r}: the prefix is lowercase "
+            f"(backlog:{raw[len(BACKLOG_PREFIX) :]})"
+        )
     name = raw if raw.startswith(BACKLOG_PREFIX) else BACKLOG_PREFIX + raw
     if not _BACKLOG_NAME.match(name):
         raise ValueError(

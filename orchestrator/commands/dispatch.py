@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.commands.common import add_common_options, backlog_arg, run_async
 from orchestrator.errors import EXIT_OK
 from orchestrator.job import PRIORITY_MAX, PRIORITY_MIN
-from orchestrator.keys import Keys
+from orchestrator.keys import BACKLOG_PREFIX, Keys
 from orchestrator.settings import Settings
 
 ORDER = 20
@@ -86,6 +86,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
         async with connect(
             settings.redis_url, namespace=settings.namespace, name="orchestrator-dispatch"
         ) as redis:
+            await _warn_if_new(redis, Keys(settings.namespace), options.backlog, settings)
             done = await to(redis)
             if done.queued:
                 await replicated(redis)
@@ -112,6 +113,28 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"queued {job_count(result.queued)} of {where} on {result.backlog}{at}")
     return EXIT_OK
+
+
+async def _warn_if_new(redis: Any, keys: Keys, backlog: str, settings: Settings) -> None:
+    """A backlog neither configured nor ever dispatched to, whose name is one letter or
+    two from a known one, is most often a typo: say so, with that name, before its jobs
+    land there (conductors pick a new backlog up from this dispatch, so they still run,
+    from a stray list). A new name close to none is a new backlog, and says nothing."""
+    import difflib
+    import sys
+
+    known = set(settings.backlogs) | {name.decode() for name in await redis.smembers(keys.backlogs)}
+    if backlog in known:
+        return
+    bare = {name.removeprefix(BACKLOG_PREFIX): name for name in known}
+    typed = backlog.removeprefix(BACKLOG_PREFIX)
+    close = difflib.get_close_matches(typed, sorted(bare), n=1, cutoff=0.75)
+    if close:
+        print(
+            f"orchestrator: warning: {backlog} is a new backlog; did you mean "
+            f"{bare[close[0]]}? (known: {', '.join(sorted(known))})",
+            file=sys.stderr,
+        )
 
 
 def _priority(text: str) -> int:

@@ -344,3 +344,32 @@ def test_a_mistyped_manifest_name_is_one_line_with_the_closest_one(
         "orchestrator: error: manifests/stress_1.jsonl: no such file; "
         "did you mean manifests/stress_01.jsonl?\n"
     )
+
+
+def test_a_mistyped_backlog_is_warned_of_with_the_closest_known_one(
+    run_cli: CliRunner, redis_url: str, tmp_path: Path
+) -> None:
+    """backlog:default is configured; backlog:stress is new (close to no known name: no
+    warning) and known once dispatched to; then backlog:strss is a typo of it."""
+    first = run_cli("dispatch", str(manifest(tmp_path, GOOD)), "--backlog", "stress")
+    assert (first.code, first.err) == (0, "")
+    typo = run_cli(
+        "dispatch", str(manifest(tmp_path, GOOD, name="batch_b_01.jsonl")), "--backlog", "strss"
+    )
+    assert typo.code == 0, typo.err  # queued all the same: conductors learn new backlogs
+    assert typo.err == (
+        "orchestrator: warning: backlog:strss is a new backlog; did you mean backlog:stress? "
+        "(known: backlog:default, backlog:stress)\n"
+    )
+    again = run_cli(
+        "dispatch", str(manifest(tmp_path, GOOD, name="batch_c_01.jsonl")), "--backlog", "strss"
+    )
+    assert again.err == ""  # known now: it has been dispatched to
+
+
+def test_a_backlog_prefix_in_the_wrong_case_is_refused(
+    run_cli: CliRunner, redis_url: str, tmp_path: Path
+) -> None:
+    result = run_cli("dispatch", str(manifest(tmp_path, GOOD)), "--backlog", "Backlog:Stress")
+    assert result.code == 2
+    assert "the prefix is lowercase (backlog:Stress)" in result.err
