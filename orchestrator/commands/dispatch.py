@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.commands.common import add_common_options, backlog_arg, run_async
 from orchestrator.errors import EXIT_OK
 from orchestrator.job import PRIORITY_MAX, PRIORITY_MIN
 from orchestrator.keys import BACKLOG_PREFIX, Keys
 from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestrator.dispatch.manifests import DispatchResult
 
 ORDER = 20
 
@@ -58,7 +61,7 @@ def register(commands: Any) -> None:
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.commands.progress import LineProgress
     from orchestrator.connection import connect, replicated
-    from orchestrator.dispatch.manifests import DispatchResult, dispatch_manifest
+    from orchestrator.dispatch.manifests import dispatch_manifest
     from orchestrator.job import job_count
     from orchestrator.registry import task_registry
 
@@ -90,6 +93,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
             done = await to(redis)
             if done.queued:
                 await replicated(redis)
+                await _warn_if_no_worker_runs(redis, Keys(settings.namespace), settings, done)
             return done
 
     try:
@@ -133,6 +137,35 @@ async def _warn_if_new(redis: Any, keys: Keys, backlog: str, settings: Settings)
         print(
             f"orchestrator: warning: {backlog} is a new backlog; did you mean "
             f"{bare[close[0]]}? (known: {', '.join(sorted(known))})",
+            file=sys.stderr,
+        )
+
+
+async def _warn_if_no_worker_runs(
+    redis: Any, keys: Keys, settings: Settings, done: DispatchResult
+) -> None:
+    """Workers load their tasks when they start: a task added to the code while they run
+    is one no live worker runs, and its jobs wait (parked by the conductor) until one
+    does. Said when workers are up but none announces the task; with no worker at all,
+    `status` and `verify --wait` say it."""
+    import sys
+
+    async with redis.pipeline(transaction=False) as pipe:
+        for pool in settings.pool_names:
+            pipe.hgetall(keys.capacity(pool))
+        counters: list[dict[bytes, bytes]] = await pipe.execute()
+    announced: set[str] = set()
+    for fields in counters:
+        for field, count in fields.items():
+            if field.startswith(b"tasks:") and int(count) > 0:
+                announced.update(field.removeprefix(b"tasks:").decode().split(","))
+    if not announced or "*" in announced:
+        return
+    if missing := sorted(done.tasks - announced):
+        which = ", ".join(missing)
+        print(
+            f"orchestrator: warning: no live worker runs {which}: its jobs wait until one "
+            "does (workers load their tasks when they start: restart them, or `up`)",
             file=sys.stderr,
         )
 

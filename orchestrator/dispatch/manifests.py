@@ -64,6 +64,7 @@ class DispatchResult:
     queued: int  # jobs this call queued (0 when all were queued before)
     dry_run: bool = False
     priority: int | None = None  # `--priority`: every job's level
+    tasks: frozenset[str] = frozenset()  # the tasks its jobs name
 
     @property
     def already_queued(self) -> int:
@@ -105,7 +106,7 @@ async def dispatch_manifest(
                     tasks.start_soon(_discard, receive)
                 else:
                     tasks.start_soon(_stage, redis, staging, receive)
-                total, digest, resolved, levels = await anyio.to_thread.run_sync(
+                total, digest, resolved, levels, named = await anyio.to_thread.run_sync(
                     _validate,
                     path,
                     registry,
@@ -121,7 +122,7 @@ async def dispatch_manifest(
             # The error that started it: a bad line, or Redis going away mid-upload.
             raise first_leaf(group) from None
         if dry_run:
-            return DispatchResult(str(path), batch, backlog, total, 0, True, priority)
+            return DispatchResult(str(path), batch, backlog, total, 0, True, priority, named)
         await _claim(redis, keys, batch, backlog, path, resolved, total, digest, dispatched_at)
         # --priority N: every job on level N's list; else each on its own level's.
         targets = [priority or 0] if priority is not None or not levels else [0, *levels]
@@ -136,7 +137,7 @@ async def dispatch_manifest(
         "dispatched", manifest=str(path), batch=batch, backlog=backlog, total=total,
         queued=queued, priority=priority,
     )  # fmt: skip
-    return DispatchResult(str(path), batch, backlog, total, queued, priority=priority)
+    return DispatchResult(str(path), batch, backlog, total, queued, False, priority, named)
 
 
 def _validate(
@@ -149,21 +150,23 @@ def _validate(
     priority: int | None,
     send: MemoryObjectSendStream[list[bytes]],
     progress: Progress | None,
-) -> tuple[int, str, str, list[int]]:
+) -> tuple[int, str, str, list[int], frozenset[str]]:
     """In a worker thread: validate every line, handing envelopes over chunk by chunk.
-    Returns the count, the digest, the resolved path and the levels other than 0 that
-    lines gave themselves (their staged envelopes are marked `<level>|`); none when
-    `priority` gives every job its level.
+    Returns the count, the digest, the resolved path, the levels other than 0 that
+    lines gave themselves (their staged envelopes are marked `<level>|`; none when
+    `priority` gives every job its level) and the tasks the lines name.
 
     Closing `send` (also on error) tells the uploader that no more chunks come.
     """
     total = 0
     levels: set[int] = set()
+    tasks: set[str] = set()
     encoder = EnvelopeEncoder(batch, dispatched_at, priority)
     try:
         chunk: list[bytes] = []
         for line in read_manifest(path, registry, batch, max_line_bytes, pools=pools):
             envelope = encoder.encode(line.raw, line.job_id, line.derived_id)
+            tasks.add(line.spec["task"])
             if priority is None and "meta" in line.spec and (level := priority_of(line.spec)):
                 envelope = b"%d|%b" % (level, envelope)
                 levels.add(level)
@@ -179,7 +182,7 @@ def _validate(
             total += len(chunk)
     finally:
         anyio.from_thread.run_sync(send.close)  # streams are not thread-safe: close on the loop
-    return total, manifest_digest(path), str(path.resolve()), sorted(levels)
+    return total, manifest_digest(path), str(path.resolve()), sorted(levels), frozenset(tasks)
 
 
 async def _stage(

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import StackFactory
-from tests.live_stack import Stack
+from tests.live_stack import Stack, write_manifest
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="no redis-cli")
 
@@ -159,3 +159,33 @@ def test_verify_wait_gives_up_on_a_batch_that_never_appears_within_its_timeout(
     assert verified.returncode == 3  # not settled, as any --timeout that ran out
     assert "gave up waiting after 1 s: no batch named 'never' appeared" in verified.stderr
     assert "Traceback" not in verified.stderr
+
+
+def test_dispatch_warns_when_no_live_worker_runs_a_task_it_queued(stack: StackFactory) -> None:
+    """A task added to the code while the workers run (they load tasks when they start):
+    the dispatch that knows it says no live worker runs it, and what to do."""
+    run = stack()
+    run.worker("metal", 2)
+    newer = {**run.env}
+    newer["ORCHESTRATOR_TASK_PACKAGES"] = (
+        '["workers.tasks", "tests.fixtures.tasks", "tests.fixtures.sync_tasks"]'
+    )
+    manifest = write_manifest(
+        run.directory / "newer_01.jsonl",
+        [{"task": "sync.nap", "args": [0.01]}, {"task": "system.echo", "args": [1]}],
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "dispatch", str(manifest), "--backlog", "default"],
+        env=newer, cwd=run.directory, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "orchestrator: warning: no live worker runs sync.nap: its jobs wait until one does "
+        "(workers load their tasks when they start: restart them, or `up`)\n"
+    )
+    known = write_manifest(run.directory / "known_01.jsonl", [{"task": "system.echo", "args": [1]}])
+    again = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "dispatch", str(known), "--backlog", "default"],
+        env=newer, cwd=run.directory, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (again.returncode, again.stderr) == (0, "")
