@@ -100,16 +100,25 @@ async def connect(
         ) from None
 
 
-async def replicated(redis: Redis, within: float = REPLICA_WAIT) -> None:
+async def replicated(redis: Redis, mark: str, within: float = REPLICA_WAIT) -> int | None:
     """Wait until the server's replicas have every write made so far (`WAIT`), at most
-    `within` seconds; nothing when it has none. Replication is asynchronous: a write a
-    master acknowledged can be missing on the replica promoted after it dies. Jobs in
-    flight survive that (a lost claim or receipt means a run again: at least once), but
-    a lost dispatch would be jobs nobody knows to send again, so dispatch waits here."""
+    `within` seconds: how many replicas do not have them yet (0: all), None when the
+    server has none. Replication is asynchronous: a write a master acknowledged can be
+    missing on the replica promoted after it dies. Jobs in flight survive that (a lost
+    claim or receipt means a run again: at least once), but a lost dispatch would be
+    jobs nobody knows to send again, so dispatch waits here.
+
+    WAIT counts the writes of the connection it is sent on: so a write to `mark` (a hash
+    field) goes first on the same connection, after every write of the caller's."""
     info = await redis.info("replication")
     replicas = int(info.get("connected_slaves", 0))
-    if replicas:
-        await redis.execute_command("WAIT", replicas, round(within * 1000))  # type: ignore[no-untyped-call]
+    if not replicas:
+        return None
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hset(mark, "replicated_at", str(time.time()))
+        pipe.execute_command("WAIT", replicas, round(within * 1000))
+        _, acknowledged = await pipe.execute()
+    return max(replicas - int(acknowledged), 0)
 
 
 @contextmanager
@@ -191,7 +200,7 @@ def open_pool(
         "health_check_interval": HEALTH_CHECK_INTERVAL, "client_name": name,
     }  # fmt: skip
     if target.kind == "server":
-        if not url.startswith("unix:"):  # a unix socket connection refuses TCP options
+        if not url.lower().startswith("unix:"):  # a unix socket refuses TCP options
             options["socket_keepalive"] = True
         pool = ConnectionPool.from_url(url, **options)
         pool.connection_class = _TUNED.get(pool.connection_class, pool.connection_class)
@@ -210,14 +219,15 @@ def open_pool(
         )  # fmt: skip
         connection = _SentinelSSLConnection if tls else _SentinelConnection
         return topology.SentinelPool(
-            target.service, sentinel, connection_class=connection, **data, **options
+            target.service, sentinel, connection_class=connection, **{**options, **data}
         )
     if namespace is None:
         raise ValueError("a Cluster URL is used for one namespace: the caller must name it")
     host, port = target.nodes[0]
     return topology.PinnedPool(
         target.nodes, namespace, host=host, port=port, parser_class=topology.CLUSTER_PARSER,
-        connection_class=_ClusterSSLConnection if tls else _ClusterConnection, **data, **options,
+        connection_class=_ClusterSSLConnection if tls else _ClusterConnection,
+        **{**options, **data},
     )  # fmt: skip
 
 

@@ -148,7 +148,13 @@ class Settings(BaseSettings):
         try:
             topology.parse(url)
         except ValueError as exc:
-            raise ValueError(f"{exc} (got {redact_url(url)})") from None
+            # the parser's words may quote the URL's parts, a password among them
+            said = str(exc)
+            credentials = url.partition("://")[2].partition("?")[0].rpartition("@")[0]
+            secret = credentials.partition(":")[2]
+            if secret and secret in said:
+                said = said.replace(secret, "***")
+            raise ValueError(f"{said} (got {redact_url(url)})") from None
         return url
 
     @field_validator("backlogs", mode="before")
@@ -284,14 +290,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
 def redact_url(url: str) -> str:
     """The URL with its passwords replaced, fit for logs and error messages (one host
-    or several, as Sentinel and Cluster URLs name; a password in the query too)."""
+    or several, as Sentinel and Cluster URLs name; a password in the query too, and a
+    password holding `/` or `@`). Errs on the side of hiding."""
     scheme, sep, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    credentials, at, hosts = authority.rpartition("@")
+    before_query, mark, query = rest.partition("?")
+    credentials, at, after = before_query.rpartition("@")
     if at and ":" in credentials:
-        authority = credentials.split(":", 1)[0] + ":***@" + hosts
-    path = re.sub(r"((?:^|[?&])(?:sentinel_)?password=)[^&]*", r"\1***", path)
-    return f"{scheme}{sep}{authority}{slash}{path}"
+        before_query = credentials.split(":", 1)[0] + ":***@" + after
+    query = re.sub(r"((?:^|&)[a-z_]*password=)[^&]*", r"\1***", query)
+    return f"{scheme}{sep}{before_query}{mark}{query}"
 
 
 def _describe(exc: ValidationError, source: str) -> str:

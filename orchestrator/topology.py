@@ -22,15 +22,26 @@ import weakref
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
+import structlog
 from redis.asyncio import ConnectionPool
 from redis.asyncio.cluster import ClusterParser, RedisCluster
-from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.connection import AbstractConnection, SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import AskError, ClusterDownError, MovedError, RedisError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    ClusterDownError,
+    MovedError,
+    NoPermissionError,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+log = structlog.get_logger("orchestrator.redis")
 SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # How often each process asks Sentinel who the master is. redis-py 5 asks only when a
@@ -84,7 +95,7 @@ def _parse_multi(scheme: str, rest: str) -> Target:
             raise ValueError("a Cluster URL has no path: a cluster has one database")
     pairs = parse_qsl(query, keep_blank_values=True)
     sentinel_query = {key: value for key, value in pairs if key in _SENTINEL_QUERY}
-    data_query = "&".join(f"{key}={value}" for key, value in pairs if key not in _SENTINEL_QUERY)
+    data_query = urlencode([(key, value) for key, value in pairs if key not in _SENTINEL_QUERY])
     # redis-py's own parser for what the data nodes are given (credentials, TLS options)
     parsed = parse_url(f"{base}://{credentials + '@' if credentials else ''}x/{db}?{data_query}")
     options: dict[str, Any] = {
@@ -93,7 +104,7 @@ def _parse_multi(scheme: str, rest: str) -> Target:
     if not db.isdigit():
         raise ValueError(f"the database must be a number, not {db!r}")
     sentinel_options = {
-        key.removeprefix("sentinel_"): unquote(value) for key, value in sentinel_query.items()
+        key.removeprefix("sentinel_"): value for key, value in sentinel_query.items()
     }
     return Target("sentinel" if sentinel else "cluster", nodes, service, options, sentinel_options)
 
@@ -123,28 +134,37 @@ class SentinelPool(SentinelConnectionPool):
         await super().ensure_connection(connection)
 
     async def _follow(self) -> None:
-        seen = None
         while True:
             await asyncio.sleep(FOLLOW_EVERY)
             try:
                 master = await self.sentinel_manager.discover_master(self.service_name)
             except (RedisError, OSError):
                 continue  # no sentinel answers, or none knows a master: ask again
-            if seen is not None and master != seen:
-                self.master_address = master
-                await self._drop_all()
-            seen = master
+            except Exception:  # a sentinel's odd answer: said, and asked again
+                log.exception("sentinel_answer_unreadable", service=self.service_name)
+                continue
+            self.master_address = master
+            await self._drop_elsewhere(master)
 
-    async def _drop_all(self) -> None:
+    async def _drop_elsewhere(self, master: tuple[str, int]) -> None:
+        """Close every connection, in use or idle, that is not on `master` (one left on
+        a master Sentinel demoted, or one that was connecting while the master moved)."""
         connections = [*self._available_connections, *self._in_use_connections]
+        elsewhere = [
+            each
+            for each in connections
+            if getattr(each, "host", None) is not None
+            and (each.host, int(each.port)) != (master[0], int(master[1]))  # type: ignore[attr-defined]
+        ]
         await asyncio.gather(
-            *(each.disconnect(nowait=True) for each in connections), return_exceptions=True
+            *(each.disconnect(nowait=True) for each in elsewhere), return_exceptions=True
         )
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         if inuse_connections and self._follower is not None:  # closed for good
-            self._follower.cancel()
-            self._follower = None
+            follower, self._follower = self._follower, None
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
             for each in self.sentinel_manager.sentinels:
                 with suppress(RedisError, OSError):
                     await each.aclose()
@@ -180,7 +200,15 @@ class PinnedPool(ConnectionPool):
         if (getattr(connection, "host", None), getattr(connection, "port", None)) != owner:
             await connection.disconnect()  # made, or left idle, before the last re-pin
             connection.host, connection.port = owner  # type: ignore[attr-defined]
-        await super().ensure_connection(connection)
+        try:
+            await super().ensure_connection(connection)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # The owner died (a replica promoted in its place sends no MOVED) or moved:
+            # the next connection asks the cluster again, the old owner among the seeds.
+            self.owner = None
+            if owner not in self.seeds:
+                self.seeds = (*self.seeds, owner)
+            raise
 
     def pin(self, owner: tuple[str, int]) -> None:
         self.owner = owner
@@ -197,6 +225,7 @@ class PinnedPool(ConnectionPool):
             for key, value in self.connection_kwargs.items()
             if key in _CLUSTER_CLIENT_OPTIONS
         }
+        options["ssl"] = issubclass(self.connection_class, SSLConnection)
         last: Exception | None = None
         for host, port in self.seeds:
             cluster = RedisCluster(host=host, port=port, require_full_coverage=False, **options)
@@ -204,6 +233,8 @@ class PinnedPool(ConnectionPool):
                 await cluster.initialize()
                 node = cluster.get_node_from_key("{" + self.namespace + "}")
                 return str(node.host), int(node.port)
+            except (AuthenticationError, NoPermissionError):
+                raise  # said as what it is, not as an unreachable cluster
             except (RedisError, OSError) as exc:
                 last = exc
             finally:
@@ -214,7 +245,8 @@ class PinnedPool(ConnectionPool):
 
 _CLUSTER_CLIENT_OPTIONS = {
     "username", "password", "socket_timeout", "socket_connect_timeout", "ssl_cert_reqs",
-    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname",
+    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname", "ssl_password",
+    "ssl_ca_path", "ssl_ca_data",
 }  # fmt: skip
 
 

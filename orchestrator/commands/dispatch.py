@@ -60,7 +60,7 @@ def register(commands: Any) -> None:
 
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.commands.progress import LineProgress
-    from orchestrator.connection import connect, replicated
+    from orchestrator.connection import connect
     from orchestrator.dispatch.manifests import dispatch_manifest
     from orchestrator.job import job_count
     from orchestrator.registry import task_registry
@@ -92,7 +92,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
             await _warn_if_new(redis, Keys(settings.namespace), options.backlog, settings)
             done = await to(redis)
             if done.queued:
-                await replicated(redis)
+                await _confirm_replicated(redis, Keys(settings.namespace), done.batch)
                 await _warn_if_no_worker_runs(redis, Keys(settings.namespace), settings, done)
             return done
 
@@ -137,6 +137,30 @@ async def _warn_if_new(redis: Any, keys: Keys, backlog: str, settings: Settings)
         print(
             f"orchestrator: warning: {backlog} is a new backlog; did you mean "
             f"{bare[close[0]]}? (known: {', '.join(sorted(known))})",
+            file=sys.stderr,
+        )
+
+
+async def _confirm_replicated(redis: Any, keys: Keys, batch: str) -> None:
+    """The jobs are queued: waiting for the replicas to have them is a safeguard, said
+    when it falls short, never a failure of the dispatch (running it again is safe)."""
+    import sys
+
+    from redis.exceptions import RedisError
+
+    from orchestrator.connection import REPLICA_WAIT, replicated
+
+    try:
+        behind = await replicated(redis, keys.batch(batch))
+    except RedisError as exc:
+        behind, why = -1, f": {exc}"
+    else:
+        why = ""
+    if behind:
+        print(
+            f"orchestrator: warning: the jobs are queued, but not yet on every replica "
+            f"after {REPLICA_WAIT:g} s{why}: a failover now could lose them "
+            "(dispatching again is safe)",
             file=sys.stderr,
         )
 

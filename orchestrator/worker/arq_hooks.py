@@ -145,6 +145,7 @@ class WakeableWorker(Worker):
         # What the last start left for want of a slot: claimed as soon as one is free.
         self._left: list[str] = []
         self._starting: set[asyncio.Task[None]] = set()
+        self._starting_one = asyncio.Lock()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Start the jobs read, in order, as slots allow: wait for a free slot as arq
@@ -153,9 +154,18 @@ class WakeableWorker(Worker):
         await self._start([job_id.decode() for job_id in job_ids])
 
     async def _start(self, pending: list[str]) -> None:
+        """One start at a time (the poll's, or the one a slot given back begins), so that
+        whether nothing else runs (`idle`, for a suspect) is true when the claim is made."""
+        async with self._starting_one:
+            await self._start_in_turn(pending)
+
+    async def _start_in_turn(self, pending: list[str]) -> None:
         self._left = []
         while pending and self._alone is None:
             await self.sem.acquire()  # waits while every slot is taken, as arq's does
+            if not self.allow_pick_jobs:  # a stop began, or this worker was given up
+                self.sem.release()
+                return
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
                 self._full = True  # jobs read and left for want of a slot: see below
@@ -347,6 +357,13 @@ class WakeableWorker(Worker):
             starting.add_done_callback(self._starting.discard)
         else:
             self._wake.set()
+
+    def abandon(self) -> None:
+        """This worker is given up (Redis went away; the process starts another): it
+        claims nothing more, whatever its jobs' ends give back."""
+        self.allow_pick_jobs = False
+        for starting in list(self._starting):
+            starting.cancel()
 
     async def _start_left(self, left: list[str]) -> None:
         try:

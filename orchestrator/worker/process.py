@@ -202,6 +202,8 @@ async def _work(
         if state.stopping:
             break  # the drain goes on without arq's loop, in `_wind_down`
         stop.worker = None
+        if isinstance(worker, WakeableWorker):
+            worker.abandon()  # a job's end must not start another on this worker
         for running in worker.tasks.values():
             running.cancel()
             running.add_done_callback(_seen)  # their ends fail too; nobody reaps them

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.settings import redact_url
+from orchestrator.errors import ConfigError
+from orchestrator.settings import load_settings, redact_url
 from orchestrator.topology import parse
 
 
@@ -55,3 +56,20 @@ def test_passwords_never_reach_a_log_line() -> None:
         redact_url("unix:///tmp/r.sock?db=0&password=pw") == "unix:///tmp/r.sock?db=0&password=***"
     )
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert redact_url("redis://localhost:6379?password=s") == "redis://localhost:6379?password=***"
+    assert redact_url("rediss://h/0?ssl_password=kp") == "rediss://h/0?ssl_password=***"
+    assert redact_url("redis://app:Zm9v/YmFy@host/0") == "redis://app:***@host/0"
+    assert redact_url("redis://app:p@ss@host/0") == "redis://app:***@host/0"
+
+
+def test_a_refused_url_never_shows_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis+sentinel://app:Zm9v@h1:1/m/x")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "Zm9v" not in str(refused.value)
+
+
+def test_query_values_are_decoded_once() -> None:
+    target = parse("redis+sentinel://h:1/m?password=x%26y&sentinel_password=a%2541")
+    assert target.options["password"] == "x&y"
+    assert target.sentinel_options == {"password": "a%41"}
