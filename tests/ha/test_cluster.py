@@ -38,7 +38,7 @@ def stack_on(cluster: Cluster, namespace: str, directory: Path) -> Stack:
 def test_two_namespaces_on_two_masters_each_verify_their_batch(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    first, second = cluster.nodes[0].port, cluster.nodes[1].port
+    first, second, _ = cluster.masters()
     names = [cluster.namespace_on(first, "a"), cluster.namespace_on(second, "b")]
     assert cluster.owner(names[0]) != cluster.owner(names[1])
     runs = [stack_on(cluster, name, tmp_path / name) for name in names]
@@ -67,7 +67,7 @@ def test_two_namespaces_on_two_masters_each_verify_their_batch(
 
 
 def test_a_namespace_resharded_mid_batch_follows_its_slot(cluster: Cluster, tmp_path: Path) -> None:
-    source, target = cluster.nodes[1].port, cluster.nodes[2].port
+    _, source, target = cluster.masters()
     name = cluster.namespace_on(source, "r", lowest=True)
     run = stack_on(cluster, name, tmp_path / name)
     try:
@@ -91,3 +91,36 @@ def test_a_namespace_resharded_mid_batch_follows_its_slot(cluster: Cluster, tmp_
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         run.stop()
+
+
+def test_a_namespace_whose_master_dies_follows_the_promoted_replica(tmp_path: Path) -> None:
+    """Three masters with a replica each; the master of the namespace's slot is SIGKILLed
+    mid-batch. The replica promoted in its place sends no MOVED: the services find the
+    new owner by asking the cluster again, and the batch ends all succeeded."""
+    cluster = Cluster(tmp_path / "redis", replicas=True)
+    cluster.start()
+    try:
+        master = cluster.masters()[0]
+        name = cluster.namespace_on(master, "f")
+        run = stack_on(cluster, name, tmp_path / name)
+        try:
+            run.worker("metal", 4)
+            run.conductor()
+            sleepers = [{"task": "system.sleep", "args": [0.2]} for _ in range(80)]
+            run.dispatch(write_manifest(run.directory / "promoted_01.jsonl", sleepers))
+            until(lambda: len(run.receipts("promoted_01")) >= 10, "10 jobs done", 60)
+            cluster.server(master).kill()
+            until(lambda: cluster.owner(name) != master, "a replica promoted", 60)
+            run.redis.close()
+            run.redis = redis.Redis(port=cluster.owner(name))
+
+            def settled() -> bool:
+                done = [r for r in run.receipts("promoted_01") if r["status"] == "succeeded"]
+                return len(done) == 80
+
+            until(settled, "all 80 jobs succeeded on the promoted replica", 120)
+            assert all(process.poll() is None for process in run.processes), "a service exited"
+        finally:
+            run.stop()
+    finally:
+        cluster.stop()

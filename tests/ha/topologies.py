@@ -113,13 +113,14 @@ class SentinelSet:
 
 
 class Cluster:
-    """Three masters, no replicas, every slot covered."""
+    """Three masters (and a replica of each when `replicas`), every slot covered."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, replicas: bool = False) -> None:
         cluster = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        self.replicas = replicas
         self.nodes = [
             RedisServer(directory / f"node-{n}", extra=(*cluster, "--cluster-node-timeout", "2000"))
-            for n in range(3)
+            for n in range(6 if replicas else 3)
         ]
 
     def start(self) -> Cluster:
@@ -129,14 +130,41 @@ class Cluster:
         cli = shutil.which("redis-cli")
         assert cli, "redis-cli is needed to create a cluster (it ships with redis-server)"
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas",
+             "1" if self.replicas else "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         for node in self.nodes:
             client = redis.Redis(port=node.port, decode_responses=True)
             until(lambda c=client: c.cluster("info")["cluster_state"] == "ok", "cluster_state ok")
+            if self.replicas:  # a replica that never synced cannot be promoted
+                until(
+                    lambda c=client: (
+                        c.info("replication")["role"] == "master"
+                        or c.info("replication")["master_link_status"] == "up"
+                    ),
+                    "each replica in sync",
+                )
             client.close()
         return self
+
+    def slots(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, master port) as a live node says them."""
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            try:
+                with redis.Redis(port=node.port, decode_responses=True, socket_timeout=2) as c:
+                    return [
+                        (int(start), int(end), int(master[1]))
+                        for start, end, master, *_ in c.execute_command("CLUSTER SLOTS")
+                    ]
+            except (redis.RedisError, OSError):
+                continue
+        raise AssertionError("no live node answers")
+
+    def masters(self) -> list[int]:
+        return sorted({port for _, _, port in self.slots()})
 
     @property
     def url(self) -> str:
@@ -145,10 +173,9 @@ class Cluster:
     def owner(self, namespace: str) -> int:
         """The port of the master that serves the namespace's slot now."""
         slot = key_slot(("{" + namespace + "}").encode())
-        with redis.Redis(port=self.nodes[0].port, decode_responses=True) as client:
-            for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
-                if int(start) <= slot <= int(end):
-                    return int(master[1])
+        for start, end, port in self.slots():
+            if start <= slot <= end:
+                return port
         raise AssertionError(f"slot {slot} is not served")
 
     def node_id(self, port: int) -> str:
@@ -158,12 +185,7 @@ class Cluster:
     def namespace_on(self, port: int, prefix: str, *, lowest: bool = False) -> str:
         """A namespace whose slot the master at `port` serves (its lowest slot: the one
         `redis-cli --cluster reshard --cluster-slots 1` moves first)."""
-        with redis.Redis(port=self.nodes[0].port, decode_responses=True) as client:
-            ranges = [
-                (int(start), int(end))
-                for start, end, master, *_ in client.execute_command("CLUSTER SLOTS")
-                if int(master[1]) == port
-            ]
+        ranges = [(start, end) for start, end, master in self.slots() if master == port]
         for number in range(200_000):
             name = f"{prefix}{number}"
             slot = key_slot(("{" + name + "}").encode())
@@ -172,6 +194,9 @@ class Cluster:
             if not lowest and any(start <= slot <= end for start, end in ranges):
                 return name
         raise AssertionError("no namespace found for that node")
+
+    def server(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
 
     def reshard_one(self, source: int, target: int) -> None:
         """Move the lowest slot of `source` (with its keys) to `target`, as an operator
