@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import anyio
 import structlog
 
 from orchestrator.commands.common import add_common_options, positive_int, run_async
-from orchestrator.errors import EXIT_FAILURE, EXIT_OK
+from orchestrator.errors import EXIT_FAILURE, EXIT_OK, UserError
 from orchestrator.settings import Settings, redact_url
 from orchestrator.stack.local import (
     DEFAULT_REDIS_PORT,
@@ -23,6 +24,8 @@ from orchestrator.stack.local import (
     with_local_scaler,
 )
 from orchestrator.web.access import token_for
+
+TOKEN_FILE = "web-token"  # in the data directory, beside stack.json
 
 ORDER = 80
 log = structlog.get_logger("orchestrator.up")
@@ -75,17 +78,44 @@ def register(commands: Any) -> None:
     up.set_defaults(command=_up, service=True, uses_stack=False)
 
 
+def kept_token(data_dir: Path, made: str) -> str:
+    """The dashboard token `up` keeps in `<data_dir>/web-token` (readable by its owner
+    only), made on the first `up` and the same on every later one: so a page left open,
+    which keeps the token it was opened with, still acts after `up` restarts. Before the
+    stack starts, so plain file I/O."""
+    path = data_dir / TOKEN_FILE
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    except OSError as exc:
+        raise UserError(f"cannot read the dashboard token {path}: {exc}") from None
+    if kept:
+        return kept
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(made + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot keep the dashboard token in {path}: {exc}") from None
+    return made
+
+
 def _up(options: argparse.Namespace, settings: Settings) -> int:
     env: dict[str, str] = {}
     if options.elastic:
         settings, env = with_local_scaler(settings, "cloud", options.cloud)
     web, made_up = None, False
+    data_dir = options.data_dir or settings.data_dir
     if not options.no_web:
         token, made_up = token_for(settings, "127.0.0.1")
-        web = WebPlan(token, port=options.web_port)
+        if made_up:  # kept with the stack's data: a tab left open survives a restart
+            token = kept_token(data_dir, token)
+        web = WebPlan(token, port=options.web_port, shown=made_up)
     plan = StackPlan(
         concurrency={"metal": options.metal, "cloud": options.cloud},
-        data_dir=options.data_dir or settings.data_dir,
+        data_dir=data_dir,
         redis_port=options.redis_port,
         env=env,
         web=web,

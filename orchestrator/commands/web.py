@@ -46,6 +46,12 @@ def register(commands: Any) -> None:
         "--port then only say what it is bound to",
     )
     web.add_argument(
+        "--show-token",
+        action="store_true",
+        help="print the URL to open with the token in it even when the token was given "
+        "(`orchestrator up` gives its dashboard the token it keeps with the stack's data)",
+    )
+    web.add_argument(
         "--interval",
         type=_seconds,
         default=0.5,
@@ -68,6 +74,7 @@ def _web(options: argparse.Namespace, settings: Settings) -> int:
             interval=options.interval,
             source=getattr(options, "redis_source", None),
             fd=options.fd,
+            show_token=options.show_token,
         )
 
     run_async(run)

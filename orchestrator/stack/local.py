@@ -68,6 +68,7 @@ class WebPlan:
     token: str
     host: str = "127.0.0.1"
     port: int | None = None  # None: DEFAULT_WEB_PORT when free, else any free port
+    shown: bool = False  # the token is the stack's own (not the user's): in the URL printed
 
 
 # The scaler `up --elastic` and `demo` give a pool that has none: cloud workers of this
@@ -210,6 +211,8 @@ async def _start_web(
     with sock:
         port = sock.getsockname()[1]
         args = ["web", "--host", web.host, "--port", str(port), "--fd", str(sock.fileno())]
+        if web.shown:
+            args.append("--show-token")
         env = {**env, "ORCHESTRATOR_WEB_TOKEN": web.token}
         process = await _spawn(args, env, output, pass_fds=(sock.fileno(),))
     host = f"[{web.host}]" if ":" in web.host else web.host

@@ -60,6 +60,7 @@ async def serve(
     interval: float = REFRESH,
     source: RedisSource | None = None,
     fd: int | None = None,
+    show_token: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers: open pages get STOP_WITHIN).
 
@@ -67,7 +68,7 @@ async def serve(
     served as it is; else one bound here on `host:port`."""
     token, made_up = token_for(settings, host)
     sock = inherited(fd) if fd is not None else listen(host, port)
-    access = Access(host, sock.getsockname()[1], token, made_up)
+    access = Access(host, sock.getsockname()[1], token, made_up or show_token)
     async with connect(
         settings.redis_url, namespace=settings.namespace, name="orchestrator-web"
     ) as redis:
@@ -84,7 +85,7 @@ async def serve(
             "web_started",
             url=access.url,
             hint="open the URL printed on stdout"
-            if made_up
+            if access.token_made_up
             else "actions ask for ORCHESTRATOR_WEB_TOKEN",
         )
         print(f"dashboard: {access.shown_url}", flush=True)

@@ -383,3 +383,37 @@ def test_up_with_an_unreachable_redis_url_says_so_in_one_line_before_anything_st
     assert errors[0].startswith("orchestrator: error: cannot reach Redis at redis://127.0.0.1:1/0")
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data" / "stack.json").exists()
+
+
+def test_up_prints_the_dashboard_url_with_its_token_and_keeps_the_token_across_restarts(
+    tmp_path: Path,
+) -> None:
+    """A plain `dashboard: …#token=…` line (not only inside a JSON log line), and the same
+    token after a restart, so a tab left open still acts."""
+
+    def dashboard_line() -> str:
+        def printed() -> str | None:
+            for line in (tmp_path / "up.log").read_text().splitlines():
+                if line.startswith("dashboard: ") and "#token=" in line:
+                    return line
+            return None
+
+        wait_until(printed)
+        line = printed()
+        assert line is not None
+        return line
+
+    first = start_up(tmp_path, "--metal", "1", "--cloud", "1", "--web-port", str(free_port()))
+    try:
+        token = dashboard_line().split("#token=")[1]
+    finally:
+        stop(first)
+    kept = tmp_path / "data" / "web-token"
+    assert kept.read_text().strip() == token
+    assert kept.stat().st_mode & 0o777 == 0o600
+    (tmp_path / "up.log").write_text("")
+    again = start_up(tmp_path, "--metal", "1", "--cloud", "1", "--web-port", str(free_port()))
+    try:
+        assert dashboard_line().split("#token=")[1] == token
+    finally:
+        stop(again)

@@ -119,7 +119,7 @@ function takeTokenFromUrl() {
 }
 
 function askToken() {
-  const given = prompt("The dashboard token (printed by `orchestrator web`, or ORCHESTRATOR_WEB_TOKEN):");
+  const given = prompt("The dashboard token: in the URL `orchestrator up` (or `orchestrator web`) printed, after #token=; or your ORCHESTRATOR_WEB_TOKEN");
   if (given !== null && given.trim()) localStorage.setItem(TOKEN_KEY, given.trim());
   return localStorage.getItem(TOKEN_KEY);
 }
