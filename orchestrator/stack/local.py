@@ -141,6 +141,7 @@ async def local_stack(
         env = {**os.environ, **plan.env, "REDIS_URL": url}
         if embedded is not None:  # else the URL is the user's, from where they set it
             env |= origin_given(url, f"{plan.started_by}, its embedded Redis")
+        _say_how_pools_are_served(settings, plan)
         children["conductor"] = await _spawn(["conductor"], env, plan.output)
         for pool in settings.ordered_pools:
             # A pool with a scaler gets its workers from it (the conductor's), not here.
@@ -168,6 +169,32 @@ async def local_stack(
                 await anyio.to_thread.run_sync(embedded.stop)
             await anyio.to_thread.run_sync(lock.release)
             log.info("stack_stopped")
+
+
+def _say_how_pools_are_served(settings: Settings, plan: StackPlan) -> None:
+    """One line: each pool and what serves it here (workers `up` starts, its scaler, or
+    nothing); a warning for a pool nothing serves (most often a `[[pools]]` list in
+    orchestrator.toml that left a default pool out, or `--metal`/`--cloud` unset)."""
+    served: dict[str, str] = {}
+    for pool in settings.ordered_pools:
+        slots = plan.concurrency.get(pool.name, 0)
+        if pool.scaler is not None:
+            scaler = pool.scaler
+            served[pool.name] = (
+                f"scaler, up to {scaler.max_workers} x {scaler.slots_per_worker} slots"
+            )
+        elif slots > 0:
+            served[pool.name] = f"a worker of {slots} slot{'s' if slots != 1 else ''}"
+        else:
+            served[pool.name] = "nothing"
+    log.info("pools", **served)
+    for name, how in served.items():
+        if how == "nothing":
+            log.warning(
+                "pool_unserved", pool=name,
+                hint="no worker serves it here, so its jobs wait: give it a [pools.scaler], "
+                f"or start one (orchestrator worker --pool {name})",
+            )  # fmt: skip
 
 
 async def _start_redis(plan: StackPlan) -> RedisServer:

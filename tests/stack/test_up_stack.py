@@ -417,3 +417,25 @@ def test_up_prints_the_dashboard_url_with_its_token_and_keeps_the_token_across_r
         assert dashboard_line().split("#token=")[1] == token
     finally:
         stop(again)
+
+
+def test_up_says_how_each_pool_is_served_and_warns_of_one_nothing_serves(tmp_path: Path) -> None:
+    """A `[[pools]]` list in orchestrator.toml replaces the defaults; a pool `up` starts
+    no worker for, with no scaler, is said at start, not discovered by jobs that wait."""
+    (tmp_path / "orchestrator.toml").write_text(
+        '[[pools]]\nname = "metal"\norder = 0\n\n[[pools]]\nname = "cloud"\norder = 1\n\n'
+        '[[pools]]\nname = "gpu"\norder = 2\n'
+    )
+    up = start_up(tmp_path, "--metal", "1", "--cloud", "1", "--no-web")
+    try:
+        pools = wait_for_event(tmp_path / "up.log", "pools")
+        unserved = wait_for_event(tmp_path / "up.log", "pool_unserved")
+    finally:
+        stop(up)
+    assert (pools["metal"], pools["cloud"], pools["gpu"]) == (
+        "a worker of 1 slot",
+        "a worker of 1 slot",
+        "nothing",
+    )
+    assert unserved["pool"] == "gpu"
+    assert "orchestrator worker --pool gpu" in unserved["hint"]
