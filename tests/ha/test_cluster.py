@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.ha.topologies import Cluster, until
+from tests.ha.topologies import Cluster, until, until_all_succeeded
 from tests.live_stack import Stack, write_manifest
 
 pytestmark = pytest.mark.chaos
@@ -81,11 +81,7 @@ def test_a_namespace_resharded_mid_batch_follows_its_slot(cluster: Cluster, tmp_
         run.redis.close()
         run.redis = redis.Redis(port=target)
 
-        def settled() -> bool:
-            done = [r for r in run.receipts("moved_01") if r["status"] == "succeeded"]
-            return len(done) == 80
-
-        until(settled, "all 80 jobs succeeded on the new owner", 90)
+        until_all_succeeded(run, "moved_01", 80, "on the new owner", 90)
         assert all(process.poll() is None for process in run.processes), "a service exited"
         done = run.command("verify", "--batch", "moved_01")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -114,11 +110,7 @@ def test_a_namespace_whose_master_dies_follows_the_promoted_replica(tmp_path: Pa
             run.redis.close()
             run.redis = redis.Redis(port=cluster.owner(name))
 
-            def settled() -> bool:
-                done = [r for r in run.receipts("promoted_01") if r["status"] == "succeeded"]
-                return len(done) == 80
-
-            until(settled, "all 80 jobs succeeded on the promoted replica", 120)
+            until_all_succeeded(run, "promoted_01", 80, "on the promoted replica", 120)
             assert all(process.poll() is None for process in run.processes), "a service exited"
         finally:
             run.stop()

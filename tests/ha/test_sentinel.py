@@ -16,7 +16,7 @@ import redis
 
 from orchestrator.connection import connect
 from orchestrator.settings import load_settings
-from tests.ha.topologies import SentinelSet, until
+from tests.ha.topologies import SentinelSet, until, until_all_succeeded
 from tests.live_stack import Stack, write_manifest
 
 pytestmark = pytest.mark.chaos
@@ -38,10 +38,7 @@ def test_a_batch_outlives_the_master_through_a_sentinel_url(
     assert sentinels.replica is not None
     # A shared rate limit too: its bucket lives in Redis and must carry on after the switch.
     limits = {"task:system.sleep": {"rate": 30, "burst": 5}}
-    run = Stack(sentinels.master.url, namespace, tmp_path, {"rate_limits": limits})
-    run.env["REDIS_URL"] = sentinels.url  # every process and command: only the sentinels
-    run.redis.close()
-    run.redis = sentinels.client()  # the test's own view, following the master too
+    run = sentinels.stack(namespace, tmp_path, {"rate_limits": limits})
     try:
         run.worker("metal", 4)
         run.worker("metal", 4)
@@ -60,11 +57,7 @@ def test_a_batch_outlives_the_master_through_a_sentinel_url(
         until(lambda: sentinels.master_port() == sentinels.replica.port, "a promotion", 60)
         promoted = time.time()
 
-        def settled() -> bool:
-            done = [r for r in run.receipts("failover_01") if r["status"] == "succeeded"]
-            return len(done) == JOBS
-
-        until(settled, f"all {JOBS} jobs succeeded after the failover", 120)
+        until_all_succeeded(run, "failover_01", JOBS, "after the failover", 120)
         receipts = run.receipts("failover_01")
         assert {r["status"] for r in receipts} == {"succeeded"}
         assert all(process.poll() is None for process in run.processes), "a service exited"
@@ -145,10 +138,7 @@ def test_receipts_lost_with_the_master_mean_runs_again_never_lost_jobs(
     succeeded."""
     assert sentinels.replica is not None
     replica = redis.Redis(port=sentinels.replica.port)
-    run = Stack(sentinels.master.url, namespace, tmp_path, {})
-    run.env["REDIS_URL"] = sentinels.url
-    run.redis.close()
-    run.redis = sentinels.client()
+    run = sentinels.stack(namespace, tmp_path, {})
     try:
         workers = [run.worker("metal", 4), run.worker("metal", 4)]
         run.conductor()
@@ -167,11 +157,7 @@ def test_receipts_lost_with_the_master_mean_runs_again_never_lost_jobs(
             kept = promoted.hlen(run.keys.receipts("stale_01"))
         assert kept < written  # the receipts written while the replica was frozen: lost
 
-        def settled() -> bool:
-            done = [r for r in run.receipts("stale_01") if r["status"] == "succeeded"]
-            return len(done) == JOBS
-
-        until(settled, f"all {JOBS} jobs succeeded on the stale replica", 120)
+        until_all_succeeded(run, "stale_01", JOBS, "on the stale replica", 120)
         assert all(process.poll() is None for process in run.processes), "a service exited"
         runs = sum(len(run.events(worker, "job_succeeded")) for worker in workers)
         assert runs >= JOBS + (written - kept)  # each lost receipt's job ran again

@@ -11,12 +11,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 import redis.sentinel
 from redis.crc import key_slot
 
 from orchestrator.stack.redis_server import RedisServer, find_redis_server, free_port
+from tests.live_stack import Stack
 
 SERVICE = "mymaster"
 
@@ -32,6 +34,17 @@ def until(condition: Callable[[], object], what: str, timeout: float = 30) -> No
             pass
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def until_all_succeeded(run: Stack, batch: str, count: int, where: str, timeout: float) -> None:
+    """Until `count` receipts of `batch` say succeeded (errors while Redis moves count as
+    not yet), read through the test's client of the new master."""
+
+    def settled() -> bool:
+        done = [r for r in run.receipts(batch) if r["status"] == "succeeded"]
+        return len(done) == count
+
+    until(settled, f"all {count} jobs succeeded {where}", timeout)
 
 
 class SentinelSet:
@@ -94,6 +107,15 @@ class SentinelSet:
             if address:
                 return int(address[1])
         return None
+
+    def stack(self, namespace: str, directory: Path, settings: dict[str, Any]) -> Stack:
+        """A stack whose every process and command knows only the sentinels' URL; the
+        test's own client follows the master too."""
+        run = Stack(self.master.url, namespace, directory, settings)
+        run.env["REDIS_URL"] = self.url
+        run.redis.close()
+        run.redis = self.client()
+        return run
 
     def client(self) -> redis.Redis:
         """A test's own client of whichever server is master now."""
