@@ -35,6 +35,7 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoPermissionError,
+    RedisClusterException,
     RedisError,
     TryAgainError,
 )
@@ -235,8 +236,8 @@ class PinnedPool(ConnectionPool):
                 return str(node.host), int(node.port)
             except (AuthenticationError, NoPermissionError):
                 raise  # said as what it is, not as an unreachable cluster
-            except (RedisError, OSError) as exc:
-                last = exc
+            except (RedisError, RedisClusterException, OSError) as exc:
+                last = exc  # that seed is down (or not a cluster node): the next one
             finally:
                 with suppress(RedisError, OSError):
                     await cluster.aclose()
