@@ -41,6 +41,7 @@ from orchestrator.scripts import script
 from orchestrator.settings import Settings
 
 QUEUED_CHUNK = 200  # jobs per cancel_queued call
+SWEEP_PASSES = 3  # sweeps of the conductor-side places, until one finds nothing
 SCAN_CHUNK = 5000  # items read per call while looking for a job by id
 POLL = 0.05  # seconds between looks while waiting for workers
 # Where a cancelled job was found, as `cancel` reports it.
@@ -73,13 +74,14 @@ class CancelReport:
     finished: dict[str, str] = field(default_factory=dict)  # job id → its final status
     removed: Counter[str] = field(default_factory=Counter)
     claimed: int = 0  # claimed by a worker: ended by its check before starting
+    on_the_way: int = 0  # ended by the conductor's own check while moving between places
     stopped: int = 0  # running jobs stopped (with `running`)
     still_running: list[str] = field(default_factory=list)  # not stopped within the wait
     left_running: int = 0  # running jobs left to finish (without `running`)
 
     @property
     def cancelled(self) -> int:
-        return self.removed.total() + self.claimed
+        return self.removed.total() + self.claimed + self.on_the_way
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class CancelReport:
             "cancelled": self.cancelled,
             "removed": {place: self.removed[place] for place in PLACES},
             "claimed": self.claimed,
+            "on_the_way": self.on_the_way,
             "stopped": self.stopped,
             "still_running": self.still_running,
             "left_running": self.left_running,
@@ -116,15 +119,17 @@ class Canceller:
             raise await unknown_batch(self.redis, self.keys, unknown[0], "nothing was cancelled")
         now = time.time()
         report = CancelReport(batches=names, jobs=[])
+        target = Target(batches=tuple(names))
+        before = await self._marked(target)
         async with self.redis.pipeline(transaction=True) as pipe:
             for name in names:
                 pipe.hsetnx(self.keys.batch(name), "cancelled_at", f"{now:.6f}")
             marked = await pipe.execute()
         report.already = [name for name, new in zip(names, marked, strict=True) if not new]
-        target = Target(batches=tuple(names))
         await self._sweep(target, report, now)
         stops = dict.fromkeys(names, f"{now:.6f}") if running else {}
         await self._settle(target, report, stops, wait=wait)
+        await self._count_on_the_way(target, report, before)
         return report
 
     async def jobs(self, ids: Sequence[str], *, running: bool, wait: float) -> CancelReport:
@@ -147,16 +152,18 @@ class Canceller:
                 report.finished[job_id] = status
         pairs = tuple((batch, job_id) for job_id, batch in located.items())
         now = time.time()
+        target = Target(jobs=pairs)
+        before = await self._marked(target)
         async with self.redis.pipeline(transaction=True) as pipe:
             for batch, job_id in pairs:
                 # A placeholder until the job is found: whoever finds it stores its envelope.
                 pipe.hsetnx(self.keys.cancelled(batch), job_id, "")
             await pipe.execute()
         if pairs:
-            target = Target(jobs=pairs)
             await self._sweep(target, report, now)
             stops = {f"{b} {j}": f"{now:.6f}" for b, j in pairs} if running else {}
             await self._settle(target, report, stops, wait=wait)
+            await self._count_on_the_way(target, report, before)
         return report
 
     # --- the sweep --------------------------------------------------------------------
@@ -189,14 +196,32 @@ class Canceller:
         return places
 
     async def _sweep(self, target: Target, report: CancelReport, now: float) -> None:
+        """Jobs do not flow one way: a conductor takes a job off a backlog into its
+        processing list and may then park it (waiting, no_worker, deferred, ready) to take
+        it back later. One pass in flow order can miss a job that moves behind it, so the
+        conductor-side places are swept again until a pass finds nothing (the mark still
+        stops a job missed; the passes make it prompt and counted)."""
         sweep = script(self.redis, "cancel_sweep")
-        for place, kind, key in await self._places():
-            for batch in target.batches or ("",):
-                removed = await sweep(
-                    keys=[key],
-                    args=[kind, self.keys.root, now, _QUEUED_ERROR, *target.sweep_args(batch)],
-                )
-                report.removed[place] += int(removed)
+        for _ in range(SWEEP_PASSES):
+            found = 0
+            for place, kind, key in await self._places():
+                for batch in target.batches or ("",):
+                    removed = int(
+                        await sweep(
+                            keys=[key],
+                            args=[
+                                kind,
+                                self.keys.root,
+                                now,
+                                _QUEUED_ERROR,
+                                *target.sweep_args(batch),
+                            ],
+                        )
+                    )
+                    report.removed[place] += removed
+                    found += removed
+            if not found:
+                break
         for pool in self.settings.ordered_pools:
             queue = pool.queue or self.keys.pool_queue(pool.name)
             report.removed["pool_queue"] += await self._sweep_queue(pool.name, queue, target, now)
@@ -260,6 +285,24 @@ class Canceller:
                 report.still_running.append(job[1])
             elif status == "running":
                 report.left_running += 1
+
+    async def _marked(self, target: Target) -> int:
+        """How many of the target's jobs hold a cancelled envelope (every path that cancels
+        a job stores one): read before and after, the difference counts the jobs cancelled
+        by this call, those that the conductor's own check ended on their way included."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch in target.batches:
+                pipe.hlen(self.keys.cancelled(batch))
+            for batch, job_id in target.jobs:
+                pipe.hget(self.keys.cancelled(batch), job_id)
+            replies = await pipe.execute()
+        counts = replies[: len(target.batches)]
+        values = replies[len(target.batches) :]
+        return sum(int(n) for n in counts) + sum(1 for value in values if value)
+
+    async def _count_on_the_way(self, target: Target, report: CancelReport, before: int) -> None:
+        ended = await self._marked(target) - before
+        report.on_the_way = max(0, ended - report.removed.total() - report.claimed - report.stopped)
 
     async def _held(self, target: Target) -> dict[tuple[str, str], str | None]:
         """The target's jobs a worker holds now — running, or claimed and about to check
