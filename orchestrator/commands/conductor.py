@@ -50,10 +50,13 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
             ):
 
                 async def on_signal() -> None:
+                    """The first signal stops (drains); a next one hurries the workers
+                    this conductor launched, as it does a fixed worker."""
                     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                         async for _ in signals:
+                            if stop.is_set():
+                                await conductor.hurry()
                             stop.set()
-                            return
 
                 tasks.start_soon(on_signal)
                 await conductor.run(stop=stop)

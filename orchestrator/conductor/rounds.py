@@ -100,6 +100,7 @@ class Conductor:
             redis, self.keys, self._backlogs, lambda: self._paused["backlog"],
             self._liveness.learn_backlogs, self.log, self.outage,
         )  # fmt: skip
+        self._scaler: Scaler | None = None
 
     @property
     def forwarded(self) -> int:
@@ -118,13 +119,22 @@ class Conductor:
                 tasks.start_soon(self._wakeup.run)
                 tasks.start_soon(self._conduct)
                 if any(pool.scaler for pool in self.settings.pools):
-                    scaler = Scaler(self.settings, self.redis, self.id, self.metrics, self.outage)
-                    tasks.start_soon(scaler.run)
+                    self._scaler = Scaler(
+                        self.settings, self.redis, self.id, self.metrics, self.outage
+                    )
+                    tasks.start_soon(self._scaler.run)
                 await stop.wait()
                 tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._hand_back()
+
+    async def hurry(self) -> None:
+        """Asked twice to stop: the workers this conductor's scaler launched stop at once
+        too (they hand their running jobs back), as a fixed worker told twice does."""
+        self.log.info("conductor_hurrying")
+        if self._scaler is not None:
+            await self._scaler.hurry()
 
     # --- the main loop ----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from orchestrator.pools import ScalerSettings
 from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.scaler")
+SIGNAL_GAP = 0.2  # seconds between a first and a second SIGTERM to the same child
 OUTPUT_LIMIT = 500  # characters of a command's output kept in the log
 LAUNCH_FIELDS = frozenset({"pool", "target", "count", "launch_id"})
 RELEASE_FIELDS = frozenset({"pool", "target", "worker"})
@@ -51,6 +52,9 @@ class Provider(Protocol):
 
     async def shutdown(self) -> None:
         """This conductor stops: what it runs itself stops too (drained). Idempotent."""
+
+    async def hurry(self) -> None:
+        """The operator asked twice: what it runs itself stops at once, jobs handed back."""
 
 
 def placeholders(template: str) -> set[str]:
@@ -80,6 +84,7 @@ class LocalProvider:
         self._config = config
         self._children: dict[str, Process] = {}
         self._relays: TaskGroup | None = None
+        self._signalled: dict[str, int] = {}  # launch id → SIGTERMs sent
 
     async def run(self) -> None:
         """Relay the children's log lines to this process's stdout, whole lines at a time:
@@ -134,11 +139,32 @@ class LocalProvider:
             del self._children[launch_id]
         return gone
 
+    async def hurry(self) -> None:
+        """A worker's second SIGTERM hands its running jobs back and exits: every child
+        gets its second, whether its drain (from `shutdown`) has begun or not."""
+        await self._signal(2)
+
+    async def _signal(self, times: int) -> None:
+        """Bring every live child to `times` SIGTERMs in all. Two signals sent back to back
+        can arrive as one (a pending signal is not queued twice), hence the pause."""
+        for turn in range(1, times + 1):
+            due = [
+                (lid, child) for lid, child in self._children.items()
+                if child.returncode is None and self._signalled.get(lid, 0) < turn
+            ]  # fmt: skip
+            if not due:
+                continue
+            if turn > 1:
+                await anyio.sleep(SIGNAL_GAP)
+            for launch_id, child in due:
+                with suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
+                self._signalled[launch_id] = turn
+
     async def shutdown(self) -> None:
         """SIGTERM every child (they drain within grace_period), then wait for them."""
         children = [c for c in self._children.values() if c.returncode is None]
-        for child in children:
-            child.send_signal(signal.SIGTERM)
+        await self._signal(1)
         with anyio.move_on_after(self._settings.grace_period + 10):
             for child in children:
                 await child.wait()
@@ -177,6 +203,9 @@ class CommandProvider:
 
     async def shutdown(self) -> None:
         """Workers a platform runs outlive this conductor; another scaler takes over."""
+
+    async def hurry(self) -> None:
+        """The platform's workers are not this process's to hurry."""
 
     async def _run(self, what: str, command: str) -> None:
         shown = redact(command)

@@ -120,6 +120,10 @@ class Scaler:
             for pool in self.pools:
                 await self._tick_pool(pool)
 
+    async def hurry(self) -> None:
+        for provider in self.providers.values():
+            await provider.hurry()
+
     async def _stop(self) -> None:
         for provider in self.providers.values():
             await provider.shutdown()  # done already by a provider's `run` when it stopped

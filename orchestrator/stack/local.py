@@ -283,10 +283,11 @@ async def _spawn(
 
 async def _stop_in_order(children: Mapping[str, Process], grace: float, shutdown: Shutdown) -> None:
     """The conductor first (no new work is forwarded; the workers its scaler launched
-    drain with it), then every other worker at once."""
+    drain with it), then every other worker at once. A hurry reaches both: the
+    conductor passes its second SIGTERM on to the workers it launched."""
     conductors = {n: p for n, p in children.items() if n == "conductor"}
     workers = {n: p for n, p in children.items() if n != "conductor"}
-    await _stop(conductors, CONDUCTOR_STOP + grace + FAST_STOP, None)
+    await _stop(conductors, CONDUCTOR_STOP + grace + FAST_STOP, shutdown)
     await _stop(workers, grace + FAST_STOP, shutdown)
 
 
@@ -302,6 +303,7 @@ async def _stop(
         if shutdown is None:
             return
         await shutdown.hurry.wait()
+        await anyio.sleep(0.2)  # a second SIGTERM right after the first can arrive as one
         for process in children.values():
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)

@@ -276,6 +276,35 @@ def test_a_second_ctrl_c_stops_at_once_and_running_jobs_go_back_in_line(tmp_path
     finish_after_restart(tmp_path, "hurry_01", {})
 
 
+# Timed against the grace period too: alone on the machine, after the parallel pass.
+@pytest.mark.serial
+def test_a_second_ctrl_c_reaches_the_workers_the_scaler_launched(tmp_path: Path) -> None:
+    """With elastic cloud, the workers the conductor's scaler launched hand their jobs
+    back at the second SIGINT as `up`'s own workers do (they once ran every job to its
+    end, 14-28 s): exit well before the drain could end, and nothing lost."""
+    up = start_up(tmp_path, "--metal", "4", "--cloud", "4", "--elastic")
+    record = None
+    while record is None or record.stopped_at is not None:
+        record = read_record(tmp_path / "data")
+        time.sleep(0.1)
+    client = redis.Redis.from_url(record.redis_url)
+    wait_until(lambda: client.scard("{orc}:workers:metal"))
+    manifest = sleepers(tmp_path / "elastic_01.jsonl", 12.0)
+    assert command(tmp_path, "dispatch", str(manifest), "--backlog", "default").returncode == 0
+    wait_until(lambda: running(client) == 8, timeout=30)
+    assert client.scard("{orc}:workers:cloud"), "the scaler launched no cloud worker"
+    os.killpg(up.pid, signal.SIGINT)
+    time.sleep(0.5)
+    interrupted = time.monotonic()
+    os.killpg(up.pid, signal.SIGINT)
+    assert up.wait(15) == 0
+    assert time.monotonic() - interrupted < GRACE - 1.5  # the drain would have waited GRACE
+    assert_no_traceback(tmp_path)
+    client.close()
+    assert persisted_receipts(tmp_path, "elastic_01") == []
+    finish_after_restart(tmp_path, "elastic_01", {})
+
+
 def test_up_starts_the_dashboard_and_prints_its_url_with_the_token(tmp_path: Path) -> None:
     """The URL in `up`'s ready line opens the dashboard of this stack, and the token in it
     is the one its actions take."""
