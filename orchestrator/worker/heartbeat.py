@@ -25,6 +25,7 @@ from orchestrator.scripts import script
 from orchestrator.worker.state import WorkerState, on_the_way_out
 
 log = structlog.get_logger("orchestrator.worker")
+SHOW_RUNNING = 0.5  # seconds between looks at whether `running` changed since a write
 
 
 async def announce(redis: Redis, keys: Keys, state: WorkerState) -> None:
@@ -81,10 +82,25 @@ async def heartbeat(
             else:
                 state.outage.answered()
 
+    async def show_running() -> None:
+        """`running` between beats: a job's start shows within SHOW_RUNNING s (a beat
+        can be 5 s away), at most one small write per look and only on a change."""
+        shown = state.running
+        while True:
+            await anyio.sleep(SHOW_RUNNING)
+            if state.running != shown and not state.stopping:
+                shown = state.running
+                with suppress(RedisError, OSError):  # the heartbeat reports outages
+                    await _step(
+                        redis, keys, state, "announce", state.ttl * 1000,
+                        fields={"running": shown},
+                    )  # fmt: skip
+
     await beat_once()
     await redis.publish(keys.events, state.pool)
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(beat_forever)
+        tasks.start_soon(show_running)
         try:
             yield
         finally:

@@ -86,6 +86,27 @@ def test_status_shows_metal_full_and_cloud_taking_the_spillover(
     assert [p["in_flight"] for p in status_json(run_cli)["pools"]] == [0, 0]
 
 
+def test_a_jobs_start_shows_in_running_long_before_the_next_heartbeat(
+    stack: StackFactory, run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """Heartbeats 10 s apart: the pool's and the worker's `running` still count a job
+    within about a second of its start (it once waited for the next beat)."""
+    run = stack(heartbeat_interval=10)
+    run.worker("metal", 2)
+    run.conductor()
+    sleepers = [{"task": "system.sleep", "args": [6]} for _ in range(2)]
+    run.dispatch(write_manifest(tmp_path / "shown_01.jsonl", sleepers))
+    run.wait_running("shown_01", 2)
+
+    def shown() -> bool:
+        metal = pools(status_json(run_cli))["metal"]
+        return bool(metal["running"] == 2 and metal["workers"][0]["running"] == 2)
+
+    # The next beat is 7-9 s away (the first came as the worker started): well beyond.
+    run.wait_for(shown, "running 2 in status", timeout=4)
+    assert pools(status_json(run_cli))["metal"]["in_flight"] == 2
+
+
 def test_one_shot_status_lists_every_pool_even_without_workers(
     redis_url: str, run_cli: CliRunner
 ) -> None:
