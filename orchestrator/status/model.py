@@ -25,10 +25,9 @@
   `heartbeat_age`; `launch`: the scaler launch it answers, null when no scaler launched
   it; `idle_since`: unix seconds it last became idle, null while it runs jobs;
   `draining`: it takes no new jobs and leaves once its running ones end), `slots` (sum
-  over live workers), `running` (sum of what workers last reported: up to one heartbeat
-  old), `capacity` (slots within max_in_flight), `in_flight` (forwarded, not finished),
-  `queued` (the arq queue's length: arq keeps a job there until it ends, so running jobs
-  count), `free` (capacity - in_flight, at least 0), `prefetch` (jobs the conductors may
+  over live workers), `running` (what its workers run: a start shows within half a
+  second), `capacity` (slots within max_in_flight), `in_flight` (forwarded, not finished:
+  `running` + `queued`), `queued` (forwarded, not started yet), `free` (capacity - in_flight, at least 0), `prefetch` (jobs the conductors may
   forward beyond `free`, to start as slots free: what the pool starts within
   `prefetch_seconds` at its `finish_rate`, jobs finished a second lately; both from its
   capacity counters), `waiting` (jobs pinned to this pool while it is full),
@@ -75,7 +74,7 @@ Schema 4: `pools[].scaler` (elastic pools), and workers' `launch`, `idle_since` 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -241,5 +240,14 @@ class Snapshot:
     dead_letters: int
 
 
+def document(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot as `status --json` and the dashboard's `/api/status` give it, with the
+    spillover in words (`status.verdict`) that the CLI and the banner both say."""
+    from orchestrator.status.verdict import verdict  # it reads this module's Pool
+
+    said = verdict(snapshot.pools)
+    return {**asdict(snapshot), "spillover": {"kind": said.kind, "text": said.text}}
+
+
 def to_json(snapshot: Snapshot) -> bytes:
-    return orjson.dumps(asdict(snapshot), option=orjson.OPT_INDENT_2)
+    return orjson.dumps(document(snapshot), option=orjson.OPT_INDENT_2)

@@ -193,6 +193,7 @@ class StatusReader:
         )
         workers = [_worker(beat, now) for beat in beats]
         slots = sum(w.slots for w in workers)
+        running = sum(w.running for w in workers)
         capacity = min(slots, config.max_in_flight) if config.max_in_flight else slots
         return Pool(
             name=config.name,
@@ -202,10 +203,11 @@ class StatusReader:
             max_in_flight=config.max_in_flight,
             workers=workers,
             slots=slots,
-            running=sum(w.running for w in workers),
+            running=running,
             capacity=capacity,
             in_flight=raw["in_flight"],
-            queued=raw["queued"],
+            # arq keeps a job in its queue until it ends: running jobs are not queued.
+            queued=max(0, raw["in_flight"] - running),
             free=max(0, capacity - raw["in_flight"]),
             prefetch=int(raw["prefetch"] or 0),
             finish_rate=float(raw["finish_rate"] or 0),

@@ -29,6 +29,7 @@ from orchestrator.money import money
 from orchestrator.status import glyphs
 from orchestrator.status.model import Scaler
 from orchestrator.status.snapshot import Batch, Pool, Snapshot
+from orchestrator.status.verdict import verdict
 
 BAR = 10
 WIDE_BAR = 16  # a batch's bar from 100 columns on
@@ -132,24 +133,18 @@ def _load(pool: Pool) -> Text:
 
 
 def _verdict(snapshot: Snapshot) -> Text:
-    """Spillover in words: is the first pool full, and which later pools take the rest."""
-    first, *later = snapshot.pools
-    spilling = ", ".join(f"{p.name} runs {p.in_flight}" for p in later if p.in_flight)
-    if first.paused_at is not None:
-        state = f"{first.name} paused"
-    elif first.capacity == 0:
-        state = f"{first.name} has no {'slots' if first.workers else 'workers'}"
-    else:
-        state = f"{first.name} full" if first.free == 0 else f"{first.name} has {first.free} free"
+    """Spillover in words (`status.verdict`, the same words as the dashboard's banner)."""
+    said = verdict(snapshot.pools)
+    first = snapshot.pools[0]
     text = Text()
-    if spilling and (first.free == 0 or first.paused_at is not None):
-        text.append("⇢ spillover: ", style="bold yellow").append(f"{state}, {spilling}")
-    elif spilling:  # an earlier spillover still running, or jobs a rule or pin sent there
-        text.append(f"{state}; {spilling}", style="green")
-    elif first.in_flight:
-        text.append(f"{state}: no spillover", style="green" if first.free else "yellow")
+    if said.kind == "spillover":
+        text.append("⇢ spillover: ", style="bold yellow").append(f"{said.state}, {said.later}")
+    elif said.kind == "elsewhere":
+        text.append(said.text, style="green")
+    elif said.kind == "busy":
+        text.append(said.text, style="green" if first.free else "yellow")
     else:
-        text.append(f"{state}, nothing running", style="dim")
+        text.append(said.text, style="dim")
     backlogged = sum(b.depth for b in snapshot.backlogs)
     if backlogged and all(p.free == 0 for p in snapshot.pools):
         text.append(f" · no free slot, {backlogged} wait in backlogs", style="bold red")

@@ -37,6 +37,7 @@ from orchestrator.keys import Keys, backlog_name
 from orchestrator.logs import RedisOutage
 from orchestrator.settings import Settings, redact_url
 from orchestrator.status.batch_detail import JOB_STATES, BatchDetail, read_again
+from orchestrator.status.model import document
 from orchestrator.status.snapshot import Snapshot, StatusReader, to_json
 from orchestrator.web.guard import HostGuard, action_refusal, refusal
 from orchestrator.web.hub import Shared, SharedByKey
@@ -125,7 +126,7 @@ class Dashboard:
                 async for frame in self.snapshot.stream():
                     if await request.is_disconnected():
                         return
-                    body = orjson.dumps(asdict(frame.value))
+                    body = orjson.dumps(document(frame.value))
                     yield b"event: status\ndata: " + body + b"\n\n"
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 # Too late for a 503: the stream has begun. Its end is the page's cue

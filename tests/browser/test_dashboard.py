@@ -38,7 +38,7 @@ def test_overview_shows_metal_full_and_cloud_taking_the_overflow(
     expect(metal.locator("[data-field=free]")).to_have_text("0")
     expect(cloud.locator("[data-field=in_flight]")).to_have_text("3")
     expect(cloud).to_have_attribute("data-state", "spilling")
-    expect(page.locator("#spill")).to_have_text("metal full → cloud taking 3")
+    expect(page.locator("#spill")).to_have_text("spillover: metal full, cloud runs 3")
     shot = screenshot(page, "overview-spillover")
     assert shot.stat().st_size > 10_000
     # and on a phone the same page still reads (nothing wider than the screen)

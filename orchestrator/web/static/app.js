@@ -221,19 +221,6 @@ function poll(path, draw) {
 
 // --- overview ------------------------------------------------------------------------
 
-function spillState(pools) {
-  // Pools in routing order: the first with room takes new work; a later pool taking
-  // work while the ones before it are full is the spillover this service exists for.
-  const lines = [];
-  pools.forEach((pool, i) => {
-    const before = pools.slice(0, i);
-    if (i > 0 && before.length && before.every((p) => p.free === 0 && p.capacity > 0) && pool.in_flight > 0) {
-      lines.push(before.map((p) => p.name).join(", ") + " full → " + pool.name + " taking " + pool.in_flight);
-    }
-  });
-  return lines;
-}
-
 function poolCard(pool, index, pools, refresh) {
   const full = pool.capacity > 0 && pool.free === 0;
   const before = pools.slice(0, index);
@@ -297,12 +284,12 @@ function batchRow(batch) {
 const BATCH_HEADERS = ["batch", "backlog", "progress", "done", "failed", "cancelled", "pending", "state", "created"];
 
 function drawOverview(s, refresh) {
-  const spill = spillState(s.pools);
   const noWorker = Object.entries(s.no_worker || {});
   replace(main,
     h("div", { class: "summary" },
-      h("span", { id: "spill", class: spill.length ? "spill on" : "spill", "data-field": "spill" },
-        spill.length ? spill.join("; ") : s.pools.length > 1 ? s.pools[0].name + " has room: no spillover" : "one pool"),
+      // the same words as `orchestrator status` (status/verdict.py)
+      h("span", { id: "spill", class: s.spillover.kind === "spillover" ? "spill on" : "spill", "data-field": "spill" },
+        s.spillover.text),
       h("span", {}, "namespace " + s.namespace),
       s.redis ? h("span", { class: "caption" }, "Redis " + s.redis.url + " (" + s.redis.origin + ")") : null),
     noWorker.length ? h("p", { class: "warning" }, noWorker.map(([task, w]) => w.jobs + " " + task + " jobs wait: no live worker runs that task. ")) : null,
