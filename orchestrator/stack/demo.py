@@ -12,6 +12,7 @@ import argparse
 import tempfile
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 
 import anyio
@@ -23,8 +24,10 @@ from orchestrator.connection import connect
 from orchestrator.dispatch.manifests import dispatch_manifest
 from orchestrator.job import job_count
 from orchestrator.keys import Keys
+from orchestrator.money import money
 from orchestrator.registry import task_registry
-from orchestrator.scaling.launches import LIVE, paid_seconds, read_launches
+from orchestrator.scaling.launches import LIVE, read_launches, spend_today
+from orchestrator.scaling.scaler import TICK as SCALER_TICK
 from orchestrator.settings import Settings
 from orchestrator.stack.local import StackPlan, local_stack, with_local_scaler
 from orchestrator.stack.redis_server import free_port
@@ -84,7 +87,7 @@ async def run_demo(settings: Settings, *, jobs: int, seconds: tuple[float, float
             verifier = Verifier(redis, keys, manifest, registry, prices=pool_prices(settings))
             report = await _watch(console, StatusReader(redis, settings), verifier)
             await write_report(manifest, report.to_json())
-            console.print(await _cloud_bill(redis, keys, settings))
+            console.print(await _cloud_bill(redis, keys, settings, report))
             console.print("[bold]stopping[/] the stack…")
         log.close()
     return report
@@ -107,24 +110,25 @@ async def _until_workers(redis: Redis, keys: Keys) -> None:
             await anyio.sleep(0.1)
 
 
-async def _cloud_bill(redis: Redis, keys: Keys, settings: Settings) -> str:
-    """Once the scaler released them: how many cloud workers ran, and what they cost."""
+async def _cloud_bill(redis: Redis, keys: Keys, settings: Settings, report: Report) -> str:
+    """Once the scaler released them: the cloud bill in the two figures the other
+    commands show, each counted one way only: the batch's cost (its jobs' share of
+    worker time, as `verify` counts it) and the day's spend (workers paid from launch
+    until they leave, idle included, as `status` and the dashboard count it)."""
     scaler = next(p.scaler for p in settings.pools if p.name == "cloud" and p.scaler)
     with anyio.move_on_after(scaler.idle_release_after + 10):
         while True:
             if not any(r["state"] in LIVE for r in await read_launches(redis, keys, "cloud")):
                 break
             await anyio.sleep(0.2)
-    launched = await read_launches(redis, keys, "cloud")
-    now = time.time()
-    seconds = sum(paid_seconds(launch, now) for launch in launched)
-    price = scaler.price_per_worker_hour
-    cost = seconds * price / 3600
-    money = f"${cost:.2f}" if cost >= 0.01 or not cost else f"${cost:.4f}"
+    await anyio.sleep(2 * SCALER_TICK)  # the scaler's last accrual, for the gone workers
+    launched = len(await read_launches(redis, keys, "cloud"))
+    cost = report.usage.cost("cloud") or 0.0
+    spend = await spend_today(redis, keys, "cloud", time.time())
     return (
-        f"[bold]cloud:[/] {len(launched)} worker{'' if len(launched) == 1 else 's'} launched, "
-        f"{seconds:.0f} worker-seconds, "
-        f"{money} at ${price:.2f}/h"
+        f"[bold]cloud:[/] {launched} worker{'' if launched == 1 else 's'} launched; "
+        f"batch cost {money(cost)}, spend today {money(spend)} "
+        f"at {money(scaler.price_per_worker_hour)}/h"
     )
 
 
@@ -132,10 +136,17 @@ async def _watch(console: Console, reader: StatusReader, verifier: Verifier) -> 
     """The live view until the batch settles; off a terminal, the frame that shows the
     spillover best and the last one are printed instead."""
     busiest: tuple[int, Snapshot] | None = None
-    with Live(console=console, auto_refresh=False, transient=False) as live:
+    # Off a terminal a Live would print its last frame when it ends, before the peak:
+    # there, nothing is drawn until the peak frame is printed, once.
+    live = Live(console=console, auto_refresh=False, transient=False)
+    drawing = console.is_terminal
+    with live if drawing else nullcontext():
         while True:
             snapshot = await reader.read()
-            live.update(render(snapshot, width=min(console.width, 100), note="demo"), refresh=True)
+            if drawing:
+                live.update(
+                    render(snapshot, width=min(console.width, 100), note="demo"), refresh=True
+                )
             # The frame that tells the story best: the first pool full, most spilled.
             first_full = int(snapshot.pools[0].free == 0) if snapshot.pools else 0
             spilled = first_full * 1_000_000 + sum(p.in_flight for p in snapshot.pools[1:])
@@ -145,11 +156,11 @@ async def _watch(console: Console, reader: StatusReader, verifier: Verifier) -> 
             if not report.may_change:
                 break
             await anyio.sleep(0.5)
-        if busiest is not None and console.is_terminal:
+        if busiest is not None and drawing:
             # Leave the moment that tells the story on screen, not the idle end.
             live.update(render(busiest[1], width=min(console.width, 100),
                                note="the peak of the spillover"), refresh=True)  # fmt: skip
-    if not console.is_terminal and busiest is not None:
+    if not drawing and busiest is not None:
         console.print()
         console.print("[bold]at the peak of the spillover:[/]")
         console.print(render(busiest[1], width=100, note="peak"))

@@ -27,10 +27,11 @@
   `draining`: it takes no new jobs and leaves once its running ones end), `slots` (sum
   over live workers), `running` (what its workers run: a start shows within half a
   second), `capacity` (slots within max_in_flight), `in_flight` (forwarded, not finished:
-  `running` + `queued`), `queued` (forwarded, not started yet), `free` (capacity - in_flight, at least 0), `prefetch` (jobs the conductors may
-  forward beyond `free`, to start as slots free: what the pool starts within
-  `prefetch_seconds` at its `finish_rate`, jobs finished a second lately; both from its
-  capacity counters), `waiting` (jobs pinned to this pool while it is full),
+  `running` + `queued`), `queued` (forwarded, not started yet), `free` (capacity -
+  in_flight, at least 0), `prefetch` (jobs the conductors may forward beyond `free`,
+  to start as slots free: what the pool starts within `prefetch_seconds` at its
+  `finish_rate`, jobs finished a second lately; both from its capacity counters),
+  `waiting` (jobs pinned to this pool while it is full),
   `oldest_heartbeat_age` (seconds, null without workers), `paused_at` (unix seconds it
   was paused: no new jobs go there, running ones finish; null when not paused), `scaler`
   (null when the settings give the pool no scaler and none wrote its state).

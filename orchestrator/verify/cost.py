@@ -85,7 +85,7 @@ class PoolUsage:
 
     def lines(self) -> list[str]:
         """One line per pool, for the text report: `cloud: 41.20 job-seconds = 20.60
-        worker-seconds, $0.0046 at $0.80/h`."""
+        worker-seconds, cost $0.0046 at $0.80/h`."""
         shown = []
         for pool, seconds in sorted(self.seconds.items()):
             line = f"{pool}: {seconds:.2f} job-seconds"
@@ -93,7 +93,7 @@ class PoolUsage:
             if price is not None and cost is not None:
                 line += (
                     f" = {seconds / price.slots_per_worker:.2f} worker-seconds, "
-                    f"{money(cost)} at {money(price.per_worker_hour)}/h"
+                    f"cost {money(cost)} at {money(price.per_worker_hour)}/h"
                 )
             shown.append(line)
         return shown

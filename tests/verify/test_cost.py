@@ -56,7 +56,7 @@ def test_text_lines_name_the_pool_its_time_and_its_cost_at_its_price() -> None:
     usage.add(receipt("cloud", 41.2))
 
     assert usage.lines() == [
-        "cloud: 41.20 job-seconds = 20.60 worker-seconds, $0.0046 at $0.80/h",
+        "cloud: 41.20 job-seconds = 20.60 worker-seconds, cost $0.0046 at $0.80/h",
         "metal: 12.04 job-seconds",
     ]
 

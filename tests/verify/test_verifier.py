@@ -172,7 +172,7 @@ def test_worker_time_is_summed_per_pool_and_priced_where_a_scaler_sets_a_price(
     shown = lines_of(human.out)
     at = shown.index("pools: cloud 1 failed, 1 succeeded; metal 1 succeeded")
     assert shown[at + 1 : at + 4] == [
-        "cloud: 41.70 job-seconds = 20.85 worker-seconds, $0.0046 at $0.80/h",
+        "cloud: 41.70 job-seconds = 20.85 worker-seconds, cost $0.0046 at $0.80/h",
         "metal: 12.00 job-seconds",
         "not settled: 1 pending, 0 missing of 5",
     ]
