@@ -236,6 +236,9 @@ def _row(job_id: str, state: JobState, job: Mapping[str, Any]) -> dict[str, Any]
         "worker": str(job.get("worker") or ""),
         "attempt": int(job.get("attempt") or 0),
         "started_at": job.get("started_at"),
-        "duration": None if state == "running" else job.get("duration"),  # still running
+        # none while it runs, nor for a job that never ran (cancelled before it started)
+        "duration": (
+            None if state == "running" or job.get("started_at") is None else job.get("duration")
+        ),
         "error": job.get("error"),
     }

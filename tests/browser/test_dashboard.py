@@ -79,6 +79,10 @@ def test_requeue_a_dead_letter_from_the_page(
         {"task": "image.flaky", "args": [str(marker)], "id": "the-flaky-one"},
     ]))  # fmt: skip
     run.wait_for(lambda: run.redis.llen(run.keys.dead) == 1, "the dead letter")
+    page.goto(url)  # the overview counts it as `status` does: dead, not failed
+    batch = page.locator("[data-batch=flaky_01]")
+    expect(batch.locator("[data-field=dead]")).to_have_text("1")
+    expect(batch.locator("[data-field=failed]")).to_have_text("0")
     page.goto(f"{url}dead#token={TOKEN}")
     row = page.locator("[data-ref=the-flaky-one]")
     expect(row).to_contain_text("first run fails")

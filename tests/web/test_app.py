@@ -315,3 +315,17 @@ async def test_a_settled_batch_is_read_whole_again_only_when_it_changed(
     assert again is not settled
     assert again is not None
     assert again.counts["running"] == 1
+
+
+async def test_a_job_cancelled_before_it_started_has_no_duration(
+    client: httpx.AsyncClient, run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """It never ran: its duration is absent (shown as a dash), not a run of 0.00 s."""
+    await _dispatch(
+        run_cli, tmp_path, "gone", [{"task": "system.echo", "args": [i]} for i in range(2)]
+    )  # no conductor: both wait on the backlog
+    cancelled = await _cli(run_cli, "cancel", "gone")
+    assert cancelled.code == 0, cancelled.err
+    reply = await client.get("/api/batches/gone")
+    rows = reply.json()["jobs"]["rows"]
+    assert [(row["state"], row["duration"]) for row in rows] == [("cancelled", None)] * 2

@@ -274,14 +274,16 @@ function batchRow(batch) {
     h("td", {}, progress([["done", batch.done], ["failed", batch.failed + batch.dead_lettered], ["cancelled", batch.cancelled], ["running", batch.running]], total),
       h("span", { class: "caption" }, " " + ended + " / " + total)),
     h("td", { class: "num" }, batch.done),
-    h("td", { class: "num" }, batch.failed + batch.dead_lettered),
+    // as `orchestrator status` counts them: failed for good, and dead-lettered apart
+    h("td", { class: "num", "data-field": "failed" }, batch.failed),
+    h("td", { class: "num", "data-field": "dead" }, batch.dead_lettered),
     h("td", { class: "num" }, batch.cancelled),
     h("td", { class: "num" }, batch.pending),
     h("td", {}, h("span", { class: "badge " + batch.state, "data-field": "state" }, batch.state)),
     h("td", {}, when(batch.created_at)));
 }
 
-const BATCH_HEADERS = ["batch", "backlog", "progress", "done", "failed", "cancelled", "pending", "state", "created"];
+const BATCH_HEADERS = ["batch", "backlog", "progress", "done", "failed", "dead", "cancelled", "pending", "state", "created"];
 
 function drawOverview(s, refresh) {
   const noWorker = Object.entries(s.no_worker || {});
