@@ -174,16 +174,10 @@ async def _warn_if_no_worker_runs(
     `status` and `verify --wait` say it."""
     import sys
 
-    async with redis.pipeline(transaction=False) as pipe:
-        for pool in settings.pool_names:
-            pipe.hgetall(keys.capacity(pool))
-        counters: list[dict[bytes, bytes]] = await pipe.execute()
-    announced: set[str] = set()
-    for fields in counters:
-        for field, count in fields.items():
-            if field.startswith(b"tasks:") and int(count) > 0:
-                announced.update(field.removeprefix(b"tasks:").decode().split(","))
-    if not announced or "*" in announced:
+    from orchestrator.announced import ANY, announced_tasks
+
+    announced = await announced_tasks(redis, keys, settings.pool_names)
+    if not announced or ANY in announced:
         return
     if missing := sorted(done.tasks - announced):
         which = ", ".join(missing)

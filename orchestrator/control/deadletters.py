@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from orchestrator import arq_jobs
+from orchestrator.announced import announced_tasks, runs
 from orchestrator.job import JOB, requeued
 from orchestrator.keys import Keys
 from orchestrator.receipts import DeadLetter
@@ -165,12 +166,21 @@ async def requeue(
     """
     results: dict[str, Requeued] = {}
     ready: list[tuple[str, Sequence[Entry], dict[str, Any]]] = []
+    announced: set[str] | None = None
     for ref, entries in groups.items():
         found = await _newest_envelope(redis, keys, entries)
         if isinstance(found, str):
             results[ref] = Requeued(ref, "refused", found)
-        else:
-            ready.append((ref, entries, found))
+            continue
+        if entries[-1].record["reason"] == "unknown_task":
+            # Requeued, it would wait for a worker that runs its task, perhaps forever:
+            # while none does, it stays dead and the user is told what to do.
+            if announced is None:
+                announced = await announced_tasks(redis, keys)
+            if not runs(announced, str(found["task"])):
+                results[ref] = Requeued(ref, "refused", _no_worker(str(found["task"])))
+                continue
+        ready.append((ref, entries, found))
     run = script(redis, "requeue_dead")
     for chunk in _chunks(ready, REQUEUE_CHUNK):
         receipts = await _receipts(redis, keys, [envelope for _, _, envelope in chunk])
@@ -189,6 +199,13 @@ async def requeue(
         for (ref, _, envelope), outcome in zip(chunk, reply, strict=True):
             results[ref] = Requeued(ref, cast(Outcome, outcome.decode()), str(envelope["task"]))
     return [results[ref] for ref in groups]
+
+
+def _no_worker(task: str) -> str:
+    return (
+        f"no live worker runs task {task!r}, so it stays dead: start a worker whose "
+        "task_packages have it (workers load their tasks when they start), then requeue"
+    )
 
 
 async def _newest_envelope(

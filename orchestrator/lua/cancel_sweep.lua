@@ -1,6 +1,7 @@
 -- Remove the cancelled jobs from one list or sorted set of envelopes (a backlog level,
 -- the ready list, a waiting or no-worker list, a conductor's processing list, the
--- deferred set), atomically, writing each one's `cancelled` receipt.
+-- deferred set), atomically, writing each one's `cancelled` receipt; a no-worker list
+-- it empties takes its task out of `<root>:no_worker_tasks` too.
 --
 -- Lists are rotated in place (LPOP/RPUSH once round), which keeps the order of the
 -- jobs that stay and needs no memory beyond one item; a list is only rotated when a
@@ -63,6 +64,12 @@ if kind == 'list' then
       local item = redis.call('LPOP', key)
       local job = target(item)
       if job then cancel(item, job) else redis.call('RPUSH', key, item) end
+    end
+    -- A no-worker list left empty: its task waits for nothing any more, so no conductor
+    -- goes on warning of it (every minute, across restarts).
+    local parked = root .. ':no_worker:'
+    if key:sub(1, #parked) == parked and redis.call('LLEN', key) == 0 then
+      redis.call('ZREM', root .. ':no_worker_tasks', key:sub(#parked + 1))
     end
   end
 else

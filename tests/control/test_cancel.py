@@ -237,3 +237,24 @@ def test_a_job_claimed_after_its_batch_was_cancelled_ends_cancelled_unrun(
     assert all(r["started_at"] is None for r in receipts)
     assert not run.redis.hlen(run.keys.running("raced_01"))
     run.wait_for(lambda: not run.redis.zcard(queue), "arq's queue emptied")
+
+
+def test_cancelling_jobs_parked_for_want_of_a_worker_leaves_nothing_behind(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    """Their task's entry in the no-worker index goes with them: no conductor warns of it
+    every minute afterwards (it once did, across restarts)."""
+    run = stack()
+    run.env["ORCHESTRATOR_TASK_PACKAGES"] = '["workers.tasks"]'  # no image.* tasks
+    run.worker("metal", 1)
+    run.env["ORCHESTRATOR_TASK_PACKAGES"] = '["workers.tasks", "tests.fixtures.tasks"]'
+    run.conductor()
+    lines = [{"task": "image.flaky", "args": [str(tmp_path / "m")]} for _ in range(3)]
+    run.dispatch(write_manifest(tmp_path / "parked_01.jsonl", lines))
+    run.wait_for(lambda: run.redis.zcard(run.keys.no_worker_tasks) == 1, "the parked jobs")
+    run.wait_for(lambda: run.redis.llen(run.keys.no_worker("image.flaky")) == 3, "all 3 parked")
+    done = orchestrator(run, "cancel", "parked_01")
+    assert done.returncode == 0, done.stderr
+    assert "cancelled 3 jobs" in done.stdout
+    assert run.redis.zcard(run.keys.no_worker_tasks) == 0
+    assert not run.redis.exists(run.keys.no_worker("image.flaky"))

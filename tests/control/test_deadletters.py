@@ -305,3 +305,25 @@ def test_a_job_with_two_records_is_shown_newest_and_requeued_once(
         envelope("b_01:1")
     ]
     assert sync_redis.llen(keys.dead) == 0
+
+
+def test_requeue_of_an_unknown_task_no_worker_runs_says_so_and_leaves_it_dead(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys
+) -> None:
+    """Requeued, it would wait for a worker forever (parked, a warning a minute): it stays
+    dead until a live worker announces its task, then it goes."""
+    unknown = record("b_01:1", "unknown_task", payload=envelope("b_01:1", task="image.process"))
+    push(sync_redis, keys, unknown)
+    refused = run_cli("dlq", "requeue", "b_01:1")
+    assert refused.code == 1
+    assert refused.err.count("\n") == 1
+    assert "b_01:1: cannot requeue: no live worker runs task 'image.process'" in refused.err
+    assert [r["job_id"] for r in dead(sync_redis, keys)] == ["b_01:1"]
+    assert sync_redis.llen(keys.ready) == 0
+    # a worker that runs it comes up (as its heartbeat announces it in the pool's counters)
+    sync_redis.hset(keys.holders, "w-1", "metal")
+    sync_redis.hset(keys.capacity("metal"), "tasks:image.process,system.echo", 1)
+    went = run_cli("dlq", "requeue", "b_01:1")
+    assert went.code == 0, went.err
+    assert sync_redis.llen(keys.ready) == 1
+    assert dead(sync_redis, keys) == []
