@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from orchestrator import __version__
+from orchestrator import __version__, tracing
 from orchestrator.commands import discover
 from orchestrator.commands.common import Command, add_common_options, run_async
 from orchestrator.errors import run_cli
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             settings, options.redis_source = resolve_redis(
                 settings, flag=options.redis_url, config_file=options.config
             )
+        # Spans, when the OTEL_* environment asks for them (nothing is imported else).
+        tracing.setup(getattr(options, "subcommand", None) or "cli")
         if getattr(options, "service", False):
             # Services: their log is their output.
             configure_logging(options.log_level or settings.log_level, settings.log_format)
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_common_options(parser)
     parser.set_defaults(config=None, redis_url=None, verbose=False, log_level=None)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", required=True, dest="subcommand"
+    )
     for module in discover():
         module.register(commands)
     add_workflow_commands(commands)

@@ -17,12 +17,29 @@ import orjson
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+from orchestrator import tracing
+
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+def _trace_ids(
+    logger: Any, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """`trace_id` and `span_id` of the span active when the line is written, so that logs
+    and traces join; one test of a flag while tracing is off."""
+    if tracing.enabled:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event.setdefault("trace_id", format(context.trace_id, "032x"))
+            event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
 
 
 def configure_logging(
@@ -37,6 +54,7 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
+        _trace_ids,
     ]
     if console:
         processors.append(structlog.dev.ConsoleRenderer())

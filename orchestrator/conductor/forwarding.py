@@ -27,8 +27,9 @@ from pydantic_core import from_json
 from redis.asyncio import Redis
 from structlog.typing import FilteringBoundLogger
 
-from orchestrator import arq_jobs
+from orchestrator import arq_jobs, tracing
 from orchestrator.conductor.ratelimits import RateLimits
+from orchestrator.conductor.traces import RoutingTraces
 from orchestrator.dispatch.bare_lines import BareJob, BareLineError, envelope_of, is_bare
 from orchestrator.job import JOB, Job, mark_paid, priority_of
 from orchestrator.keys import Keys
@@ -102,6 +103,7 @@ class Forwarder:
             ]
         self._forward = script(redis, "forward")
         self._dead_letter_script = script(redis, "dead_letter")
+        self._traces = RoutingTraces(settings, redis, keys, self.router)
 
     async def route(
         self, taken: Sequence[bytes], sources: Sequence[str | None], now_ms: int, *, hold: bool
@@ -156,6 +158,7 @@ class Forwarder:
             *self._pool_args,
         ]
         routed: list[tuple[Job, Any, bytes, str | None]] = []
+        spans: list[Any] = []  # each routed job's span, while tracing
         for raw, source in zip(taken, sources, strict=True):
             parsed = await self._parse(raw, source, now)
             if parsed is None:
@@ -168,9 +171,16 @@ class Forwarder:
                 continue
             buckets = self.limits.job_buckets(job)
             paid = bool(job.get("rate_paid"))
+            sent_job = job
+            if tracing.enabled:
+                span = await self._traces.start(job, source)
+                spans.append(span)
+                sent_job = self._traces.carrying(job, span)  # the worker's run: its child
             try:
-                payload = arq_jobs.serialize(job, now_ms)
+                payload = arq_jobs.serialize(sent_job, now_ms)
             except arq_jobs.SerializationError as exc:  # e.g. an int beyond 64 bits
+                if tracing.enabled:
+                    self._traces.end(spans.pop(), "dead_lettered", "unserializable")
                 await self._dead_letter(raw, job, "unserializable", str(exc))
                 continue
             args += [
@@ -204,12 +214,14 @@ class Forwarder:
         paced: list[Paced] = []
         for index, (job, route, raw, source) in enumerate(routed):
             outcome, detail = reply[2 * index].decode(), reply[2 * index + 1]
-            if outcome == "paced":
+            if outcome == "paced":  # routed again shortly: its span is left unended, unsent
                 due = float(detail) / 1000
                 paced.append((due + ahead, raw, source))
                 self.log.debug("paced", job_id=job["id"], due=due)
                 continue
             self._report(job, route, outcome, detail)
+            if tracing.enabled:
+                self._traces.routed(spans[index], job, route, outcome, detail)
             if outcome == "full":
                 hold_until = min(hold_until or math.inf, now + self.settings.heartbeat_interval)
             elif outcome == "spill_wait":

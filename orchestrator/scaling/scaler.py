@@ -34,6 +34,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orchestrator import tracing
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
@@ -171,7 +172,10 @@ class Scaler:
             backoff_until=memory.backoff_until,
         )  # fmt: skip
         plan = decide(config, view)
+        started = time.time()
         decision = await self._apply(pool.name, config, plan, view, memory)
+        if tracing.enabled and decision != "hold":
+            _trace_decision(pool.name, decision, plan, view, started)
         await self._publish_state(pool.name, config, plan, view, decision, memory)
 
     async def _apply(
@@ -372,3 +376,19 @@ class Scaler:
             pipe.hset(self.keys.scaler_state(pool), mapping={**state, **memory.last})
             pipe.expire(self.keys.scaler_state(pool), STATE_TTL)
             await pipe.execute()
+
+
+def _trace_decision(pool: str, decision: str, plan: Plan, view: View, started: float) -> None:
+    """A decision that changed something is a span of its own (`scale {pool}`), its event
+    named as the log line (`scale_up`, `scale_down`, `launch_failed`, `budget_reached`),
+    so that a slow spill can be read off the traces beside the jobs that waited for it."""
+    attributes = {
+        "orchestrator.pool": pool, "orchestrator.decision": decision,
+        "orchestrator.reason": plan.reason, "orchestrator.demand": view.demand,
+        "orchestrator.target": plan.target, "orchestrator.launching": view.launching,
+        "orchestrator.spend_today": round(view.spend_today, 6),
+    }  # fmt: skip
+    with tracing.span(f"scale {pool}", attributes=attributes, start_time=started) as span:
+        span.add_event(decision, {"orchestrator.reason": plan.reason})
+        if decision == "launch_failed":
+            tracing.ended(span, decision, "launch_failed")

@@ -17,7 +17,7 @@ import structlog
 from arq.worker import Retry
 from redis.asyncio import Redis
 
-from orchestrator import arq_jobs
+from orchestrator import arq_jobs, tracing
 from orchestrator.job import Job
 from orchestrator.job_context import JobContext, RetryLater, serving
 from orchestrator.keys import Keys
@@ -47,9 +47,39 @@ def runner(
         running = RunningJob(envelope["batch"], envelope["id"])
         state.jobs[ctx["job_id"]] = running  # so that `cancel --running` can stop it
         try:
+            if tracing.enabled:
+                return await run_traced(ctx, envelope, running)
             return await run_tracked(ctx, envelope, running)
         finally:
             state.jobs.pop(ctx["job_id"], None)
+
+    async def run_traced(ctx: dict[str, Any], envelope: Job, running: RunningJob) -> dict[str, Any]:
+        """The run as a CONSUMER span, child of the conductor's routing span (whose
+        context the envelope carries), from its start to its receipt."""
+        (pool,) = (p for p in settings.pools if p.name == state.pool)
+        queue = pool.queue or keys.pool_queue(state.pool)
+        attributes = tracing.messaging(
+            "process", "process", queue, **{
+                "messaging.message.id": envelope["id"], "orchestrator.batch": envelope["batch"],
+                "orchestrator.task": envelope["task"], "orchestrator.pool": state.pool,
+                "orchestrator.attempt": ctx["job_try"], "orchestrator.worker": state.worker_id,
+            },
+        )  # fmt: skip
+        parent = tracing.context_of(envelope.get("meta"))
+        with tracing.span(
+            f"process {queue}", kind="consumer", parent=parent, attributes=attributes
+        ) as span:
+            try:
+                outcome = await run_tracked(ctx, envelope, running)
+            except Retry as retry:
+                tracing.ended(span, "retrying", _kind_of(retry.__cause__))
+                raise
+            except asyncio.CancelledError:
+                tracing.ended(span, "requeued" if state.stopping else "interrupted")
+                raise
+            error = outcome.get("error")
+            tracing.ended(span, outcome["status"], error.partition(":")[0] if error else None)
+            return outcome
 
     async def run_tracked(
         ctx: dict[str, Any], envelope: Job, running: RunningJob
@@ -174,6 +204,12 @@ def runner(
 
     run.__qualname__ = definition.name
     return run
+
+
+def _kind_of(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    return exc.type_name if isinstance(exc, TaskFailed) else type(exc).__qualname__
 
 
 def _dead(envelope: Job, reason: str, error: str, receipt: Receipt) -> DeadLetter:
