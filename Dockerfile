@@ -14,10 +14,14 @@ LABEL org.opencontainers.image.title=orchestrator-build
 RUN python -m venv --without-pip /opt/orchestrator
 WORKDIR /src
 COPY pyproject.toml ./
+# Optional extras, comma-separated: `docker build --build-arg EXTRAS=otel,celery .` (traces
+# over OTLP; Celery tasks run unchanged). None by default: the smallest image.
+ARG EXTRAS=""
 # An empty package with the real metadata resolves and installs every dependency.
 RUN mkdir -p orchestrator workers workflows \
     && touch README.md orchestrator/__init__.py workers/__init__.py workflows/__init__.py \
-    && python -m pip --python /opt/orchestrator/bin/python install --no-cache-dir . \
+    && python -m pip --python /opt/orchestrator/bin/python install --no-cache-dir \
+        ".${EXTRAS:+[$EXTRAS]}" \
     && python -m pip --python /opt/orchestrator/bin/python uninstall --yes orchestrator
 COPY README.md ./
 COPY orchestrator orchestrator
