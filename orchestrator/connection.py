@@ -21,6 +21,7 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 from redis.asyncio.sentinel import (
+    MasterNotFoundError,
     Sentinel,
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
@@ -91,6 +92,12 @@ async def connect(
             yield client
     except AuthenticationError as exc:
         raise ServiceUnavailable(f"Redis at {shown} refused the credentials: {exc}") from None
+    except MasterNotFoundError:
+        # redis-py's message is the repr of its sentinel clients: say it in words.
+        raise ServiceUnavailable(
+            f"cannot reach Redis at {shown}: no sentinel answered with a master for its "
+            "service (are the sentinels up, and is the service name right?)"
+        ) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ServiceUnavailable(f"cannot reach Redis at {shown}: {reason}") from None

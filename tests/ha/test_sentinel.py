@@ -97,6 +97,8 @@ def test_status_through_sentinels_that_do_not_answer_is_one_line(
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "no sentinel answered with a master for its service" in done.stderr
+    assert "Sentinel<" not in done.stderr  # redis-py's repr of its clients, once
 
 
 async def test_connections_leave_a_demoted_master_within_a_second_of_the_switch(
