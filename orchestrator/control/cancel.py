@@ -23,7 +23,6 @@ wait for running jobs are one operation whose order is its correctness.
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -35,6 +34,13 @@ import orjson
 from redis.asyncio import Redis
 
 from orchestrator import arq_jobs
+from orchestrator.control.lookup import (
+    envelope_ids,
+    items,
+    receipt_status,
+    receipts_of,
+    unknown_batch,
+)
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.scripts import script
@@ -42,7 +48,6 @@ from orchestrator.settings import Settings
 
 QUEUED_CHUNK = 200  # jobs per cancel_queued call
 SWEEP_PASSES = 3  # sweeps of the conductor-side places, until one finds nothing
-SCAN_CHUNK = 5000  # items read per call while looking for a job by id
 POLL = 0.05  # seconds between looks while waiting for workers
 # Where a cancelled job was found, as `cancel` reports it.
 PLACES = ("backlog", "waiting", "no_worker", "deferred", "ready", "taken", "pool_queue")
@@ -138,7 +143,7 @@ class Canceller:
         ids = list(dict.fromkeys(ids))
         report = CancelReport(batches=[], jobs=ids)
         located = await self._locate(ids)
-        finished = await self._receipts_of([i for i in ids if i not in located])
+        finished = await receipts_of(self.redis, self.keys, [i for i in ids if i not in located])
         unknown = [i for i in ids if i not in located and i not in finished]
         if unknown:
             raise UserError(
@@ -335,7 +340,7 @@ class Canceller:
                 pipe.hget(self.keys.receipts(batch), job_id)
             replies = await pipe.execute()
         return {
-            job: "running" if replies[2 * index] else _status(replies[2 * index + 1])
+            job: "running" if replies[2 * index] else receipt_status(replies[2 * index + 1])
             for index, job in enumerate(jobs)
         }
 
@@ -354,75 +359,9 @@ class Canceller:
                 found[job_id] = str(envelope["batch"])
         needles = [i.encode() for i in wanted - found.keys()]
         for _, kind, key in await self._places() if needles else ():
-            for item in await self._items(kind, key):
+            for item in await items(self.redis, kind, key):
                 if any(needle in item for needle in needles):
-                    envelope = _envelope(item)
+                    envelope = envelope_ids(item)
                     if envelope and envelope["id"] in wanted and envelope["id"] not in found:
                         found[envelope["id"]] = envelope["batch"]
         return found
-
-    async def _items(self, kind: str, key: str) -> list[bytes]:
-        items: list[bytes] = []
-        start = 0
-        while True:
-            if kind == "list":
-                chunk = await self.redis.lrange(key, start, start + SCAN_CHUNK - 1)  # type: ignore[misc]
-            else:
-                chunk = await self.redis.zrange(key, start, start + SCAN_CHUNK - 1)
-            items += chunk
-            if len(chunk) < SCAN_CHUNK:
-                return items
-            start += SCAN_CHUNK
-
-    async def _receipts_of(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """Job id → (batch, status) of its receipt, for ids that are in no queue: the
-        newest batch that has one."""
-        if not ids:
-            return {}
-        batches = [raw.decode() for raw in await self.redis.zrevrange(self.keys.batches, 0, -1)]
-        found: dict[str, tuple[str, str]] = {}
-        for job_id in ids:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for batch in batches:
-                    pipe.hget(self.keys.receipts(batch), job_id)
-                raws = await pipe.execute()
-            for batch, raw in zip(batches, raws, strict=True):
-                status = _status(raw)
-                if status is not None:
-                    found[job_id] = (batch, status)
-                    break
-        return found
-
-
-async def unknown_batch(redis: Redis, keys: Keys, name: str, consequence: str) -> UserError:
-    """The one line for a batch id nothing knows, with the closest known one when a typo
-    is likely."""
-    known = [raw.decode() for raw in await redis.zrevrange(keys.batches, 0, 9999)]
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else "`orchestrator status` lists the batches"
-    return UserError(f"unknown batch {name!r}: {consequence}; {hint}")
-
-
-def _status(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        receipt = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    status = receipt.get("status") if isinstance(receipt, dict) else None
-    return status if isinstance(status, str) else None
-
-
-def _envelope(item: bytes) -> dict[str, str] | None:
-    try:
-        parsed = orjson.loads(item)
-    except orjson.JSONDecodeError:
-        return None
-    if (
-        isinstance(parsed, dict)
-        and isinstance(parsed.get("id"), str)
-        and isinstance(parsed.get("batch"), str)
-    ):
-        return {"id": parsed["id"], "batch": parsed["batch"]}
-    return None

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from orchestrator import arq_jobs
 from orchestrator.control import deadletters
-from orchestrator.control.cancel import unknown_batch
+from orchestrator.control.lookup import unknown_batch
 from orchestrator.errors import UserError
 from orchestrator.job import requeued
 from orchestrator.keys import Keys
