@@ -270,3 +270,11 @@ class Keys:
     def receipts(self, batch_id: str) -> str:
         """Hash of job id → receipt (JSON) for one batch."""
         return f"{self._root}:receipts:{batch_id}"
+
+    # --- history (the dashboard's charts) --------------------------------------------
+
+    def history(self, bucket: int) -> str:
+        """Hash of what happened in one interval (`bucket`: unix time // its length):
+        jobs finished per pool and outcome, backlog depths, cloud spend. It expires a
+        day after its interval ends (`history.py`), so the history holds a day at most."""
+        return f"{self._root}:history:{bucket}"

@@ -3,7 +3,8 @@
 A batch's receipts live in one hash (job id → JSON), so `verify` reads a batch in a
 few HSCANs and a re-run of the same job overwrites its receipt instead of adding a
 second one. Finishing a job is one MULTI: the receipt, the pool's in-flight slot given
-back, the dead letter when it failed for good, and a wake-up for the conductors — and,
+back, the dead letter when it failed for good, the minute's count for the dashboard's
+history, and a wake-up for the conductors — and,
 in the worker, arq's own end of the job (`stage`).
 """
 
@@ -16,6 +17,7 @@ import orjson
 from redis.asyncio.client import Pipeline
 from typing_extensions import TypedDict
 
+from orchestrator import history
 from orchestrator.keys import Keys
 
 # `cancelled`: the job will not run (again) because `orchestrator cancel` said so — not a
@@ -102,6 +104,10 @@ def stage(
         # prefetch (lua/lib/pools.lua)
         pipe.hincrby(keys.capacity(receipt["pool"]), "finished", 1)
         pipe.hincrbyfloat(keys.capacity(receipt["pool"]), "busy", receipt["duration"])
+        if receipt["status"] in ("succeeded", "failed", "dead"):  # a cancel is neither
+            history.stage_outcome(
+                pipe, keys, receipt["pool"], receipt["status"] == "succeeded", receipt["ended_at"]
+            )
     if dead is not None:
         pipe.rpush(keys.dead, orjson.dumps(dead))
     if cancelled is not None:
