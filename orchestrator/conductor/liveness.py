@@ -112,7 +112,9 @@ class Liveness:
         self.metrics.beat()
         for name, depth in zip(names, depths, strict=True):
             self.metrics.backlog_depth.labels(name).set(depth)
-        await history.note_depths(self.redis, self.keys, dict(zip(names, depths)), time.time())
+        await history.note_depths(
+            self.redis, self.keys, dict(zip(names, depths, strict=True)), time.time()
+        )
         for index, pool in enumerate(pools):
             in_flight, queued = gauges[2 * index : 2 * index + 2]
             self.metrics.in_flight.labels(pool.name).set(in_flight)
