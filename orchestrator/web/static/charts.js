@@ -5,7 +5,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2f6fdb", "#7b4bd6", "#1f9d55", "#c77c02", "#0b8a8a", "#b83280", "#5d6777"];
-const CHART_W = 420, CHART_H = 150, PAD_L = 40, PAD_R = 8, PAD_T = 10, PAD_B = 22;
+const CHART_W = 420, CHART_H = 150, PAD_L = 50, PAD_R = 8, PAD_T = 10, PAD_B = 22;
 
 function svgEl(tag, attrs, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
@@ -93,7 +93,8 @@ function historyCharts(hist) {
   hist.pools.forEach((pool, i) => {
     const color = PALETTE[i % PALETTE.length];
     throughput.push({ name: pool + " succeeded", color, values: hist.points.map((p) => p.succeeded[pool]) });
-    throughput.push({ name: pool + " failed", color, dashed: true, values: hist.points.map((p) => p.failed[pool]) });
+    // a pool's failures only when it had some: a flat dashed zero line is noise
+    if (hist.totals.failed[pool]) throughput.push({ name: pool + " failed", color, dashed: true, values: hist.points.map((p) => p.failed[pool]) });
   });
   const depth = hist.backlogs.map((name) => ({ name, values: hist.points.map((p) => p.depth[name]) }));
   const spend = hist.spend_pools.map((pool) => ({ name: pool, values: hist.points.map((p) => p.spend[pool]) }));
