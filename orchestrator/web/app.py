@@ -89,6 +89,10 @@ class Dashboard:
         self.batches: SharedByKey[BatchDetail | None] = SharedByKey(
             self._batch_reader, interval, size=32
         )
+        # A batch's jobs with no record yet, found where they wait: a scan, shared.
+        self.pending: SharedByKey[list[tuple[str, dict[str, Any]]]] = SharedByKey(
+            self._pending_reader, interval, size=8
+        )
         self.views = Views(redis, settings, self.snapshot.get, self._acted)
 
     def _batch_reader(self, batch: str) -> Callable[[], Awaitable[BatchDetail | None]]:
@@ -99,6 +103,19 @@ class Dashboard:
             nonlocal last
             last = await read_again(self.redis, self.keys, batch, last)
             return last
+
+        return read
+
+    def _pending_reader(self, batch: str) -> Callable[[], Awaitable[list[tuple[str, Any]]]]:
+        async def read() -> list[tuple[str, Any]]:
+            found = await waiting.of_batch(
+                self.redis, self.keys, self.settings, batch, PENDING_LISTED
+            )
+            return [
+                (job.job_id, {"task": job.task or "", "where": where})
+                for where, job in found
+                if job.job_id is not None
+            ]
 
         return read
 
@@ -167,17 +184,9 @@ class Dashboard:
         if detail is None:
             return refusal(f"unknown batch {batch!r}", 404)
         offset = _int(request.query_params.get("offset"), 0, minimum=0)
-        pending = []
+        pending: list[tuple[str, dict[str, Any]]] = []
         if state in (None, "pending") and detail.counts["pending"]:
-            # jobs with no record yet: found where they wait
-            found = await waiting.of_batch(
-                self.redis, self.keys, self.settings, batch, PENDING_LISTED
-            )
-            pending = [
-                (job.job_id, {"task": job.task or "", "where": where})
-                for where, job in found
-                if job.job_id is not None
-            ]
+            pending = (await self.pending.get(batch)).value
         return _json(detail.to_json(state=state, offset=offset, limit=JOBS_PAGE, pending=pending))
 
     async def dead_list(self, request: Request) -> Response:
@@ -252,6 +261,7 @@ class Dashboard:
         self.snapshot.expire()
         self.pages.expire()
         self.batches.expire()
+        self.pending.expire()
         self.views.histories.expire()
         return _json({"ok": True, "result": result})
 

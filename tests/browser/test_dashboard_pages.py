@@ -86,6 +86,15 @@ def test_history_charts_on_the_overview(stack: StackFactory, tmp_path: Path, pag
         *echoes(12), {"task": "image.refuse", "args": ["no"], "id": "hist-refused"},
     ]))  # fmt: skip
     run.wait_for(lambda: run.redis.hlen(run.keys.receipts("hist_01")) == 13, "the batch")
+    # the conductor's heartbeat notes the backlog's depth in the current minute
+    run.wait_for(
+        lambda: bool(
+            run.redis.hexists(
+                run.keys.history(history.bucket_of(time.time())), "depth:backlog:default"
+            )
+        ),
+        "the conductor's depth sample",
+    )
     page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(url)
     charts = page.locator("#history-charts")

@@ -151,3 +151,14 @@ async def test_bulk_requeue_by_reason_and_purge_by_batch_need_the_token(
     purged = await client.post("/api/dead/purge", json={"batch": "d1"}, headers=AUTH)
     assert purged.json()["result"] == {"matched": 1, "purged": 1}
     assert await async_redis.llen(keys.dead) == 0
+
+
+async def test_the_new_pages_are_the_shell_and_draw_from_text(client: httpx.AsyncClient) -> None:
+    """Jobs, queues and workers are pages of the shell; the charts' script builds no HTML."""
+    for path in ("/jobs", "/jobs/b1:1", "/queues", "/workers"):
+        page = await client.get(path)
+        assert page.status_code == 200
+        assert '<script src="/static/charts.js"' in page.text
+    charts = await client.get("/static/charts.js")
+    assert charts.status_code == 200
+    assert "innerHTML" not in charts.text
