@@ -25,6 +25,8 @@ from orchestrator.keys import Keys
 # record of a run in progress: a batch's receipts are outcomes.
 Status = Literal["succeeded", "failed", "retrying", "dead", "running", "cancelled"]
 RESULT_LIMIT = 1024  # bytes of a task's result kept in its receipt
+# Receipts of earlier runs kept per retried job (`Keys.attempts`), and for how long.
+ATTEMPTS_KEPT, ATTEMPTS_TTL = 20, 7 * 86_400
 
 
 class Receipt(TypedDict):
@@ -94,7 +96,13 @@ def stage(
     worker stages it into the MULTI where arq ends the job (`worker.arq_hooks.finish_job`):
     one round trip, and the receipt and arq's own bookkeeping never disagree.
     """
-    pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], orjson.dumps(receipt).decode())
+    encoded = orjson.dumps(receipt).decode()
+    pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], encoded)
+    if receipt["status"] == "retrying":  # the next run's receipt replaces this one
+        attempts = keys.attempts(receipt["batch"], receipt["job_id"])
+        pipe.rpush(attempts, encoded)
+        pipe.ltrim(attempts, -ATTEMPTS_KEPT, -1)
+        pipe.expire(attempts, ATTEMPTS_TTL)
     pipe.hdel(keys.running(receipt["batch"]), receipt["job_id"])  # the run is over
     if arq_job_id is not None:
         pipe.hdel(keys.holding(receipt["worker"]), arq_job_id)

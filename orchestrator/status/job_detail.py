@@ -7,9 +7,11 @@ page). Its records are spread over its batch's hashes (`Keys.receipts`,
 one the id names (`<manifest stem>:<line>`), the one arq's copy of the envelope names,
 or the newest of the recent batches that has a record of it.
 
-Runs: a receipt is overwritten by the next run's, so what is known of earlier runs is
-what the dead letters kept (each holds the receipt of the run that ended in it), plus
-the run in progress and the last receipt.
+Runs: a receipt is overwritten by the next run's, so the earlier runs are what the
+worker kept of each run a retry followed (`Keys.attempts`) and what the dead letters
+kept (each holds the receipt of the run that ended in it), beside the run in progress
+and the last receipt. A run whose process died left no receipt: only its attempt
+number (the next run's) tells of it.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ async def read_job(
     batch_id, receipt, running, cancelled = found or (candidates[0] if candidates else None,
                                                       None, None, None)  # fmt: skip
     envelope = arq_envelope or cancelled or _newest_payload(letters)
-    runs = _runs(running, receipt, letters)
+    earlier = (
+        [_load(raw) for raw in await redis.lrange(keys.attempts(batch_id, job_id), 0, -1)]  # type: ignore[misc]
+        if batch_id
+        else []
+    )
+    runs = _runs(running, receipt, letters, earlier)
     state = _state(receipt, running, cancelled, letters, queued is not None)
     last = receipt or {}
     return {
@@ -124,12 +131,13 @@ def _runs(
     running: dict[str, Any] | None,
     receipt: dict[str, Any] | None,
     letters: list[deadletters.Entry],
+    earlier: list[dict[str, Any] | None],
 ) -> list[dict[str, Any]]:
     """Every run known, latest first, each once (a dead letter repeats the receipt)."""
     seen: set[tuple[Any, Any]] = set()
     runs: list[dict[str, Any]] = []
     kept = [entry.record.get("receipt") for entry in reversed(letters)]
-    for record in (running, receipt, *kept):
+    for record in (running, receipt, *kept, *reversed(earlier)):
         if not isinstance(record, dict):
             continue
         mark = (record.get("attempt"), record.get("started_at"))

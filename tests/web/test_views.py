@@ -162,3 +162,25 @@ async def test_the_new_pages_are_the_shell_and_draw_from_text(client: httpx.Asyn
     charts = await client.get("/static/charts.js")
     assert charts.status_code == 200
     assert "innerHTML" not in charts.text
+
+
+async def test_a_retried_job_shows_each_of_its_runs(
+    client: httpx.AsyncClient, async_redis: redis.asyncio.Redis, keys: Keys
+) -> None:
+    """The receipt of a run a retry followed is replaced by the next one's; the job page
+    still lists it, with its pool, worker and error, latest run first."""
+    first = _receipt("rt:1", "rt", "retrying", pool="cloud")
+    async with async_redis.pipeline(transaction=True) as pipe:
+        stage(pipe, keys, first, finished=False)
+        await pipe.execute()
+    second = {**_receipt("rt:1", "rt", "succeeded"), "attempt": 2, "worker": "w-2"}
+    await _finish(async_redis, keys, second)
+    job = (await client.get("/api/jobs/rt:1?batch=rt")).json()
+    assert job["state"] == "succeeded"
+    assert [
+        (r["attempt"], r["status"], r["pool"], r["worker"], r["error"]) for r in job["runs"]
+    ] == [
+        (2, "succeeded", "metal", "w-2", None),
+        (1, "retrying", "cloud", "w-1", "boom"),
+    ]
+    assert 0 < await async_redis.ttl(keys.attempts("rt", "rt:1")) <= 7 * 86_400

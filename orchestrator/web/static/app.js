@@ -587,7 +587,7 @@ function jobPage(id) {
           h("td", { class: "num" }, r.attempt ?? "–"), h("td", {}, h("span", { class: "badge " + r.status }, r.status)),
           h("td", {}, r.pool || "–"), h("td", { class: "mono" }, r.worker || "–"), h("td", {}, when(r.started_at)),
           h("td", {}, when(r.ended_at)), h("td", { class: "num" }, secs(r.duration)), h("td", { class: "error" }, r.error || "")))),
-        h("p", { class: "caption" }, "A run's receipt replaces the one before; earlier runs are known from the dead letters that kept them.")),
+        h("p", { class: "caption" }, "Runs a retry followed are kept for 7 days; a run whose worker died left no record but its attempt number.")),
       j.dead_letters.length ? section("Dead letters",
         table(["reason", "error", "when", ""], j.dead_letters.map((d) => h("tr", {},
           h("td", {}, d.reason), h("td", { class: "error" }, d.error), h("td", {}, when(d.at)),
