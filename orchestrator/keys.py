@@ -267,6 +267,20 @@ class Keys:
         written as a run begins (`lua/begin.lua`), deleted with the run's receipt."""
         return f"{self._root}:running:{batch_id}"
 
+    def attempts(self, batch_id: str, job_id: str) -> str:
+        """List of the receipts of a job's runs that a retry followed (oldest first, the
+        last few, expiring): the job page's earlier runs, which the receipt of the next
+        run replaces in `receipts`. Only jobs that were retried have one."""
+        return f"{self._root}:attempts:{batch_id}:{job_id}"
+
     def receipts(self, batch_id: str) -> str:
         """Hash of job id → receipt (JSON) for one batch."""
         return f"{self._root}:receipts:{batch_id}"
+
+    # --- history (the dashboard's charts) --------------------------------------------
+
+    def history(self, bucket: int) -> str:
+        """Hash of what happened in one interval (`bucket`: unix time // its length):
+        jobs finished per pool and outcome, backlog depths, cloud spend. It expires a
+        day after its interval ends (`history.py`), so the history holds a day at most."""
+        return f"{self._root}:history:{bucket}"

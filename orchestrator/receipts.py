@@ -3,7 +3,8 @@
 A batch's receipts live in one hash (job id → JSON), so `verify` reads a batch in a
 few HSCANs and a re-run of the same job overwrites its receipt instead of adding a
 second one. Finishing a job is one MULTI: the receipt, the pool's in-flight slot given
-back, the dead letter when it failed for good, and a wake-up for the conductors — and,
+back, the dead letter when it failed for good, the minute's count for the dashboard's
+history, and a wake-up for the conductors — and,
 in the worker, arq's own end of the job (`stage`).
 """
 
@@ -16,6 +17,7 @@ import orjson
 from redis.asyncio.client import Pipeline
 from typing_extensions import TypedDict
 
+from orchestrator import history
 from orchestrator.keys import Keys
 
 # `cancelled`: the job will not run (again) because `orchestrator cancel` said so — not a
@@ -23,6 +25,8 @@ from orchestrator.keys import Keys
 # record of a run in progress: a batch's receipts are outcomes.
 Status = Literal["succeeded", "failed", "retrying", "dead", "running", "cancelled"]
 RESULT_LIMIT = 1024  # bytes of a task's result kept in its receipt
+# Receipts of earlier runs kept per retried job (`Keys.attempts`), and for how long.
+ATTEMPTS_KEPT, ATTEMPTS_TTL = 20, 7 * 86_400
 
 
 class Receipt(TypedDict):
@@ -92,7 +96,13 @@ def stage(
     worker stages it into the MULTI where arq ends the job (`worker.arq_hooks.finish_job`):
     one round trip, and the receipt and arq's own bookkeeping never disagree.
     """
-    pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], orjson.dumps(receipt).decode())
+    encoded = orjson.dumps(receipt).decode()
+    pipe.hset(keys.receipts(receipt["batch"]), receipt["job_id"], encoded)
+    if receipt["status"] == "retrying":  # the next run's receipt replaces this one
+        attempts = keys.attempts(receipt["batch"], receipt["job_id"])
+        pipe.rpush(attempts, encoded)
+        pipe.ltrim(attempts, -ATTEMPTS_KEPT, -1)
+        pipe.expire(attempts, ATTEMPTS_TTL)
     pipe.hdel(keys.running(receipt["batch"]), receipt["job_id"])  # the run is over
     if arq_job_id is not None:
         pipe.hdel(keys.holding(receipt["worker"]), arq_job_id)
@@ -102,6 +112,10 @@ def stage(
         # prefetch (lua/lib/pools.lua)
         pipe.hincrby(keys.capacity(receipt["pool"]), "finished", 1)
         pipe.hincrbyfloat(keys.capacity(receipt["pool"]), "busy", receipt["duration"])
+        if receipt["status"] in ("succeeded", "failed", "dead"):  # a cancel is neither
+            history.stage_outcome(
+                pipe, keys, receipt["pool"], receipt["status"] == "succeeded", receipt["ended_at"]
+            )
     if dead is not None:
         pipe.rpush(keys.dead, orjson.dumps(dead))
     if cancelled is not None:

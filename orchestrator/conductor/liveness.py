@@ -1,7 +1,8 @@
 """The conductor's liveness and recovery: its own heartbeat, and what it does for the
 others on each beat.
 
-Each beat renews this conductor's heartbeat and gauges, learns backlogs that appeared,
+Each beat renews this conductor's heartbeat and gauges (the backlog depths go to the
+dashboard's history too), learns backlogs that appeared,
 puts back on the ready list the processing list of a peer whose heartbeat lapsed,
 releases the claims of workers that died (`lua/release_dead_workers.lua`), dead-letters
 jobs a pool lost (`lua/reap.lua`), and warns of tasks whose jobs wait for a worker. On
@@ -21,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
-from orchestrator import arq_jobs
+from orchestrator import arq_jobs, history
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
@@ -111,6 +112,9 @@ class Liveness:
         self.metrics.beat()
         for name, depth in zip(names, depths, strict=True):
             self.metrics.backlog_depth.labels(name).set(depth)
+        await history.note_depths(
+            self.redis, self.keys, dict(zip(names, depths, strict=True)), time.time()
+        )
         for index, pool in enumerate(pools):
             in_flight, queued = gauges[2 * index : 2 * index + 2]
             self.metrics.in_flight.labels(pool.name).set(in_flight)

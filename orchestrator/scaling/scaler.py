@@ -34,7 +34,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orchestrator import tracing
+from orchestrator import history, tracing
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
@@ -342,7 +342,8 @@ class Scaler:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.incrbyfloat(key, cost)
                 pipe.expire(key, KEEP_SECONDS)
-                total, _ = await pipe.execute()
+                history.stage_spend(pipe, self.keys, pool, cost, now)
+                total, *_ = await pipe.execute()
             self.metrics.pool_spend.labels(pool).inc(cost)
             return float(total)
         return float(await self.redis.get(key) or 0.0)

@@ -15,7 +15,7 @@ HSCAN pages, so one huge batch never holds Redis for long.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,10 +69,22 @@ class BatchDetail:
             counts["pending"] or counts["running"] or counts["retrying"]
         )
 
-    def to_json(self, *, state: str | None = None, offset: int = 0, limit: int = 100) -> Any:
+    def to_json(
+        self,
+        *,
+        state: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        pending: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    ) -> Any:
         """The batch as the API serves it, with one page of its jobs (of `state` only,
-        when given)."""
-        jobs = self.jobs if state is None else [job for job in self.jobs if job[1] == state]
+        when given). `pending`: jobs that wait, as (id, where and what), listed after
+        the jobs with a record (`status/waiting.py` finds them)."""
+        found: list[tuple[str, str, Mapping[str, Any]]] = [
+            *self.jobs,
+            *((job_id, "pending", job) for job_id, job in pending),
+        ]
+        jobs = found if state is None else [job for job in found if job[1] == state]
         return {
             "id": self.id,
             "backlog": self.backlog,
@@ -227,8 +239,9 @@ def _refused(entry: deadletters.Entry) -> dict[str, Any]:
     }
 
 
-def _row(job_id: str, state: JobState, job: Mapping[str, Any]) -> dict[str, Any]:
+def _row(job_id: str, state: str, job: Mapping[str, Any]) -> dict[str, Any]:
     return {
+        "where": job.get("where"),  # a pending job: the place it waits in
         "id": job_id,
         "task": str(job.get("task", "")),
         "state": state,

@@ -36,12 +36,14 @@ from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.logs import RedisOutage
 from orchestrator.settings import Settings, redact_url
+from orchestrator.status import waiting
 from orchestrator.status.batch_detail import JOB_STATES, BatchDetail, read_again
 from orchestrator.status.model import document
 from orchestrator.status.snapshot import Snapshot, StatusReader, to_json
 from orchestrator.web.guard import HostGuard, action_refusal, refusal
 from orchestrator.web.hub import Shared, SharedByKey
 from orchestrator.web.timing import ServerTiming
+from orchestrator.web.views import Views, read_body
 
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 25  # batches per page of the batch list
@@ -50,6 +52,7 @@ JOBS_PAGE = 100  # jobs per page of a batch page
 # read behind Redis, and Redis sees one snapshot per this, however many pages are open.
 REFRESH = 0.5
 DEAD_PAGE = 100  # dead letters per page
+PENDING_LISTED = 1_000  # waiting jobs a batch page finds and lists, at most
 Handler = Callable[[Request], Awaitable[Response]]
 log = structlog.get_logger("orchestrator.web")
 
@@ -87,6 +90,11 @@ class Dashboard:
         self.batches: SharedByKey[BatchDetail | None] = SharedByKey(
             self._batch_reader, interval, size=32
         )
+        # A batch's jobs with no record yet, found where they wait: a scan, shared.
+        self.pending: SharedByKey[list[tuple[str, dict[str, Any]]]] = SharedByKey(
+            self._pending_reader, interval, size=8
+        )
+        self.views = Views(redis, settings, self.snapshot.get, self._acted)
 
     def _batch_reader(self, batch: str) -> Callable[[], Awaitable[BatchDetail | None]]:
         """A batch's reads: a settled batch is read whole only when it changed."""
@@ -96,6 +104,19 @@ class Dashboard:
             nonlocal last
             last = await read_again(self.redis, self.keys, batch, last)
             return last
+
+        return read
+
+    def _pending_reader(self, batch: str) -> Callable[[], Awaitable[list[tuple[str, Any]]]]:
+        async def read() -> list[tuple[str, Any]]:
+            found = await waiting.of_batch(
+                self.redis, self.keys, self.settings, batch, PENDING_LISTED
+            )
+            return [
+                (job.job_id, {"task": job.task or "", "where": where})
+                for where, job in found
+                if job.job_id is not None
+            ]
 
         return read
 
@@ -158,13 +179,16 @@ class Dashboard:
     async def batch(self, request: Request) -> Response:
         batch = request.path_params["batch"]
         state = request.query_params.get("state") or None
-        if state is not None and state not in JOB_STATES:
-            return refusal(f"state must be one of {', '.join(JOB_STATES)}", 400)
+        if state is not None and state not in (*JOB_STATES, "pending"):
+            return refusal(f"state must be one of {', '.join(JOB_STATES)}, pending", 400)
         detail = (await self.batches.get(batch)).value
         if detail is None:
             return refusal(f"unknown batch {batch!r}", 404)
         offset = _int(request.query_params.get("offset"), 0, minimum=0)
-        return _json(detail.to_json(state=state, offset=offset, limit=JOBS_PAGE))
+        pending: list[tuple[str, dict[str, Any]]] = []
+        if state in (None, "pending") and detail.counts["pending"]:
+            pending = (await self.pending.get(batch)).value
+        return _json(detail.to_json(state=state, offset=offset, limit=JOBS_PAGE, pending=pending))
 
     async def dead_list(self, request: Request) -> Response:
         offset = _int(request.query_params.get("offset"), 0, minimum=0)
@@ -189,14 +213,14 @@ class Dashboard:
     # --- actions -------------------------------------------------------------------------
 
     async def cancel(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await read_body(request)
         report = await Canceller(self.redis, self.settings).batches(
             [request.path_params["batch"]], running=bool(body.get("running")), wait=0.0
         )
         return self._acted(report.to_json())
 
     async def retry(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await read_body(request)
         report = await retry_batch(
             self.redis,
             self.keys,
@@ -238,6 +262,8 @@ class Dashboard:
         self.snapshot.expire()
         self.pages.expire()
         self.batches.expire()
+        self.pending.expire()
+        self.views.histories.expire()
         return _json({"ok": True, "result": result})
 
     # --- the app -------------------------------------------------------------------------
@@ -259,6 +285,10 @@ class Dashboard:
             Route("/batches/{batch:path}", shell),
             Route("/dead", shell),
             Route("/dead/{ref:path}", shell),
+            Route("/jobs", shell),
+            Route("/jobs/{job:path}", shell),
+            Route("/queues", shell),
+            Route("/workers", shell),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/healthz", self.health),
             Route("/api/status", self.status),
@@ -269,7 +299,13 @@ class Dashboard:
             Route("/api/batches/{batch:path}/cancel", guarded(self.cancel), methods=["POST"]),
             Route("/api/batches/{batch:path}/retry", guarded(self.retry), methods=["POST"]),
             Route("/api/batches/{batch:path}", self.batch),
+            Route("/api/history", self.views.history),
+            Route("/api/jobs/{job:path}", self.views.job),
+            Route("/api/queues", self.views.queues),
+            Route("/api/workers", self.views.workers),
             Route("/api/dead", self.dead_list),
+            Route("/api/dead/requeue", guarded(self.views.requeue_many), methods=["POST"]),
+            Route("/api/dead/purge", guarded(self.views.purge), methods=["POST"]),
             Route("/api/dead/{ref:path}/requeue", guarded(self.requeue), methods=["POST"]),
             Route("/api/dead/{ref:path}", self.dead),
             Route("/api/{kind}/{name:path}/pause", guarded(self.pause), methods=["POST"]),
@@ -336,19 +372,6 @@ def _paused_thing(request: Request, settings: Settings) -> tuple[pausing.Kind, s
 
 class NotFound(UserError):
     """What the request names does not exist: 404."""
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UserError("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise UserError("the request body must be a JSON object")
-    return body
 
 
 def _int(text: str | None, default: int, *, minimum: int) -> int:

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from orchestrator import history
+from orchestrator.scaling.launches import day
 from tests.conftest import StackFactory
 from tests.live_stack import Stack, write_manifest
 
@@ -97,6 +100,16 @@ def test_a_budget_of_one_worker_minute_pays_for_one_launch_then_metal_carries_on
     reached = run.events(conductor, "budget_reached")
     assert len(reached) == 1
     assert sum(r["pool"] == "metal" for r in receipts) >= 6
+    # the dashboard's history has every cent of it, minute by minute (read in one MULTI)
+    now = time.time()
+    minutes = range(history.bucket_of(now) - 10, history.bucket_of(now) + 1)
+    with run.redis.pipeline(transaction=True) as pipe:
+        pipe.get(run.keys.spend("cloud", day(now)))
+        for minute in minutes:
+            pipe.hget(run.keys.history(minute), "spend:cloud")
+        spent, *per_minute = pipe.execute()
+    assert float(spent) > 0
+    assert sum(float(x or 0) for x in per_minute) == pytest.approx(float(spent))
 
 
 def test_a_failing_launch_command_backs_off_and_loses_nothing(

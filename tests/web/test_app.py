@@ -4,40 +4,20 @@ act, and what one refresh costs Redis however many pages are open."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import orjson
-import pytest
 import redis.asyncio
 
 from orchestrator.keys import Keys
-from orchestrator.settings import Settings, load_settings
 from orchestrator.stack.redis_server import free_port
 from orchestrator.web.app import Dashboard
 from tests.conftest import CliResult, CliRunner
 from tests.live_stack import write_manifest
-
-TOKEN = "a-test-token-of-some-length"
-
-
-def _settings() -> Settings:
-    return load_settings(backlogs=["backlog:default", "backlog:other"])
-
-
-@pytest.fixture
-async def dashboard(async_redis: redis.asyncio.Redis) -> Dashboard:
-    return Dashboard(async_redis, _settings(), token=TOKEN, interval=0.2)
-
-
-@pytest.fixture
-async def client(dashboard: Dashboard) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=dashboard.app(loopback_only=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as c:
-        yield c
+from tests.web.conftest import TOKEN, _settings
 
 
 async def _cli(run_cli: CliRunner, *args: str) -> CliResult:

@@ -82,8 +82,19 @@ function ago(seconds) {
   return Math.floor(s / 86400) + "d";
 }
 
+// A moment as people read it on a live page: "3 s ago", the exact time on hover.
 function when(unix) {
-  return unix ? new Date(unix * 1000).toLocaleString() : "–";
+  if (!unix) return "–";
+  return h("time", { datetime: new Date(unix * 1000).toISOString(), title: new Date(unix * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC"), class: "rel" }, relative(unix));
+}
+
+function relative(unix) {
+  const s = Date.now() / 1000 - unix;
+  const future = s < 0;
+  const a = Math.abs(s);
+  const text = a < 1 ? "now" : a < 60 ? Math.floor(a) + " s" : a < 3600 ? Math.floor(a / 60) + " min" :
+    a < 86400 ? Math.floor(a / 3600) + " h" : Math.floor(a / 86400) + " d";
+  return text === "now" ? text : future ? "in " + text : text + " ago";
 }
 
 function secs(value) {
@@ -179,6 +190,9 @@ function pauseButton(kind, name, pausedAt, after) {
 // --- live status ---------------------------------------------------------------------
 
 let lastStatus = null;
+// Pools whose worker list is open: a redraw (every refresh) keeps it open.
+const openWorkers = new Set(JSON.parse(sessionStorage.getItem("open-workers") || "[]"));
+window.addEventListener("pagehide", () => sessionStorage.setItem("open-workers", JSON.stringify([...openWorkers])));
 
 function setLive(text, ok) {
   const live = document.getElementById("live");
@@ -258,11 +272,12 @@ function poolCard(pool, index, pools, refresh) {
         (scaler.budget_reached ? " — budget reached" : ""),
         scaler.budget ? bar(scaler.spend_today, scaler.budget, "spend against budget") : null),
       scaler.decision ? h("p", { class: "caption" }, "last: " + scaler.decision.event + " — " + scaler.decision.reason) : null) : null,
-    pool.workers.length ? h("details", {},
+    pool.workers.length ? h("details", { open: openWorkers.has(pool.name), "data-workers": pool.name,
+      ontoggle: (e) => { if (e.target.open) openWorkers.add(pool.name); else openWorkers.delete(pool.name); } },
       h("summary", {}, plural(pool.workers.length, "worker")),
-      table(["worker", "host", "slots", "running", "heartbeat"], pool.workers.map((w) => h("tr", {},
+      table(["worker", "host", "slots", "running", "last beat"], pool.workers.map((w) => h("tr", { "data-worker": w.id },
         h("td", {}, w.id + (w.draining ? " (draining)" : "")), h("td", {}, w.host), h("td", {}, w.slots),
-        h("td", {}, w.running), h("td", {}, ago(w.heartbeat_age) + " ago"))))) : null);
+        h("td", {}, w.running), h("td", { title: ago(w.heartbeat_age) + " before this read" }, ago(w.heartbeat_age) + " ago"))))) : null);
 }
 
 function batchRow(batch) {
@@ -296,6 +311,7 @@ function drawOverview(s, refresh) {
       s.redis ? h("span", { class: "caption" }, "Redis " + s.redis.url + " (" + s.redis.origin + ")") : null),
     noWorker.length ? h("p", { class: "warning" }, noWorker.map(([task, w]) => w.jobs + " " + task + " jobs wait: no live worker runs that task. ")) : null,
     section("Pools, in routing order", h("div", { class: "pools" }, s.pools.map((p, i) => poolCard(p, i, s.pools, refresh)))),
+    historySection,
     h("div", { class: "columns" },
       section("Backlogs", table(["backlog", "depth", "priority levels", ""], s.backlogs.map((b) => h("tr", { "data-backlog": b.name },
         h("td", {}, b.name, b.paused_at ? h("span", { class: "badge paused" }, "paused") : null),
@@ -318,7 +334,30 @@ function drawOverview(s, refresh) {
       h("p", {}, link("/batches", "all " + plural(s.batches_total, "batch", "batches") + " →"))));
 }
 
+// The history charts: one node kept across the overview's redraws (its range choice
+// with it), refreshed from /api/history on its own, slower clock.
+const HISTORY_MS = 10000;
+let historyMinutes = 60;
+const historyBody = h("div", { id: "history" }, h("p", { class: "caption" }, "loading…"));
+const historySection = h("section", {},
+  h("div", { class: "title" }, h("h2", {}, "History"),
+    h("span", { class: "actions" }, h("label", {}, "last ",
+      h("select", { id: "history-range", onchange: (e) => { historyMinutes = Number(e.target.value); loadHistory(); } },
+        [[60, "hour"], [360, "6 hours"], [1440, "day"]].map(([m, label]) => h("option", { value: m, selected: m === historyMinutes }, label)))))),
+  historyBody);
+
+async function loadHistory() {
+  try {
+    const hist = await getJson("/api/history?minutes=" + historyMinutes);
+    replace(historyBody, historyCharts(hist));
+  } catch (error) {
+    replace(historyBody, h("p", { class: "caption" }, "history: " + error.message));
+  }
+}
+
 function overview() {
+  loadHistory();
+  setInterval(loadHistory, HISTORY_MS);
   const source = watchStatus((s) => drawOverview(s, refresh));
   function refresh() {
     getJson("/api/status").then((s) => drawOverview(s, refresh)).catch(() => {});
@@ -380,8 +419,8 @@ function batchPage(id) {
             const r = await act("/api/batches/" + enc(b.id) + "/retry", {}, "Run the " + failures + " failed jobs of " + b.id + " again?");
             if (r) { notify("requeued " + r.requeued + " jobs of " + b.id); view.refresh(); }
           }) : null)),
-      h("p", { class: "caption" }, "backlog " + b.backlog + " · manifest " + (b.manifest || "–") + " · dispatched " + when(b.created_at) +
-        (b.cancelled_at ? " · cancelled " + when(b.cancelled_at) : "") + (b.complete ? "" : " · counted from the first receipts only")),
+      h("p", { class: "caption" }, "backlog " + b.backlog + " · manifest " + (b.manifest || "–") + " · dispatched ", when(b.created_at),
+        b.cancelled_at ? [" · cancelled ", when(b.cancelled_at)] : null, b.complete ? "" : " · counted from the first receipts only"),
       progress([["done", c.succeeded], ["failed", failures], ["cancelled", c.cancelled], ["running", c.running]], Math.max(b.total, b.queued)),
       h("div", { class: "stats" }, STATES.map((s) => stat(s.replace("_", " "), c[s], s)), stat("pending", c.pending, "pending"),
         stat("of", b.total, "total")),
@@ -389,18 +428,20 @@ function batchPage(id) {
         section("Durations of successes", b.durations ? h("div", { class: "stats" },
           stat("p50", secs(b.durations.p50)), stat("p95", secs(b.durations.p95)), stat("max", secs(b.durations.max))) : h("p", {}, "none yet")),
         section("Per pool", table(["pool", ...STATES.map((s) => SHORT[s])], Object.entries(b.pools).map(([pool, n]) => h("tr", { "data-pool": pool },
-          h("td", {}, pool), STATES.map((s) => h("td", { class: "num" }, n[s] || 0)))))),
-        section("Per task", table(["task", ...STATES.map((s) => SHORT[s])], Object.entries(b.tasks).map(([task, n]) => h("tr", {},
-          h("td", {}, task), STATES.map((s) => h("td", { class: "num" }, n[s] || 0))))))),
+          h("td", {}, pool), STATES.map((s) => h("td", { class: "num" }, n[s] || 0))))))),
+      section("Per task", table(["task", ...STATES.map((s) => SHORT[s])], Object.entries(b.tasks).map(([task, n]) => h("tr", {},
+        h("td", { class: "task" }, task), STATES.map((s) => h("td", { class: "num" }, n[s] || 0)))), { id: "per-task" })),
       section("Jobs",
         h("div", { class: "filters" }, h("label", {}, "show ",
           h("select", { id: "state-filter", onchange: (e) => go(e.target.value, 0) },
             h("option", { value: "", selected: !state }, "all"),
-            STATES.map((s) => h("option", { value: s, selected: s === state }, s.replace("_", " ") + " (" + c[s] + ")"))))),
-        table(["job", "task", "state", "pool", "worker", "attempt", "duration", "error"], jobs.rows.map((j) => h("tr", { "data-job": j.id },
-          h("td", { class: "mono" }, j.id), h("td", {}, j.task), h("td", {}, h("span", { class: "badge " + j.state }, j.state.replace("_", " "))),
+            [...STATES, "pending"].map((s) => h("option", { value: s, selected: s === state }, s.replace("_", " ") + " (" + c[s] + ")"))))),
+        table(["job", "task", "state", "pool", "worker", "attempt", "started", "duration", "error"], jobs.rows.map((j) => h("tr", { "data-job": j.id, "data-state": j.state },
+          h("td", { class: "mono" }, link("/jobs/" + enc(j.id) + "?batch=" + enc(b.id), j.id)), h("td", {}, j.task),
+          h("td", {}, h("span", { class: "badge " + j.state }, j.state.replace("_", " "))),
           h("td", {}, j.pool || "–"), h("td", { class: "mono" }, j.worker || "–"), h("td", { class: "num" }, j.attempt || "–"),
-          h("td", { class: "num" }, secs(j.duration)), h("td", { class: "error" }, j.error || "")))),
+          h("td", {}, when(j.started_at)), h("td", { class: "num" }, secs(j.duration)),
+          h("td", { class: j.where ? "caption" : "error" }, j.where ? "waits in " + j.where : j.error || "")))),
         h("nav", { class: "pager" },
           offset > 0 ? button("← previous", () => go(state, Math.max(0, offset - 100)), "small") : null,
           h("span", {}, jobs.total ? (offset + 1) + "–" + Math.min(jobs.total, offset + jobs.rows.length) + " of " + jobs.total : "no jobs"),
@@ -410,14 +451,50 @@ function batchPage(id) {
 
 // --- dead letters ----------------------------------------------------------------------
 
+// Bulk actions: every dead letter of a reason and/or a batch (the choices are what the
+// page shows), requeued or purged; purging with neither chosen purges all.
+let bulkReason = "", bulkBatch = "";
+
+function bulkBar(reply, view) {
+  const reasons = [...new Set(reply.letters.map((d) => d.reason))].sort();
+  const batches = [...new Set(reply.letters.map((d) => d.batch).filter(Boolean))].sort();
+  const which = () => [bulkReason ? "reason " + bulkReason : null, bulkBatch ? "batch " + bulkBatch : null].filter(Boolean).join(" and ");
+  const body = () => Object.assign({}, bulkReason ? { reason: bulkReason } : {}, bulkBatch ? { batch: bulkBatch } : {});
+  return h("div", { class: "bulk filters", id: "bulk" },
+    h("label", {}, "reason ", h("select", { id: "bulk-reason", onchange: (e) => { bulkReason = e.target.value; } },
+      h("option", { value: "" }, "any"), reasons.map((r) => h("option", { value: r, selected: r === bulkReason }, r)))),
+    " ",
+    h("label", {}, "batch ", h("select", { id: "bulk-batch", onchange: (e) => { bulkBatch = e.target.value; } },
+      h("option", { value: "" }, "any"), batches.map((b) => h("option", { value: b, selected: b === bulkBatch }, b)))),
+    " ",
+    button("Requeue all matching", async () => {
+      if (!bulkReason && !bulkBatch) { notify("Choose a reason or a batch to requeue.", "error"); return; }
+      const r = await act("/api/dead/requeue", body(), "Requeue every dead letter of " + which() + "? They run again.");
+      if (r) { notify("requeued " + r.requeued + " of " + r.matched + " dead letters (" + which() + ")"); view.refresh(); }
+    }, "small"),
+    " ",
+    button("Purge all matching", async () => {
+      const all = !bulkReason && !bulkBatch;
+      const r = await act("/api/dead/purge", all ? { all: true } : body(),
+        "Delete " + (all ? "every dead letter" : "every dead letter of " + which()) + "? They will not run again.");
+      if (r) { notify("purged " + r.purged + " dead letters" + (all ? "" : " (" + which() + ")")); view.refresh(); }
+    }, "small danger"));
+}
+
 function deadLetters() {
   const params = new URLSearchParams(location.search);
   const offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+  let bar = null;
   const view = poll("/api/dead?offset=" + offset, (reply) => {
+    // the bar is drawn once per set of choices, so a refresh never closes an open select
+    const key = JSON.stringify([reply.letters.map((d) => [d.reason, d.batch])]);
+    if (!bar || bar.key !== key) bar = { key, el: bulkBar(reply, view) };
     replace(main,
       section("Dead letters, newest first (" + reply.total + ")",
-        table(["job", "task", "batch", "reason", "error", "when", ""], reply.letters.map((d) => h("tr", { "data-ref": d.ref },
+        reply.total ? bar.el : null,
+        table(["dead letter", "job", "task", "batch", "reason", "error", "when", ""], reply.letters.map((d) => h("tr", { "data-ref": d.ref },
           h("td", { class: "mono" }, link("/dead/" + enc(d.ref), d.ref)),
+          h("td", {}, d.job_id ? link("/jobs/" + enc(d.job_id) + (d.batch ? "?batch=" + enc(d.batch) : ""), "job →") : "–"),
           h("td", {}, d.task || "–"),
           h("td", {}, d.batch ? link("/batches/" + enc(d.batch), d.batch) : "–"),
           h("td", {}, d.reason),
@@ -445,6 +522,7 @@ function deadLetter(ref) {
         h("span", { class: "actions" }, requeueButton(d.ref, { refresh: () => { location.href = "/dead"; } }))),
       h("dl", { class: "fields" },
         h("dt", {}, "task"), h("dd", {}, d.task || "–"),
+        h("dt", {}, "job"), h("dd", {}, d.job_id ? link("/jobs/" + enc(d.job_id) + (d.batch ? "?batch=" + enc(d.batch) : ""), d.job_id) : "–"),
         h("dt", {}, "batch"), h("dd", {}, d.batch ? link("/batches/" + enc(d.batch), d.batch) : "–"),
         h("dt", {}, "reason"), h("dd", {}, d.reason),
         h("dt", {}, "when"), h("dd", {}, when(d.at)),
@@ -456,10 +534,91 @@ function deadLetter(ref) {
   return view;
 }
 
+// --- jobs ----------------------------------------------------------------------------
+
+function jobSearch(where) {
+  const input = h("input", { type: "search", id: where + "-job-id", name: "job", placeholder: "a job id, e.g. mybatch_01:3", size: 36, required: true });
+  return h("form", { class: "search", id: where + "-job-search", role: "search", onsubmit: (e) => {
+    e.preventDefault();
+    const id = input.value.trim();
+    if (id) location.href = "/jobs/" + enc(id);
+  } }, h("label", {}, "Job ", input), " ", h("button", { type: "submit" }, "Find"));
+}
+
+function jobsIndex() {
+  replace(main, section("Find a job", jobSearch("page"),
+    h("p", { class: "caption" }, "Any job: waiting, running, finished or dead-lettered. Jobs are also linked from their batch's page and from the dead letters.")));
+}
+
+function pretty(value) {
+  return value === null || value === undefined ? "–" : typeof value === "string" ? value : JSON.stringify(value, null, 2);
+}
+
+function jobPage(id) {
+  const batch = new URLSearchParams(location.search).get("batch");
+  poll("/api/jobs/" + enc(id) + (batch ? "?batch=" + enc(batch) : ""), (j) => {
+    replace(main,
+      h("div", { class: "title" },
+        h("h1", {}, "Job ", h("span", { class: "mono", id: "job-title" }, j.id)),
+        h("span", { class: "badge " + j.state, "data-field": "state" }, j.state.replace("_", " "))),
+      h("dl", { class: "fields" },
+        h("dt", {}, "task"), h("dd", { "data-field": "task" }, j.task || "–"),
+        h("dt", {}, "batch"), h("dd", {}, j.batch ? link("/batches/" + enc(j.batch), j.batch) : "–"),
+        h("dt", {}, "dispatched"), h("dd", {}, when(j.dispatched_at)),
+        h("dt", {}, "in a pool's queue"), h("dd", {}, j.in_arq ? "yes (arq holds it)" : "no")),
+      h("div", { class: "columns" },
+        section("Arguments", h("pre", { id: "job-args" }, j.args === null ? "not kept once it ran (see its manifest)" :
+          pretty({ args: j.args, kwargs: j.kwargs, meta: j.meta }))),
+        j.error ? section("Error", h("pre", { class: "error", id: "job-error" }, j.error)) :
+          section("Result", h("pre", { id: "job-result" }, pretty(j.result)))),
+      section("Runs, latest first",
+        table(["attempt", "status", "pool", "worker", "started", "ended", "duration", "error"], j.runs.map((r) => h("tr", { "data-attempt": r.attempt },
+          h("td", { class: "num" }, r.attempt ?? "–"), h("td", {}, h("span", { class: "badge " + r.status }, r.status)),
+          h("td", {}, r.pool || "–"), h("td", { class: "mono" }, r.worker || "–"), h("td", {}, when(r.started_at)),
+          h("td", {}, when(r.ended_at)), h("td", { class: "num" }, secs(r.duration)), h("td", { class: "error" }, r.error || "")))),
+        h("p", { class: "caption" }, "Runs a retry followed are kept for 7 days; a run whose worker died left no record but its attempt number.")),
+      j.dead_letters.length ? section("Dead letters",
+        table(["reason", "error", "when", ""], j.dead_letters.map((d) => h("tr", {},
+          h("td", {}, d.reason), h("td", { class: "error" }, d.error), h("td", {}, when(d.at)),
+          h("td", {}, link("/dead/" + enc(j.id), "dead letter →")))))) : null,
+      j.receipt ? section("Receipt", h("pre", { id: "job-receipt" }, pretty(j.receipt))) : null);
+  });
+}
+
+// --- queues and workers ----------------------------------------------------------------
+
+function queues() {
+  poll("/api/queues?first=10", (reply) => {
+    replace(main,
+      h("p", { class: "caption" }, "The first " + reply.first + " jobs waiting in each place, in the order a job passes them: backlogs (highest priority level first), the conductors' lists, then each pool's queue."),
+      reply.places.map((place) => h("section", { "data-place": place.label },
+        h("h2", {}, place.label + " — " + plural(place.total, "job")),
+        place.total ? table(["#", "job", "batch", "task", "priority", place.kind === "deferred" ? "due" : ""], place.jobs.map((j) => h("tr", { "data-job": j.id || "" },
+          h("td", { class: "num" }, j.position),
+          h("td", { class: "mono" }, j.id ? link("/jobs/" + enc(j.id) + (j.batch ? "?batch=" + enc(j.batch) : ""), j.id) : "(a line not taken yet)"),
+          h("td", {}, j.batch ? link("/batches/" + enc(j.batch), j.batch) : "–"), h("td", {}, j.task || "–"),
+          h("td", { class: "num" }, j.priority ?? 0), h("td", {}, j.due ? when(j.due) : "")))) : null)));
+  });
+}
+
+function workersPage() {
+  poll("/api/workers", (reply) => {
+    replace(main, reply.pools.map((pool) => h("section", { "data-pool": pool.name },
+      h("h2", {}, pool.name + " — " + plural(pool.workers.length, "worker")),
+      table(["worker", "host", "slots", "running", "runs now", "last beat"], pool.workers.map((w) => h("tr", { "data-worker": w.id },
+        h("td", { class: "mono" }, w.id + (w.draining ? " (draining)" : "")), h("td", {}, w.host + " · pid " + w.pid),
+        h("td", { class: "num" }, w.slots), h("td", { class: "num" }, w.running),
+        h("td", { class: "jobs" }, w.jobs.length ? w.jobs.map((j) => h("div", {},
+          link("/jobs/" + enc(j.id) + (j.batch ? "?batch=" + enc(j.batch) : ""), j.id), j.task ? " " + j.task : "")) : "idle"),
+        h("td", {}, when(w.beat_at))))))));
+  });
+}
+
 // --- start ---------------------------------------------------------------------------
 
 function start() {
   takeTokenFromUrl();
+  document.getElementById("search-slot").replaceChildren(jobSearch("top"));
   document.getElementById("token-button").addEventListener("click", () => {
     if (askToken()) notify("token kept for this browser");
   });
@@ -474,6 +633,10 @@ function start() {
   else if ((match = /^\/batches\/(.+)$/.exec(path))) batchPage(decodeURIComponent(match[1]));
   else if (path === "/dead") deadLetters();
   else if ((match = /^\/dead\/(.+)$/.exec(path))) deadLetter(decodeURIComponent(match[1]));
+  else if (path === "/jobs") jobsIndex();
+  else if ((match = /^\/jobs\/(.+)$/.exec(path))) jobPage(decodeURIComponent(match[1]));
+  else if (path === "/queues") queues();
+  else if (path === "/workers") workersPage();
   else replace(main, h("p", {}, "No such page. ", link("/", "Overview")));
 }
 
