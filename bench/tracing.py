@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -77,8 +77,9 @@ def dispatch_rate(url: str, path: Path, lines: int, *, on: bool) -> float:
     async def dispatch() -> float:
         async with open_client(url) as redis:
             started = time.perf_counter()
-            await dispatch_manifest(redis, Keys(namespace), path, "backlog:bench",
-                                    default_registry(), batch=namespace)  # fmt: skip
+            with tracing.span("send backlog:bench", kind="producer") if on else nullcontext():
+                await dispatch_manifest(redis, Keys(namespace), path, "backlog:bench",
+                                        default_registry(), batch=namespace)  # fmt: skip
             return time.perf_counter() - started
 
     try:

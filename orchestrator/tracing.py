@@ -167,6 +167,15 @@ def carrier_of(span: Span) -> dict[str, str]:
     return carrier
 
 
+def current_carrier() -> dict[str, str]:
+    """The active span's context as `traceparent` (and `tracestate`) fields; empty when
+    no span is active."""
+    from opentelemetry import trace
+
+    current = trace.get_current_span()
+    return carrier_of(current) if current.get_span_context().is_valid else {}
+
+
 def put_context(meta: MutableMapping[str, Any], span: Span) -> None:
     """The job's `meta` carries `span`'s context from now on (its later spans' parent)."""
     meta.pop(TRACESTATE, None)

@@ -59,6 +59,7 @@ def register(commands: Any) -> None:
 
 
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator import tracing
     from orchestrator.commands.progress import LineProgress
     from orchestrator.connection import connect
     from orchestrator.dispatch.manifests import dispatch_manifest
@@ -70,6 +71,27 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
 
     async def dispatch() -> DispatchResult:
         async def to(redis: Any) -> DispatchResult:
+            if tracing.enabled and not options.dry_run:
+                return await traced(redis)
+            return await untraced(redis)
+
+        async def traced(redis: Any) -> DispatchResult:
+            """One PRODUCER span for the whole manifest, the parent of every job's trace
+            (`tracing`): nothing per job, where a span per job would halve dispatch's
+            throughput. Its context is recorded on the batch for the conductors."""
+            attributes = tracing.messaging(
+                "send", "send", options.backlog, **{
+                    "orchestrator.batch": options.batch or options.manifest.stem,
+                    "orchestrator.manifest": str(options.manifest),
+                },
+            )  # fmt: skip
+            name = f"send {options.backlog}"
+            with tracing.span(name, kind="producer", attributes=attributes) as span:
+                result = await untraced(redis)
+                span.set_attribute("messaging.batch.message_count", result.queued)
+                return result
+
+        async def untraced(redis: Any) -> DispatchResult:
             return await dispatch_manifest(
                 redis,
                 Keys(settings.namespace),

@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import anyio
@@ -89,44 +88,7 @@ async def dispatch_manifest(
 ) -> DispatchResult:
     """Validate `path` and queue its jobs on `backlog` as batch `batch` (default: the
     file's stem). With `pools`, a `meta.pool` naming none of them is refused here. With
-    `priority`, every job has that priority, whatever its line's `meta.priority`.
-
-    Traced, the whole dispatch is one PRODUCER span, the parent of every job's trace
-    (`tracing`): one span per manifest costs nothing per job, where a span per job
-    would halve dispatch's throughput."""
-    call = partial(
-        _dispatch_manifest, redis, keys, path, backlog, registry, batch=batch,
-        max_line_bytes=max_line_bytes, dry_run=dry_run, progress=progress, pools=pools,
-        priority=priority,
-    )  # fmt: skip
-    if not tracing.enabled or dry_run:
-        return await call()
-    attributes = tracing.messaging(
-        "send", "send", backlog, **{"orchestrator.batch": batch or path.stem,
-                                    "orchestrator.manifest": str(path)},
-    )  # fmt: skip
-    with tracing.span(f"send {backlog}", kind="producer", attributes=attributes) as span:
-        result = await call()
-        span.set_attributes({
-            "messaging.batch.message_count": result.queued, "orchestrator.batch": result.batch,
-        })  # fmt: skip
-        return result
-
-
-async def _dispatch_manifest(
-    redis: Redis,
-    keys: Keys,
-    path: Path,
-    backlog: str,
-    registry: TaskRegistry,
-    *,
-    batch: str | None,
-    max_line_bytes: int,
-    dry_run: bool,
-    progress: Progress | None,
-    pools: Collection[str] | None,
-    priority: int | None,
-) -> DispatchResult:
+    `priority`, every job has that priority, whatever its line's `meta.priority`."""
     if batch is not None and not BATCH_NAME.match(batch):
         raise UserError(f"--batch {batch!r}: {_BATCH_RULE}")
     batch = batch if batch is not None else path.stem
@@ -163,12 +125,9 @@ async def _dispatch_manifest(
         if dry_run:
             return DispatchResult(str(path), batch, backlog, total, 0, True, priority, named)
         await _claim(redis, keys, batch, backlog, path, resolved, total, digest, dispatched_at)
-        if tracing.enabled:  # before its jobs can be routed: their routing's parent
-            from opentelemetry import trace
-
-            await redis.hset(  # type: ignore[misc]
-                keys.batch(batch), mapping=tracing.carrier_of(trace.get_current_span())
-            )
+        if tracing.enabled and (carrier := tracing.current_carrier()):
+            # the dispatch's span (commands/dispatch.py): the parent of its jobs' routing
+            await redis.hset(keys.batch(batch), mapping=carrier)  # type: ignore[misc]
         # --priority N: every job on level N's list; else each on its own level's.
         targets = [priority or 0] if priority is not None or not levels else [0, *levels]
         queued = await _commit(redis, keys, batch, backlog, staging, total, progress, targets)
