@@ -108,7 +108,7 @@ def _describe(report: CancelReport) -> str:
     if report.claimed:
         places.append(f"claimed by a worker {report.claimed}")
     if report.on_the_way:
-        places.append(f"on the way, by the conductor's check {report.on_the_way}")
+        places.append(f"on their way, stopped at their next step {report.on_the_way}")
     lines = [
         f"{what}: cancelled {job_count(report.cancelled)}"
         + (f" ({', '.join(places)})" if places else "")

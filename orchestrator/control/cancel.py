@@ -79,7 +79,7 @@ class CancelReport:
     finished: dict[str, str] = field(default_factory=dict)  # job id → its final status
     removed: Counter[str] = field(default_factory=Counter)
     claimed: int = 0  # claimed by a worker: ended by its check before starting
-    on_the_way: int = 0  # ended by the conductor's own check while moving between places
+    on_the_way: int = 0  # found by no sweep: between two places, stopped at their next step
     stopped: int = 0  # running jobs stopped (with `running`)
     still_running: list[str] = field(default_factory=list)  # not stopped within the wait
     left_running: int = 0  # running jobs left to finish (without `running`)
@@ -306,8 +306,34 @@ class Canceller:
         return sum(int(n) for n in counts) + sum(1 for value in values if value)
 
     async def _count_on_the_way(self, target: Target, report: CancelReport, before: int) -> None:
+        """Jobs no sweep found: those the conductor's check cancelled while the sweep ran,
+        and those still between two places (neither ended nor running), which the mark
+        stops at their next step — a job is never in no place, only between two."""
         ended = await self._marked(target) - before
-        report.on_the_way = max(0, ended - report.removed.total() - report.claimed - report.stopped)
+        checked = max(0, ended - report.removed.total() - report.claimed - report.stopped)
+        report.on_the_way = checked + await self._unended(target)
+
+    async def _unended(self, target: Target) -> int:
+        """The target's jobs with no receipt and no run in progress."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch in target.batches:
+                pipe.hget(self.keys.batch(batch), "queued")
+                pipe.hlen(self.keys.receipts(batch))
+                pipe.hlen(self.keys.running(batch))
+            for batch, job_id in target.jobs:
+                pipe.hexists(self.keys.receipts(batch), job_id)
+                pipe.hexists(self.keys.running(batch), job_id)
+            replies = await pipe.execute()
+        whole = replies[: 3 * len(target.batches)]
+        single = replies[3 * len(target.batches) :]
+        unended: int = sum(
+            max(0, int(queued or 0) - int(receipts) - int(running))
+            for queued, receipts, running in zip(whole[::3], whole[1::3], whole[2::3], strict=True)
+        )
+        return unended + sum(
+            1 for receipt, running in zip(single[::2], single[1::2], strict=True)
+            if not receipt and not running
+        )  # fmt: skip
 
     async def _held(self, target: Target) -> dict[tuple[str, str], str | None]:
         """The target's jobs a worker holds now — running, or claimed and about to check
