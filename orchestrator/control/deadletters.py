@@ -28,7 +28,7 @@ from orchestrator import arq_jobs
 from orchestrator.announced import announced_tasks, runs
 from orchestrator.job import JOB, requeued
 from orchestrator.keys import Keys
-from orchestrator.receipts import DeadLetter
+from orchestrator.receipts import ATTEMPTS_KEPT, ATTEMPTS_TTL, DeadLetter
 from orchestrator.scripts import script
 
 HANDLE_PREFIX = "@"
@@ -185,12 +185,13 @@ async def requeue(
     for chunk in _chunks(ready, REQUEUE_CHUNK):
         receipts = await _receipts(redis, keys, [envelope for _, _, envelope in chunk])
         script_keys: list[str] = [keys.dead, keys.ready, keys.doorbell]
-        args: list[Any] = [len(arq_jobs.run_keys(""))]  # arq keys per job
+        args: list[Any] = [len(arq_jobs.run_keys("")), ATTEMPTS_KEPT, ATTEMPTS_TTL]
         for (_, entries, envelope), receipt in zip(chunk, receipts, strict=True):
             arq_id = keys.arq_job_id(envelope["id"])
             script_keys += [
                 arq_jobs.JOB_KEY_PREFIX + arq_id,
                 keys.receipts(str(envelope["batch"])),
+                keys.attempts(str(envelope["batch"]), str(envelope["id"])),
                 *arq_jobs.run_keys(arq_id),
             ]
             args += [len(entries), *(entry.raw for entry in entries), requeued(envelope)]

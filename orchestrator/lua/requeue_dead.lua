@@ -10,16 +10,19 @@
 -- keys then would let arq's late result make the rerun look like a duplicate), or a
 -- copy of it is queued again.
 -- The conductors' doorbell rings with the jobs requeued, so one takes them at once.
+-- The receipt of the run that failed goes to the job's list of earlier runs
+-- (`Keys.attempts`), as a retry's does, so that its page still shows it after the rerun.
 -- KEYS[1] dead-letter list, KEYS[2] ready list, KEYS[3] doorbell, then per job: its arq
---   job key, its
---   batch's receipts hash, then the ARGV[1] arq keys to delete
--- ARGV[1] arq keys per job, then per job: record count n, its n records, its envelope,
---   its id, its receipt as read ("": leave the receipt) and that receipt marked retrying
+--   job key, its batch's receipts hash, its earlier runs' list, then the ARGV[1] arq
+--   keys to delete
+-- ARGV[1] arq keys per job, ARGV[2] earlier runs kept, ARGV[3] their TTL (s), then per
+--   job: record count n, its n records, its envelope, its id, its receipt as read ("":
+--   leave the receipt) and that receipt marked retrying
 -- Returns per job: 'requeued', 'gone' (no record of it left) or 'live' (arq holds it)
 --#include doorbell
-local per_job = tonumber(ARGV[1])
+local per_job, kept, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
-local k, i = 4, 2
+local k, i = 4, 4
 local rang = false
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
@@ -40,9 +43,12 @@ while i <= #ARGV do
     for r = i + 1, i + n do
       redis.call('LREM', KEYS[1], 1, ARGV[r])
     end
-    redis.call('DEL', unpack(KEYS, k + 2, k + 1 + per_job))
+    redis.call('DEL', unpack(KEYS, k + 3, k + 2 + per_job))
     if old ~= '' and redis.call('HGET', KEYS[k + 1], job_id) == old then
       redis.call('HSET', KEYS[k + 1], job_id, new)
+      redis.call('RPUSH', KEYS[k + 2], old)
+      redis.call('LTRIM', KEYS[k + 2], -kept, -1)
+      redis.call('EXPIRE', KEYS[k + 2], ttl)
     end
     redis.call('RPUSH', KEYS[2], envelope)
     if not rang then
@@ -53,6 +59,6 @@ while i <= #ARGV do
   end
   out[#out + 1] = outcome
   i = i + n + 5
-  k = k + 2 + per_job
+  k = k + 3 + per_job
 end
 return out

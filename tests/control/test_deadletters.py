@@ -327,3 +327,23 @@ def test_requeue_of_an_unknown_task_no_worker_runs_says_so_and_leaves_it_dead(
     assert went.code == 0, went.err
     assert sync_redis.llen(keys.ready) == 1
     assert dead(sync_redis, keys) == []
+
+
+def test_a_requeue_keeps_the_failed_runs_receipt_among_the_jobs_earlier_runs(
+    run_cli: CliRunner, sync_redis: redis.Redis, keys: Keys
+) -> None:
+    """The rerun's receipt replaces the failed one: that one goes to the job's earlier
+    runs (the dashboard's job page lists them), as a retry's receipt does."""
+    failed = {"job_id": "b_01:1", "batch": "b_01", "task": "system.echo", "status": "failed",
+              "pool": "metal", "worker": "w-1", "attempt": 3, "started_at": 1.0,
+              "ended_at": 2.0, "duration": 1.0, "error": "ValueError: always broken"}  # fmt: skip
+    sync_redis.hset(keys.receipts("b_01"), "b_01:1", orjson.dumps(failed))
+    push(sync_redis, keys, record("b_01:1", receipt=failed))
+    result = run_cli("dlq", "requeue", "b_01:1")
+    assert result.code == 0, result.err
+    earlier = [
+        orjson.loads(raw) for raw in sync_redis.lrange(keys.attempts("b_01", "b_01:1"), 0, -1)
+    ]
+    assert earlier == [failed]
+    assert sync_redis.ttl(keys.attempts("b_01", "b_01:1")) > 0
+    assert orjson.loads(sync_redis.hget(keys.receipts("b_01"), "b_01:1"))["status"] == "retrying"
