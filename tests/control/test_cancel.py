@@ -111,7 +111,9 @@ def test_without_running_a_running_job_finishes_and_the_rest_never_start(
     run = stack()
     run.worker("metal", 1)
     run.conductor()
-    run.dispatch(write_manifest(tmp_path / "half_01.jsonl", [sleep(1.5) for _ in range(4)]))
+    # long enough that the first is still running when `cancel` (a new process, slow to
+    # start on a loaded machine) looks: else the second one runs, and 2 are cancelled
+    run.dispatch(write_manifest(tmp_path / "half_01.jsonl", [sleep(5) for _ in range(4)]))
     run.wait_running("half_01", 1)
     done = orchestrator(run, "cancel", "half_01")
     returned = time.time()
