@@ -59,9 +59,12 @@ def register(commands: Any) -> None:
 
 
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
     from orchestrator.commands.progress import LineProgress
     from orchestrator.connection import connect
     from orchestrator.dispatch.manifests import dispatch_manifest
+    from orchestrator.eviction import check_eviction
     from orchestrator.job import job_count
     from orchestrator.registry import task_registry
 
@@ -89,6 +92,10 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
         async with connect(
             settings.redis_url, namespace=settings.namespace, name="orchestrator-dispatch"
         ) as redis:
+            await check_eviction(
+                redis, settings.redis_url, refuse=False, allowed=True,
+                warn=lambda line: print(f"orchestrator: warning: {line}", file=sys.stderr),
+            )  # fmt: skip
             await _warn_if_new(redis, Keys(settings.namespace), options.backlog, settings)
             done = await to(redis)
             if done.queued:

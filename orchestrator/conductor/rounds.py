@@ -45,6 +45,7 @@ from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
 from orchestrator.priority import level_separator
+from orchestrator.retention.pruner import Pruner
 from orchestrator.scaling.scaler import Scaler
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
@@ -117,6 +118,9 @@ class Conductor:
                 tasks.start_soon(self._liveness.heartbeat_forever)
                 tasks.start_soon(self._wakeup.run)
                 tasks.start_soon(self._conduct)
+                # Settled batches archived and removed, dead letters bounded (`retention`).
+                pruner = Pruner(self.settings, self.redis, self.id, self.metrics, self.outage)
+                tasks.start_soon(pruner.run)
                 if any(pool.scaler for pool in self.settings.pools):
                     scaler = Scaler(self.settings, self.redis, self.id, self.metrics, self.outage)
                     tasks.start_soon(scaler.run)
