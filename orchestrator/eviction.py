@@ -1,4 +1,5 @@
-"""Never run on a Redis that evicts: its `maxmemory-policy` checked at start.
+"""Never run on a Redis that evicts: its `maxmemory-policy` checked at start; and how a
+full one (at `maxmemory` under `noeviction`, refusing writes with OOM) is told apart.
 
 A Redis at `maxmemory` with an eviction policy drops keys without a word: queued jobs,
 receipts, a conductor's processing list. Only `noeviction` is safe — the `volatile-*`
@@ -71,3 +72,12 @@ async def check_eviction(
         raise EvictingRedis(f"{said}, or set allow_evicting_redis = true to run anyway")
     warn(said)
     return policy
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether Redis refused a write for want of memory (`OOM command not allowed when
+    used memory > 'maxmemory'`), also as the reason a MULTI or script was refused."""
+    return isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
+
+
+FULL_HINT = "free memory (let settled batches be pruned: batch_retention), or raise its maxmemory"

@@ -41,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator.conductor.forwarding import Forwarder
 from orchestrator.conductor.liveness import RELEASE_BATCH, Liveness
 from orchestrator.conductor.wakeup import Wakeup
+from orchestrator.eviction import FULL_HINT, is_oom
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
@@ -134,7 +135,7 @@ class Conductor:
 
     async def _conduct(self) -> None:
         backoff = 0.1
-        owe_hand_back = False
+        owe_hand_back = full = False
         while True:
             try:
                 if owe_hand_back:
@@ -145,12 +146,24 @@ class Conductor:
                 await self._round()
                 backoff = 0.1
                 self.outage.answered()
+                if full:
+                    self.log.info("redis_writable")
+                    full = False
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.outage.failed(exc, retry_in=backoff)
                 owe_hand_back = True
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except ResponseError as exc:
+                if is_oom(exc):
+                    # Redis is full: what is taken stays where it is; said once a spell.
+                    if not full:
+                        self.log.warning("redis_full", error=str(exc), hint=FULL_HINT)
+                    full = True
+                    owe_hand_back = True
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
                 # A script refused (a bug, or a server without a needed command): keep
                 # the jobs where they are, say so loudly, and try again later.
                 self.log.error("redis_error", error=str(exc), retry_in=MAX_BACKOFF)
