@@ -68,25 +68,22 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-import structlog
 from arq.utils import to_ms
 from arq.worker import Worker
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from orchestrator import arq_jobs
-from orchestrator.eviction import FULL_HINT, is_oom
 from orchestrator.keys import Keys
 from orchestrator.scripts import script
+from orchestrator.worker.full_redis import while_full
 
 # Longest pause between two polls of the pool's queue when no wake-up comes (arq's
 # default period is 0.5 s); a forward wakes the worker at once.
 POLL_DELAY = 0.5
 # arq's own pause between polls, made negligible: the real pause is WakeableWorker's.
 ARQ_POLL_DELAY = 0.001
-log = structlog.get_logger("orchestrator.worker")
-OOM_FIRST, OOM_AT_MOST = 0.5, 5.0  # seconds between tries of a job's end while Redis is full
 # A job's end as its runner staged it, added to the MULTI where arq ends the job.
 Outcome = Callable[[Pipeline], None]
 
@@ -232,38 +229,17 @@ class WakeableWorker(Worker):
             this.add_done_callback(_seen)
         self._give_back_early(job_id)
         outcome = self._outcomes.pop(job_id, None)
-        # A Redis at maxmemory (noeviction) refuses the MULTI whole: the job and its
-        # receipt stay with this worker, tried again with backoff until Redis has room
-        # (the MULTI is built afresh each time), said once a job.
-        pause, said = OOM_FIRST, False
-        while True:
-            try:
-                await self._finish(
-                    job_id, finish, result_data, result_timeout_s, keep_result_forever,
-                    incr_score, keep_in_progress, outcome,
-                )  # fmt: skip
-                return
-            except ResponseError as exc:
-                if not is_oom(exc):
-                    raise
-                if not said:
-                    log.warning("receipt_deferred", arq_job=job_id, error=str(exc),
-                                retry_in=pause, hint=FULL_HINT)  # fmt: skip
-                    said = True
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, OOM_AT_MOST)
+        # A full Redis refuses the MULTI whole: built afresh and tried again until it
+        # has room, the job and its receipt kept meanwhile (`while_full`).
+        await while_full(partial(self._end, job_id, finish, result_data, result_timeout_s,
+                                 keep_result_forever, incr_score, keep_in_progress, outcome),
+                         arq_job=job_id)  # fmt: skip
 
-    async def _finish(
-        self,
-        job_id: str,
-        finish: bool,
-        result_data: bytes | None,
-        result_timeout_s: float | None,
-        keep_result_forever: bool,
-        incr_score: int | None,
-        keep_in_progress: float | None,
-        outcome: Outcome | None,
-    ) -> None:
+    async def _end(
+        self, job_id: str, finish: bool, result_data: bytes | None,
+        result_timeout_s: float | None, keep_result_forever: bool, incr_score: int | None,
+        keep_in_progress: float | None, outcome: Outcome | None,
+    ) -> None:  # fmt: skip
         async with self.pool.pipeline(transaction=True) as tr:
             if outcome is not None:
                 outcome(tr)
