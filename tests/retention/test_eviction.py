@@ -52,7 +52,7 @@ def test_the_conductor_and_up_refuse_an_evicting_redis_in_one_line(
     assert result.returncode == 2, result.stderr
     assert not (tmp_path / "data" / "stack.json").exists()
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.err
+    assert len(lines) == 1, result.stderr
     assert "maxmemory-policy allkeys-lru" in lines[0]
     assert "CONFIG SET maxmemory-policy noeviction" in lines[0]
     assert "allow_evicting_redis" in lines[0]
