@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from orchestrator.errors import UserError
 from orchestrator.settings import redact_url
@@ -76,8 +76,11 @@ async def check_eviction(
 
 def is_oom(exc: BaseException) -> bool:
     """Whether Redis refused a write for want of memory (`OOM command not allowed when
-    used memory > 'maxmemory'`), also as the reason a MULTI or script was refused."""
-    return isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc)
+    used memory > 'maxmemory'`: redis-py's OutOfMemoryError), also as the reason a
+    MULTI (EXECABORT) or a script was refused."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "used memory > 'maxmemory'" in str(exc)
+    )
 
 
 FULL_HINT = "free memory (let settled batches be pruned: batch_retention), or raise its maxmemory"

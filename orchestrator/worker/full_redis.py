@@ -31,8 +31,9 @@ async def while_full(write: Callable[[], Awaitable[None]], **about: str) -> None
             if not is_oom(exc):
                 raise
             if not said:
-                log.warning("receipt_deferred", **about, error=str(exc), retry_in=pause,
-                            hint=FULL_HINT)  # fmt: skip
+                # not str(exc): a MULTI's error quotes the whole receipt
+                log.warning("receipt_deferred", **about, error="Redis is full (OOM)",
+                            retry_in=pause, hint=FULL_HINT)  # fmt: skip
                 said = True
         await asyncio.sleep(pause)
         pause = min(pause * 2, AT_MOST)
