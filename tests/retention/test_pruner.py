@@ -279,3 +279,35 @@ def test_export_writes_the_archive_on_demand_and_removes_nothing(
     missing = run_cli("export", "--batch", "nothing_01")
     assert missing.code == 2
     assert missing.err.strip() == "orchestrator: error: no batch named 'nothing_01' in this Redis"
+
+
+def test_status_and_the_dashboard_show_when_a_settled_batch_leaves_redis(
+    run_cli: CliRunner, redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    """`status --json` and the table give the expiry; the dashboard's batch reads it too."""
+    from orchestrator.status.batch_detail import read_batch
+
+    batch = dispatch(run_cli, tmp_path, "shown_01", 2)
+    forever = dispatch(run_cli, tmp_path, "always_01", 1, "--keep", "never")
+    finish_all(redis_url, keys, batch, 2)
+    finish_all(redis_url, keys, forever, 1)
+    tick(redis_url, settings_for(tmp_path, batch_retention="2h"))
+    status = run_cli("status", "--json")
+    assert status.code == 0, status.err
+    shown = {b["id"]: b for b in orjson.loads(status.out)["batches"]}
+    assert shown[batch]["expires_at"] == pytest.approx(time.time() + 7200, abs=60)
+    assert shown[batch]["kept_forever"] is False
+    assert shown[forever]["expires_at"] is None
+    assert shown[forever]["kept_forever"] is True
+    table = run_cli("status")
+    assert "expires" in table.out
+    assert "in 1h" in table.out
+    assert "never" in table.out
+
+    async def detail() -> float | None:
+        async with redis.asyncio.Redis.from_url(redis_url) as client:
+            found = await read_batch(client, keys, batch)
+            assert found is not None
+            return found.to_json()["expires_at"]  # type: ignore[no-any-return]
+
+    assert anyio.run(detail) == pytest.approx(shown[batch]["expires_at"])
