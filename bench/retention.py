@@ -35,6 +35,7 @@ from orchestrator.connection import open_client
 from orchestrator.keys import Keys
 from orchestrator.logs import configure_logging
 from orchestrator.receipts import Receipt, stage
+from orchestrator.retention.archive import write_archive
 from orchestrator.retention.pruner import Pruned, Pruner
 from orchestrator.settings import load_settings
 from orchestrator.stack.redis_server import RedisServer
@@ -57,10 +58,11 @@ def main() -> None:
         version = client.info("server")["redis_version"]
         print(f"redis-server {version} ({server.executable}), python {sys.version.split()[0]}")
         print("| measure | figure |\n|---|---|")
-        queued, finished, results = real_run(server.url, client, work, options.jobs)
+        queued, finished, results, archived = real_run(server.url, client, work, options.jobs)
         print(f"| Redis memory per queued job ({options.jobs:,} queued) | {queued:,.0f} bytes |")
         print(f"| per finished job: receipt and batch records | {finished:,.0f} bytes |")
         print(f"| per finished job: arq's result key (expires after 1 h) | {results:,.0f} bytes |")
+        print(f"| archive (gzip JSONL) per finished job | {archived:,.0f} bytes |")
         big = prune_run(server.url, client, work, options.receipts)
         for line in big:
             print(line)
@@ -72,7 +74,9 @@ def used(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def real_run(url: str, client: redis.Redis, work: Path, jobs: int) -> tuple[float, float, float]:
+def real_run(
+    url: str, client: redis.Redis, work: Path, jobs: int
+) -> tuple[float, float, float, float]:
     namespace = "benchrun"
     keys = Keys(namespace)
     env = {**os.environ, "REDIS_URL": url, "ORCHESTRATOR_NAMESPACE": namespace,
@@ -105,7 +109,16 @@ def real_run(url: str, client: redis.Redis, work: Path, jobs: int) -> tuple[floa
     for key in client.scan_iter("arq:result:*", count=1000):
         client.delete(key)
     settled = used(client)
-    return (queued - before) / jobs, (settled - before) / jobs, (finished - settled) / jobs
+    archived = anyio.run(archive_size, url, keys, "daily_01", work / "daily_01.jsonl.gz")
+    return (
+        (queued - before) / jobs, (settled - before) / jobs, (finished - settled) / jobs,
+        archived / jobs,
+    )  # fmt: skip
+
+
+async def archive_size(url: str, keys: Keys, batch: str, target: Path) -> int:
+    async with open_client(url) as client:
+        return (await write_archive(client, keys, batch, target, [])).size
 
 
 def prune_run(url: str, client: redis.Redis, work: Path, receipts: int) -> list[str]:
@@ -174,12 +187,15 @@ async def write_settled_batch(url: str, keys: Keys, batch: str, jobs: int) -> No
         for start in range(0, jobs, CHUNK):
             async with client.pipeline(transaction=True) as pipe:
                 for index in range(start, min(start + CHUNK, jobs)):
+                    # times and workers vary as a real run's do (gzip would flatter
+                    # identical receipts)
+                    began, took = now + index * 0.00053, 0.001 + (index * 7919 % 997) / 1e6
                     receipt: Receipt = {
                         "job_id": f"{batch}:{index + 1}", "batch": batch, "task": "system.echo",
                         "status": "succeeded", "pool": "metal",
-                        "worker": "host-1234-0a1b2c", "attempt": 1, "started_at": now,
-                        "ended_at": now + 0.002, "duration": 0.002, "error": None,
-                        "result": [f"job {index}", index],
+                        "worker": f"host-{1234 + index % 4}-0a1b2c", "attempt": 1,
+                        "started_at": began, "ended_at": began + took, "duration": took,
+                        "error": None, "result": [f"job {index}", index],
                     }  # fmt: skip
                     stage(pipe, keys, receipt, finished=True)
                 await pipe.execute()

@@ -79,6 +79,12 @@ class Metrics:
             "orchestrator_pruned_batches", "Settled batches archived and removed from Redis.",
             registry=r,
         )  # fmt: skip
+        self.redis_memory = Gauge(
+            "orchestrator_redis_memory_bytes",
+            "Redis memory of a part of the namespace (queues, receipts, dead_letters), "
+            "sampled by the conductor that prunes, each prune_interval.",
+            ["part"], registry=r,
+        )  # fmt: skip
         # A finished job's counter and histogram children, by (pool, task, status):
         # `labels()` looks them up under a lock on every call, this once.
         self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}

@@ -127,7 +127,7 @@ class Pruner:
         letters: dict[str, list[bytes]] | None = None
         paused = {p.decode() for p in await self.redis.hkeys(self.keys.paused_backlogs)}  # type: ignore[misc]
         pruned: list[Pruned] = []
-        start = 0
+        start = receipt_bytes = 0
         while page := await self.redis.zrange(self.keys.batches, start, start + PAGE - 1):
             start += len(page)
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -135,11 +135,13 @@ class Pruner:
                     pipe.hmget(self.keys.batch(raw.decode()), list(_FIELDS))
                     pipe.hlen(self.keys.running(raw.decode()))
                     pipe.hlen(self.keys.receipts(raw.decode()))
+                    pipe.memory_usage(self.keys.receipts(raw.decode()))  # sampled: cheap
                 replies = await pipe.execute()
             for i, raw in enumerate(page):
                 batch = raw.decode()
-                fields = dict(zip(_FIELDS, replies[3 * i], strict=True))
-                running, receipts = replies[3 * i + 1], replies[3 * i + 2]
+                fields = dict(zip(_FIELDS, replies[4 * i], strict=True))
+                running, receipts = replies[4 * i + 1], replies[4 * i + 2]
+                receipt_bytes += int(replies[4 * i + 3] or 0)
                 complete, expires = fields["complete"] == b"1", fields["expires_at"]
                 if running or fields["backlog"] is None or fields["backlog"].decode() in paused:
                     if expires is not None:  # it runs again: no longer settled
@@ -159,7 +161,24 @@ class Pruner:
                     if done is not None:
                         start -= 1  # the page's members after it moved up by one
                         pruned.append(done)
+                        receipt_bytes -= int(replies[4 * i + 3] or 0)
+        await self._measure(receipt_bytes)
         return pruned
+
+    async def _measure(self, receipt_bytes: int) -> None:
+        """Redis memory by part of the namespace, for /metrics: what the look read
+        anyway (receipts), and a few sampled MEMORY USAGE calls (queues, dead letters)."""
+        backlogs = [b.decode() for b in await self.redis.smembers(self.keys.backlogs)]  # type: ignore[misc]
+        queues = [self.keys.backlog(name) for name in {*backlogs, *self.settings.backlogs}]
+        queues += [self.keys.ready, self.keys.deferred]
+        queues += [pool.queue or self.keys.pool_queue(pool.name) for pool in self.settings.pools]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in [self.keys.dead, *queues]:
+                pipe.memory_usage(key)
+            dead, *sizes = await pipe.execute()
+        self.metrics.redis_memory.labels("receipts").set(receipt_bytes)
+        self.metrics.redis_memory.labels("dead_letters").set(int(dead or 0))
+        self.metrics.redis_memory.labels("queues").set(sum(int(size or 0) for size in sizes))
 
     # --- settling ---------------------------------------------------------------------
 

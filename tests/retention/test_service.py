@@ -1,6 +1,6 @@
 """Retention in the running service: a conductor settles, archives and removes a finished
-batch by itself, says so in one line with its size, counts it in /metrics, and `verify`
-still answers from the archive."""
+batch by itself, says so in one line with its size, counts it (and Redis memory by part)
+in /metrics, and `verify` still answers from the archive."""
 
 from __future__ import annotations
 
@@ -38,3 +38,5 @@ def test_the_conductor_prunes_a_settled_batch_once_its_retention_is_over(
         metrics = reply.read().decode()
     assert "orchestrator_pruned_batches_total 1.0" in metrics
     assert f"orchestrator_pruned_bytes_total {float(pruned[0]['bytes'])}" in metrics
+    for part in ("queues", "receipts", "dead_letters"):
+        assert f'orchestrator_redis_memory_bytes{{part="{part}"}}' in metrics
