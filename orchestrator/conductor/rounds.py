@@ -143,10 +143,10 @@ class Conductor:
                     # atomic, so none of them went anywhere): put them back in line.
                     await self._take_back(self.id, forget=False)
                     owe_hand_back = False
-                await self._round()
+                moved = await self._round()
                 backoff = 0.1
                 self.outage.answered()
-                if full:
+                if full and moved:  # a round that only read proves nothing
                     self.log.info("redis_writable")
                     full = False
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -170,7 +170,8 @@ class Conductor:
                 owe_hand_back = True
                 await anyio.sleep(MAX_BACKOFF)
 
-    async def _round(self) -> None:
+    async def _round(self) -> bool:
+        """One intake and its routing, or a wait; whether it took (and so wrote) jobs."""
         backlogs = [
             part
             for name in self._backlogs
@@ -191,7 +192,7 @@ class Conductor:
                 # Some jobs could go nowhere yet and went back to the head of the line:
                 # taking them again at once would spin. Wait for a slot or their time.
                 await self._wakeup.wait(max(hold_until - time.time(), 0.001))
-            return
+            return True
         cap, room = self.settings.idle_block, sum(max(int(n), 0) for n in free) > 0
         if not room:
             cap = min(cap, self.settings.heartbeat_interval)
@@ -200,6 +201,7 @@ class Conductor:
         if next_due_us >= 0:
             cap = min(cap, replied + next_due_us / 1e6 - time.monotonic())
         await self._wakeup.wait(cap, idle=room and not stalled)
+        return False
 
     def _note_pauses(self, backlogs: Sequence[bytes], pools: Sequence[bytes]) -> None:
         """Log `paused` and `resumed` as intake sees the state change; the first round
