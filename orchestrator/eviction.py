@@ -50,11 +50,17 @@ async def check_eviction(
     refuse: bool,
     allowed: bool,
     warn: Callable[[str], None],
+    unknown: bool = True,
 ) -> str | None:
     """Refuse (`EvictingRedis`, one line with the fix) when `refuse` and the Redis at
-    `url` evicts, unless `allowed`; else hand `warn` one line. Returns the policy."""
+    `url` evicts, unless `allowed`; else hand `warn` one line. A policy the server will
+    not tell is warned of only when `unknown` (the services, once at start; not every
+    `dispatch`, whose user may well run under the README's ACL rule). Returns the
+    policy."""
     policy = await eviction_policy(redis)
     where = redact_url(url)
+    if policy is None and not unknown:
+        return None
     if policy is None:
         warn(
             f"cannot read maxmemory-policy of the Redis at {where} (CONFIG GET refused): "

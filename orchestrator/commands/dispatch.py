@@ -101,7 +101,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
             settings.redis_url, namespace=settings.namespace, name="orchestrator-dispatch"
         ) as redis:
             await check_eviction(
-                redis, settings.redis_url, refuse=False, allowed=True,
+                redis, settings.redis_url, refuse=False, allowed=True, unknown=False,
                 warn=lambda line: print(f"orchestrator: warning: {line}", file=sys.stderr),
             )  # fmt: skip
             await _warn_if_new(redis, Keys(settings.namespace), options.backlog, settings)

@@ -167,3 +167,30 @@ def test_the_compose_and_kubernetes_redis_never_evict() -> None:
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     k8s = (REPO / "deploy" / "k8s" / "base" / "redis.yaml").read_text()
     assert '"--maxmemory-policy", "noeviction"' in k8s
+
+
+def test_dispatch_says_nothing_of_a_policy_it_cannot_read(
+    redis_server: RedisServer, run_cli: CliRunner, tmp_path: Path, namespace: str
+) -> None:
+    """Under an ACL user without CONFIG (the README's rule) every dispatch would warn:
+    the services say it once as they start; dispatch stays quiet."""
+    admin = redis.Redis.from_url(redis_server.url)
+    user = f"quiet{time.monotonic_ns()}"
+    admin.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-config"],
+    )
+    manifest = tmp_path / "quiet_01.jsonl"
+    manifest.write_text(GOOD)
+    try:
+        url = f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0"
+        result = run_cli("dispatch", str(manifest), "--backlog", "stress", "--redis-url", url)
+        assert result.code == 0, result.err
+        assert result.err == ""
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
