@@ -59,12 +59,18 @@ class ArchiveFile:
         self._out.write(b"".join(lines))
 
     def commit(self) -> int:
-        """Flush, sync and rename into place; the archive's size in bytes."""
+        """Flush, sync and rename into place; the archive's size in bytes. An archive
+        already there (a batch of the same name pruned before: a manifest dispatched
+        again after its batch was pruned) is kept beside it, named by its time."""
         assert self._out is not None
         self._out.close()
         self._out = None
         with open(self.temporary, "rb") as written:
             os.fsync(written.fileno())
+        if self.target.exists():
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.target.stat().st_mtime))
+            stem = self.target.name.removesuffix(SUFFIX)
+            os.replace(self.target, self.target.with_name(f"{stem}.{stamp}{SUFFIX}"))
         os.replace(self.temporary, self.target)
         return self.target.stat().st_size
 

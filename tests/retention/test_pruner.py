@@ -311,3 +311,20 @@ def test_status_and_the_dashboard_show_when_a_settled_batch_leaves_redis(
             return found.to_json()["expires_at"]  # type: ignore[no-any-return]
 
     assert anyio.run(detail) == pytest.approx(shown[batch]["expires_at"])
+
+
+def test_a_batch_pruned_again_keeps_the_earlier_archive_beside_it(
+    run_cli: CliRunner, sync_redis: redis.Redis, redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    """The same manifest dispatched again after its batch was pruned is new work; once
+    that is pruned too, the first archive is kept, named by its time."""
+    settings = settings_for(tmp_path, batch_retention="0.1s")
+    for _ in range(2):
+        batch = dispatch(run_cli, tmp_path, "twice_01", 2)
+        finish_all(redis_url, keys, batch, 2)
+        tick(redis_url, settings)
+        time.sleep(0.2)
+        assert len(tick(redis_url, settings)) == 1
+    archives = sorted(p.name for p in (tmp_path / "data" / "archive").glob("twice_01*"))
+    assert len(archives) == 2
+    assert "twice_01.jsonl.gz" in archives
