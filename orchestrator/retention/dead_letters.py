@@ -21,11 +21,14 @@ from typing import Any
 
 import anyio
 import orjson
+import structlog
 from redis.asyncio import Redis
 
 from orchestrator.keys import Keys
 from orchestrator.retention.archive import CHUNK, ArchiveFile
 from orchestrator.scripts import script
+
+log = structlog.get_logger("orchestrator.retention")
 
 DIRECTORY = "dead-letters"
 
@@ -56,22 +59,30 @@ async def bound_dead_letters(
             return removed
         letters = head[:take]
         name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{time.time_ns() % 10**9:09d}"
-        out = await anyio.to_thread.run_sync(
-            ArchiveFile, archive_dir / DIRECTORY / f"{name}.jsonl.gz"
-        )
+        target = archive_dir / DIRECTORY / f"{name}.jsonl.gz"
         try:
-            lines = [b'{"kind":"dead_letter","letter":%b}\n' % letter for letter in letters]
-            await anyio.to_thread.run_sync(out.write, lines)
-            await anyio.to_thread.run_sync(out.commit)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(out.discard)
-            raise
+            await _archive(target, letters)
+        except OSError as exc:  # no archive, no removal: the letters stay on the list
+            log.error("archive_failed", archive=str(target), error=str(exc),
+                      hint="archive_dir must be a writable, lasting directory")  # fmt: skip
+            return removed
         # 0: the head changed meanwhile; the letters are archived and also still on
         # the list (or handled): read it again.
         removed += int(await trim(keys=[keys.dead], args=letters))
         if between is not None:
             await between()
+
+
+async def _archive(target: Path, letters: list[bytes]) -> None:
+    out = await anyio.to_thread.run_sync(ArchiveFile, target)
+    try:
+        lines = [b'{"kind":"dead_letter","letter":%b}\n' % letter for letter in letters]
+        await anyio.to_thread.run_sync(out.write, lines)
+        await anyio.to_thread.run_sync(out.commit)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(out.discard)
+        raise
 
 
 async def letters_by_batch(redis: Redis, keys: Keys) -> dict[str, list[bytes]]:

@@ -236,6 +236,10 @@ class Pruner:
             )
         except LookupError:
             return None  # gone meanwhile (pruned by a peer, or deleted by hand)
+        except OSError as exc:  # no archive, no removal: the batch stays in Redis
+            log.error("archive_failed", batch=batch, archive=str(target), error=str(exc),
+                      hint="archive_dir must be a writable, lasting directory")  # fmt: skip
+            return None
         if not await self._still_settled(batch, written, letters):
             await self._unsettle(batch)
             log.info("prune_skipped", batch=batch, reason="runs again")

@@ -328,3 +328,27 @@ def test_a_batch_pruned_again_keeps_the_earlier_archive_beside_it(
     archives = sorted(p.name for p in (tmp_path / "data" / "archive").glob("twice_01*"))
     assert len(archives) == 2
     assert "twice_01.jsonl.gz" in archives
+
+
+def test_nothing_is_removed_when_the_archive_cannot_be_written(
+    run_cli: CliRunner, sync_redis: redis.Redis, redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    """An archive_dir that cannot be written (a read-only root filesystem, a file in the
+    way): the batch and the dead letters stay in Redis, and the pruner says why."""
+    from structlog.testing import capture_logs
+
+    (tmp_path / "in-the-way").write_text("")
+    settings = settings_for(
+        tmp_path, batch_retention="0.1s", dead_letter_cap=1,
+        archive_dir=str(tmp_path / "in-the-way" / "archive"),
+    )  # fmt: skip
+    batch = dispatch(run_cli, tmp_path, "stuck_01", 3)
+    finish_all(redis_url, keys, batch, 3, failed=2)
+    tick(redis_url, settings)
+    time.sleep(0.2)
+    with capture_logs() as logs:
+        assert tick(redis_url, settings) == []
+    failed = [log for log in logs if log["event"] == "archive_failed"]
+    assert {log.get("batch") for log in failed} == {None, batch}  # the letters, the batch
+    assert sync_redis.hlen(keys.receipts(batch)) == 3
+    assert sync_redis.llen(keys.dead) == 2
