@@ -43,7 +43,8 @@ def register(commands: Any) -> None:
             "pool ran them, how long they took and the worker time (and, at a scaler's "
             "price, the cost) they used per pool, and write MANIFEST.verify.json beside "
             "it. Exit 0 when every job succeeded, 1 when the batch settled with failures "
-            "or cancelled jobs, 3 while jobs are pending or missing."
+            "or cancelled jobs, 3 while jobs are pending or missing. A batch pruned from "
+            "Redis (settled, past its retention) is read from its archive in archive_dir."
         ),
     )
     verify.add_argument(
