@@ -284,3 +284,22 @@ class Keys:
         jobs finished per pool and outcome, backlog depths, cloud spend. It expires a
         day after its interval ends (`history.py`), so the history holds a day at most."""
         return f"{self._root}:history:{bucket}"
+
+    # --- retention (settled batches archived, then removed) ----------------------------
+
+    @property
+    def retention_lease(self) -> str:
+        """Which conductor prunes (its id), with a TTL it renews while alive: one pruner
+        for the whole service, whatever the number of conductors."""
+        return f"{self._root}:retention:lease"
+
+    @property
+    def pruning(self) -> str:
+        """Set of the batches whose keys were taken out of sight (`trash`) and are being
+        deleted in bounded steps: a pruner that died midway is finished by the next."""
+        return f"{self._root}:pruning"
+
+    def trash(self, batch_id: str, part: str) -> str:
+        """Where a pruned batch's key `part` (receipts, batch, cancelled, batch_ids,
+        running) waits to be deleted in bounded steps, out of every reader's sight."""
+        return f"{self._root}:trash:{batch_id}:{part}"

@@ -70,6 +70,21 @@ class Metrics:
             "orchestrator_job_duration_seconds", "Run time of jobs.", ["pool", "task", "status"],
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
+        self.pruned_bytes = Counter(
+            "orchestrator_pruned_bytes",
+            "Redis memory freed by pruning settled batches (MEMORY USAGE of their keys).",
+            registry=r,
+        )
+        self.pruned_batches = Counter(
+            "orchestrator_pruned_batches", "Settled batches archived and removed from Redis.",
+            registry=r,
+        )  # fmt: skip
+        self.redis_memory = Gauge(
+            "orchestrator_redis_memory_bytes",
+            "Redis memory of a part of the namespace (queues, receipts, dead_letters), "
+            "sampled by the conductor that prunes, each prune_interval.",
+            ["part"], registry=r,
+        )  # fmt: skip
         # A finished job's counter and histogram children, by (pool, task, status):
         # `labels()` looks them up under a lock on every call, this once.
         self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
@@ -89,6 +104,11 @@ class Metrics:
             self._finished[(pool, task, status)] = children
         children[0].inc()
         children[1].observe(duration)
+
+    def pruned(self, freed: int) -> None:
+        """A settled batch was archived and removed, freeing `freed` bytes of Redis."""
+        self.pruned_batches.inc()
+        self.pruned_bytes.inc(freed)
 
     def beat(self) -> None:
         """A heartbeat reached Redis."""

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
+    BeforeValidator,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -40,6 +41,7 @@ from pydantic_settings import (
 )
 
 from orchestrator import topology
+from orchestrator.durations import parse_duration
 from orchestrator.errors import ConfigError
 from orchestrator.keys import backlog_name
 from orchestrator.pools import Executor as Executor  # re-exported: they were defined here
@@ -61,6 +63,8 @@ _BUCKET_NAME = re.compile(r"^[^\s;,]{1,200}\Z")
 _BACKLOGS_EXAMPLE = (
     'e.g. ORCHESTRATOR_BACKLOGS=backlog:a,backlog:b, or backlogs = ["backlog:a"] in TOML'
 )
+# Seconds, written as `30d`, `12h`, `5s` or `never` (infinity); see `durations`.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 _TOML_PLACE = re.compile(r"^(?P<reason>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
 
 
@@ -133,6 +137,21 @@ class Settings(BaseSettings):
     # dashboard on loopback makes one up and prints it in its URL; one bound to any
     # other address refuses to start without it.
     web_token: SecretStr | None = None
+    # A Redis that may evict keys (any maxmemory-policy but noeviction) drops queued
+    # jobs and receipts without a word: the conductor refuses it, unless this is true.
+    allow_evicting_redis: bool = False
+    # How long a settled batch (every job succeeded, failed for good or cancelled) keeps
+    # its receipts, record and counters in Redis before the conductors archive it into
+    # archive_dir and remove it; `dispatch --keep` sets it for one batch. "never": kept.
+    batch_retention: Duration = 7 * 86400.0
+    # How long a dead letter stays on the list unhandled before it is archived and
+    # removed, and how many the list holds at most (the oldest archived first).
+    dead_letter_retention: Duration = 30 * 86400.0
+    dead_letter_cap: PositiveInt = 100_000
+    # Where pruned batches and dead letters are archived, one gzip JSONL file a batch
+    # (default: <data_dir>/archive).
+    archive_dir: Path | None = None
+    prune_interval: PositiveFloat = 60.0  # seconds between the conductors' looks
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -206,6 +225,11 @@ class Settings(BaseSettings):
             if rule.pool not in names:
                 raise ValueError(f"rule for {rule.task!r} names unknown pool {rule.pool!r}")
         return self
+
+    @property
+    def archive_path(self) -> Path:
+        """Where archives are written and read: `archive_dir`, else inside `data_dir`."""
+        return self.archive_dir if self.archive_dir is not None else self.data_dir / "archive"
 
     @property
     def ordered_pools(self) -> list[PoolSettings]:

@@ -34,12 +34,18 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
 
     from orchestrator.conductor.rounds import Conductor
     from orchestrator.connection import connect
+    from orchestrator.eviction import check_eviction
     from orchestrator.telemetry import serve_telemetry
 
     async def conduct() -> None:
         async with connect(
             settings.redis_url, namespace=settings.namespace, name="orchestrator-conductor"
         ) as redis:
+            # Before anything is taken: on an evicting Redis no job is safe (`eviction`).
+            await check_eviction(
+                redis, settings.redis_url, refuse=True,
+                allowed=settings.allow_evicting_redis, warn=_warn,
+            )  # fmt: skip
             stop = anyio.Event()
             conductor = Conductor(settings, redis)
             async with (
@@ -64,3 +70,9 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
 
     run_async(conduct)
     return EXIT_OK
+
+
+def _warn(line: str) -> None:
+    import structlog
+
+    structlog.get_logger("orchestrator.conductor").warning("redis_may_evict", problem=line)

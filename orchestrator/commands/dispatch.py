@@ -53,16 +53,26 @@ def register(commands: Any) -> None:
             "line's meta.priority, default 0. Each level in use is one more Redis list"
         ),
     )
+    dispatch.add_argument(
+        "--keep",
+        type=_duration,
+        metavar="DURATION",
+        help="keep the batch in Redis this long once settled (30d, 12h, 5s, or never), "
+        "over the batch_retention setting; then it is archived and removed",
+    )
     dispatch.add_argument("--dry-run", action="store_true", help="validate only; queue nothing")
     add_common_options(dispatch)
     dispatch.set_defaults(command=_dispatch)
 
 
 def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
     from orchestrator import tracing
     from orchestrator.commands.progress import LineProgress
     from orchestrator.connection import connect
     from orchestrator.dispatch.manifests import dispatch_manifest
+    from orchestrator.eviction import check_eviction
     from orchestrator.job import job_count
     from orchestrator.registry import task_registry
 
@@ -104,6 +114,7 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 progress=progress,
                 pools=settings.pool_names,
                 priority=options.priority,
+                keep=options.keep,
             )
 
         if options.dry_run:
@@ -111,6 +122,10 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
         async with connect(
             settings.redis_url, namespace=settings.namespace, name="orchestrator-dispatch"
         ) as redis:
+            await check_eviction(
+                redis, settings.redis_url, refuse=False, allowed=True, unknown=False,
+                warn=lambda line: print(f"orchestrator: warning: {line}", file=sys.stderr),
+            )  # fmt: skip
             await _warn_if_new(redis, Keys(settings.namespace), options.backlog, settings)
             done = await to(redis)
             if done.queued:
@@ -139,6 +154,15 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"queued {job_count(result.queued)} of {where} on {result.backlog}{at}")
     return EXIT_OK
+
+
+def _duration(text: str) -> float:
+    from orchestrator.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def _warn_if_new(redis: Any, keys: Keys, backlog: str, settings: Settings) -> None:

@@ -27,6 +27,7 @@ from orchestrator.keys import Keys
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
+    from orchestrator.verify.sources import ArchivedSource
     from orchestrator.verify.verifier import Report
 
 ORDER = 50
@@ -42,7 +43,8 @@ def register(commands: Any) -> None:
             "pool ran them, how long they took and the worker time (and, at a scaler's "
             "price, the cost) they used per pool, and write MANIFEST.verify.json beside "
             "it. Exit 0 when every job succeeded, 1 when the batch settled with failures "
-            "or cancelled jobs, 3 while jobs are pending or missing."
+            "or cancelled jobs, 3 while jobs are pending or missing. A batch pruned from "
+            "Redis (settled, past its retention) is read from its archive in archive_dir."
         ),
     )
     verify.add_argument(
@@ -90,7 +92,12 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
             settings.redis_url, namespace=settings.namespace, name="orchestrator-verify"
         ) as redis:
             keys = Keys(settings.namespace)
-            if options.manifest is None and wait:
+            name = options.batch or options.manifest.stem
+            # Pruned (settled, then past its retention): read from its archive instead.
+            source = await _archived(redis, keys, settings, name)
+            if source is not None and options.manifest is None:
+                options.manifest = await _archived_manifest(source)
+            elif options.manifest is None and wait:
                 options.manifest = await _batch_appears(redis, keys, options.batch, options.timeout)
             elif options.manifest is None:
                 options.manifest = await _manifest_of(redis, keys, options.batch)
@@ -102,6 +109,7 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
                 batch=options.batch,
                 max_line_bytes=settings.max_line_bytes,
                 prices=pool_prices(settings),
+                source=source,
             )
             if wait:
                 with _progress_bar() as (on_pass, warn):
@@ -233,6 +241,35 @@ async def _batch_appears(redis: Any, keys: Keys, batch: str, patience: float | N
             await anyio.sleep(max(pause, 0.0))
 
 
+async def _archived(
+    redis: Any, keys: Keys, settings: Settings, batch: str
+) -> ArchivedSource | None:
+    """The batch's archive, when the batch is no longer in Redis and its archive is in
+    `archive_dir` (the pruner removed it); else None: verify reads Redis."""
+    from orchestrator.retention.archive import ArchivedBatch, archive_file
+    from orchestrator.verify.sources import ArchivedSource
+
+    if await redis.exists(keys.batch(batch)):
+        return None
+    path = archive_file(settings.archive_path, batch)
+    if not await anyio.Path(path).is_file():
+        return None
+    try:
+        archived = await anyio.to_thread.run_sync(ArchivedBatch.read, path)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return ArchivedSource(archived, path)
+
+
+async def _archived_manifest(source: ArchivedSource) -> Path | None:
+    """The manifest an archived batch was dispatched from, when it is still there: read
+    in manifest order, as before its pruning; else (or an ad-hoc batch) by its ids."""
+    manifest = source.archived.manifest
+    if manifest is None or source.archived.record.get("adhoc"):
+        return None
+    return Path(manifest) if await anyio.Path(manifest).is_file() else None
+
+
 async def _manifest_of(redis: Any, keys: Keys, batch: str) -> Path | None:
     """The manifest a batch was dispatched from, None for an ad-hoc batch; a batch that
     was never recorded is one line, exit 2."""
@@ -264,6 +301,8 @@ def render_report(report: Report, written: Path | None) -> None:
     totals = report.totals
     source = report.manifest or "bare lines, no manifest"
     console.print(f"batch {report.batch} · {source} · {_dispatch_state(report)}")
+    if report.archive is not None:
+        console.print(f"read from its archive {report.archive} (pruned from Redis)")
     outcomes = Table(box=box.SIMPLE, show_edge=False, show_footer=True)
     outcomes.add_column("task", "all", overflow="fold")
     # `cancelled` only where there are some: most batches never see one.

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from structlog.typing import FilteringBoundLogger
 
@@ -84,7 +85,8 @@ class Liveness:
             await anyio.sleep(self.settings.heartbeat_interval)
             try:
                 await self.beat()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # A full Redis (OOM) refuses the heartbeat as a gone one would: the same wait.
+            except (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, OSError) as exc:
                 self.outage.failed(exc, during="heartbeat")
                 # Redis was away: every heartbeat may have lapsed meanwhile (a restarted
                 # Redis keeps their expiry times), the living's too. Peers and workers
@@ -196,7 +198,7 @@ class Liveness:
         with anyio.move_on_after(within, shield=True):
             try:
                 moved = await self.take_back(self.id, forget=False)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, OSError) as exc:
                 error = " ".join(str(exc).split()) or type(exc).__name__
             else:
                 self.log.info("conductor_stopped", forwarded=forwarded, handed_back=moved)

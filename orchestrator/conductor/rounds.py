@@ -41,10 +41,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator.conductor.forwarding import Forwarder
 from orchestrator.conductor.liveness import RELEASE_BATCH, Liveness
 from orchestrator.conductor.wakeup import Wakeup
+from orchestrator.eviction import FULL_HINT, is_oom
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
 from orchestrator.priority import level_separator
+from orchestrator.retention.pruner import Pruner
 from orchestrator.scaling.scaler import Scaler
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
@@ -118,6 +120,9 @@ class Conductor:
                 tasks.start_soon(self._liveness.heartbeat_forever)
                 tasks.start_soon(self._wakeup.run)
                 tasks.start_soon(self._conduct)
+                # Settled batches archived and removed, dead letters bounded (`retention`).
+                pruner = Pruner(self.settings, self.redis, self.id, self.metrics, self.outage)
+                tasks.start_soon(pruner.run)
                 if any(pool.scaler for pool in self.settings.pools):
                     self._scaler = Scaler(
                         self.settings, self.redis, self.id, self.metrics, self.outage
@@ -140,7 +145,7 @@ class Conductor:
 
     async def _conduct(self) -> None:
         backoff = 0.1
-        owe_hand_back = False
+        owe_hand_back = full = False
         while True:
             try:
                 if owe_hand_back:
@@ -148,22 +153,35 @@ class Conductor:
                     # atomic, so none of them went anywhere): put them back in line.
                     await self._take_back(self.id, forget=False)
                     owe_hand_back = False
-                await self._round()
+                moved = await self._round()
                 backoff = 0.1
                 self.outage.answered()
+                if full and moved:  # a round that only read proves nothing
+                    self.log.info("redis_writable")
+                    full = False
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.outage.failed(exc, retry_in=backoff)
                 owe_hand_back = True
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except ResponseError as exc:
+                if is_oom(exc):
+                    # Redis is full: what is taken stays where it is; said once a spell.
+                    if not full:
+                        self.log.warning("redis_full", error=str(exc), hint=FULL_HINT)
+                    full = True
+                    owe_hand_back = True
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
                 # A script refused (a bug, or a server without a needed command): keep
                 # the jobs where they are, say so loudly, and try again later.
                 self.log.error("redis_error", error=str(exc), retry_in=MAX_BACKOFF)
                 owe_hand_back = True
                 await anyio.sleep(MAX_BACKOFF)
 
-    async def _round(self) -> None:
+    async def _round(self) -> bool:
+        """One intake and its routing, or a wait; whether it took (and so wrote) jobs."""
         backlogs = [
             part
             for name in self._backlogs
@@ -184,7 +202,7 @@ class Conductor:
                 # Some jobs could go nowhere yet and went back to the head of the line:
                 # taking them again at once would spin. Wait for a slot or their time.
                 await self._wakeup.wait(max(hold_until - time.time(), 0.001))
-            return
+            return True
         cap, room = self.settings.idle_block, sum(max(int(n), 0) for n in free) > 0
         if not room:
             cap = min(cap, self.settings.heartbeat_interval)
@@ -193,6 +211,7 @@ class Conductor:
         if next_due_us >= 0:
             cap = min(cap, replied + next_due_us / 1e6 - time.monotonic())
         await self._wakeup.wait(cap, idle=room and not stalled)
+        return False
 
     def _note_pauses(self, backlogs: Sequence[bytes], pools: Sequence[bytes]) -> None:
         """Log `paused` and `resumed` as intake sees the state change; the first round

@@ -34,9 +34,11 @@ import anyio.from_thread
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from orchestrator import tracing
-from orchestrator.errors import UserError, first_leaf
+from orchestrator.errors import ServiceUnavailable, UserError, first_leaf
+from orchestrator.eviction import FULL_HINT, is_oom
 from orchestrator.job import EnvelopeEncoder, job_count, priority_of
 from orchestrator.keys import BATCH_NAME, Keys
 from orchestrator.manifest import manifest_digest, read_manifest
@@ -85,10 +87,13 @@ async def dispatch_manifest(
     progress: Progress | None = None,
     pools: Collection[str] | None = None,
     priority: int | None = None,
+    keep: float | None = None,
 ) -> DispatchResult:
     """Validate `path` and queue its jobs on `backlog` as batch `batch` (default: the
     file's stem). With `pools`, a `meta.pool` naming none of them is refused here. With
-    `priority`, every job has that priority, whatever its line's `meta.priority`."""
+    `priority`, every job has that priority, whatever its line's `meta.priority`. With
+    `keep` (seconds, infinity: never), the batch stays that long in Redis once settled,
+    whatever `batch_retention` says (`retention.pruner`)."""
     if batch is not None and not BATCH_NAME.match(batch):
         raise UserError(f"--batch {batch!r}: {_BATCH_RULE}")
     batch = batch if batch is not None else path.stem
@@ -100,6 +105,7 @@ async def dispatch_manifest(
     dispatched_at = time.time()
     staging = keys.staging(batch, uuid.uuid4().hex)
     send, receive = anyio.create_memory_object_stream[list[bytes]](CHUNKS_IN_FLIGHT)
+    total = 0
     try:
         try:
             async with anyio.create_task_group() as tasks:
@@ -131,17 +137,41 @@ async def dispatch_manifest(
         # --priority N: every job on level N's list; else each on its own level's.
         targets = [priority or 0] if priority is not None or not levels else [0, *levels]
         queued = await _commit(redis, keys, batch, backlog, staging, total, progress, targets)
+        finished: dict[str, str | float] = {"dispatched_at": time.time(), "complete": 1}
+        if keep is not None:
+            finished["keep"] = repr(keep)  # "inf" for never: float() reads it back
+        await redis.hset(keys.batch(batch), mapping=finished)  # type: ignore[misc]  # redis-py stub
+    except ResponseError as exc:
+        if not is_oom(exc):
+            raise
+        with anyio.CancelScope(shield=True):
+            raise await _full(redis, keys, batch, total) from None
     finally:
         if not dry_run:
             with anyio.CancelScope(shield=True):
                 await redis.delete(staging)
-    finished = {"dispatched_at": time.time(), "complete": 1}
-    await redis.hset(keys.batch(batch), mapping=finished)  # type: ignore[misc]  # redis-py stub
     log.info(
         "dispatched", manifest=str(path), batch=batch, backlog=backlog, total=total,
         queued=queued, priority=priority,
     )  # fmt: skip
     return DispatchResult(str(path), batch, backlog, total, queued, False, priority, named)
+
+
+async def _full(redis: Redis, keys: Keys, batch: str, total: int) -> UserError:
+    """Redis refused a write for want of memory: what was queued, and what to do. The
+    staging list takes the memory before anything reaches a backlog, and each commit
+    slice is one script (refused whole at its first write), so most often nothing was."""
+    queued = int(await redis.hget(keys.batch(batch), "queued") or 0)  # type: ignore[misc]
+    done = (
+        "nothing was queued"
+        if queued == 0
+        else f"{queued} of {job_count(total)} were queued; dispatch again once it has room "
+        "to queue the rest"
+    )
+    return ServiceUnavailable(
+        f"batch {batch!r}: Redis is full (maxmemory reached, it refuses writes): {done}; "
+        f"{FULL_HINT}"
+    )
 
 
 def _validate(

@@ -31,6 +31,7 @@ from anyio.abc import Process
 
 from orchestrator.connection import connect
 from orchestrator.errors import ServiceUnavailable, UserError
+from orchestrator.eviction import check_eviction
 from orchestrator.pools import ScalerSettings
 from orchestrator.settings import Settings, redact_url
 from orchestrator.stack.record import StackLock, StackRecord, origin_given
@@ -133,8 +134,12 @@ async def local_stack(
             url = settings.redis_url
             # The user's Redis, checked before anything starts (one line, exit 69): not
             # children that each fail to reach it after the stack said it was ready.
-            async with connect(url, namespace=settings.namespace, name="orchestrator-up"):
-                pass
+            # It starts a conductor, which refuses an evicting Redis: so does `up`, first.
+            async with connect(url, namespace=settings.namespace, name="orchestrator-up") as redis:
+                await check_eviction(
+                    redis, url, refuse=True, allowed=settings.allow_evicting_redis,
+                    warn=lambda line: log.warning("redis_may_evict", problem=line),
+                )  # fmt: skip
         else:
             embedded = await _start_redis(plan)
             url = embedded.url

@@ -92,6 +92,9 @@ class RedisServer:
                     "--save", "",
                     "--appendonly", "yes" if self.appendonly else "no",
                     "--logfile", str(self.log_file),
+                    # Never drop a key to make room (`orchestrator.eviction`): explicit,
+                    # whatever the binary's default or a maxmemory given in `extra`.
+                    "--maxmemory-policy", "noeviction",
                     *self.extra,
                 ],
                 stdout=subprocess.DEVNULL,

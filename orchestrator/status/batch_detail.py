@@ -50,6 +50,7 @@ class BatchDetail:
     manifest: str
     created_at: float | None
     cancelled_at: float | None
+    expires_at: float | None  # settled: when it leaves Redis for its archive
     total: int
     queued: int
     dispatched: bool
@@ -91,6 +92,7 @@ class BatchDetail:
             "manifest": self.manifest,
             "created_at": self.created_at,
             "cancelled_at": self.cancelled_at,
+            "expires_at": self.expires_at,
             "total": self.total,
             "queued": self.queued,
             "dispatched": self.dispatched,
@@ -126,7 +128,7 @@ async def _fingerprint(redis: Redis, keys: Keys, batch: str) -> tuple[Any, ...]:
     """What changes when a settled batch does: a retry or requeue takes a dead letter
     away or lifts cancels, a cancel marks the batch, a rerun writes a run and a receipt."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hmget(keys.batch(batch), ["queued", "cancelled_at", "complete"])
+        pipe.hmget(keys.batch(batch), ["queued", "cancelled_at", "complete", "expires_at"])
         pipe.hlen(keys.receipts(batch))
         pipe.hlen(keys.running(batch))
         pipe.hlen(keys.cancelled(batch))
@@ -174,6 +176,7 @@ async def read_batch(
         manifest=record.get("manifest", ""),
         created_at=as_time(record.get("created_at")),
         cancelled_at=as_time(record.get("cancelled_at")),
+        expires_at=as_time(record.get("expires_at")),
         total=as_int(record.get("total")),
         queued=queued,
         dispatched=record.get("complete") == "1",

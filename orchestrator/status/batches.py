@@ -134,6 +134,8 @@ class BatchCounter:
             state=state,
             cancelled_at=as_time(record.get("cancelled_at")),
             counts_exact=exact,
+            expires_at=as_time(record.get("expires_at")),  # "never": None
+            kept_forever=record.get("expires_at") == "never",
         )
 
 

@@ -60,8 +60,10 @@
   of pending), `pending` (queued - done - failed - dead_lettered - cancelled: waiting
   or running); `settled`, `state` (`running`; once settled `succeeded`, `failed` when
   any job failed or was dead-lettered, else `cancelled` when any was cancelled),
-  `cancelled_at` (unix seconds the batch was cancelled, null when it was not) and
-  `counts_exact`.
+  `cancelled_at` (unix seconds the batch was cancelled, null when it was not),
+  `counts_exact`, `expires_at` (unix seconds after which a conductor archives the settled
+  batch and removes it from Redis: `batch_retention`, or its `dispatch --keep`; null
+  until a conductor found it settled) and `kept_forever` (its retention is `never`).
 - `batches_total`: how many batches there are (`batches[]` holds the newest few, or
   one page of them).
 
@@ -223,6 +225,10 @@ class Batch:
     state: BatchState
     cancelled_at: float | None
     counts_exact: bool
+    # Once settled: when the pruner archives it and removes it from Redis (null: not
+    # settled yet, or `kept_forever`: dispatched with `--keep never`, or retention never).
+    expires_at: float | None = None
+    kept_forever: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ def render(
         parts.append(_rate_limits(snapshot))
     if snapshot.batches:
         room = None if height is None else height - glyphs.height(_spaced(parts), width) - 3
-        parts.append(_batches(snapshot.batches, room, width))
+        parts.append(_batches(snapshot.batches, room, width, snapshot.time))
     return _spaced(parts)
 
 
@@ -290,14 +290,18 @@ def _rate_limits(snapshot: Snapshot) -> Table:
     return table
 
 
-def _batches(batches: list[Batch], room: int | None, width: int) -> Table:
+def _batches(batches: list[Batch], room: int | None, width: int, now: float) -> Table:
     """Counts take what they need; the names get the rest of the width."""
     shown = batches if room is None or room >= len(batches) else batches[: max(room - 1, 0)]
     bar = WIDE_BAR if width >= WIDE else BAR
     cancelled = any(batch.cancelled for batch in shown)  # a column only while it has any
+    expiring = any(b.expires_at is not None or b.kept_forever for b in shown)  # the same
     rows = [_batch_cells(batch, bar, cancelled) for batch in shown]
+    if expiring:
+        for batch, cells in zip(shown, rows, strict=True):
+            cells.append(Text(_expiry(batch, now), style="dim"))
     headers = ("progress", "done", "failed", "dead", *(["cancelled"] if cancelled else []))
-    headers += ("pending",)
+    headers += ("pending", *(["expires"] if expiring else []))
     needed = [
         max([len(header), *(cells[index].cell_len for cells in rows)])
         for index, header in enumerate(headers)
@@ -345,3 +349,18 @@ def _batch_cells(batch: Batch, bar: int, cancelled: bool) -> list[Text]:
         ),
         Text(str(batch.pending) + ("~" if not batch.counts_exact else "")),
     ]
+
+
+def _expiry(batch: Batch, now: float) -> str:
+    """When a settled batch leaves Redis for its archive (`retention`): `in 6d`, `due`."""
+    if batch.kept_forever:
+        return "never"
+    if batch.expires_at is None:
+        return ""
+    left = batch.expires_at - now
+    if left <= 0:
+        return "due"
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):
+        if left >= seconds:
+            return f"in {left // seconds:.0f}{unit}"
+    return f"in {left:.0f}s"

@@ -1,9 +1,9 @@
 """Verify: a batch's receipts checked against its manifest.
 
-`verifier` makes the report; `wait` waits for a batch to settle (`--wait`); `cost` its
-worker time and cost.
+`verifier` makes the report; `sources` reads the batch from Redis or from its archive;
+`wait` waits for a batch to settle (`--wait`); `cost` its worker time and cost.
 
-May import: the core.
+May import: the core, retention.
 """
 
 from __future__ import annotations

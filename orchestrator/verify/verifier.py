@@ -40,6 +40,7 @@ from orchestrator.manifest import ManifestLine, manifest_digest, read_manifest
 from orchestrator.receipts import Receipt
 from orchestrator.registry import TaskRegistry
 from orchestrator.verify.cost import PoolUsage, Price
+from orchestrator.verify.sources import BatchSource, RedisBatch
 
 Outcome = Literal["done", "failed", "dead_lettered", "cancelled", "pending", "missing"]
 OUTCOMES: tuple[Outcome, ...] = (
@@ -49,7 +50,6 @@ OUTCOMES: tuple[Outcome, ...] = (
 LISTED: tuple[Outcome, ...] = ("failed", "dead_lettered", "cancelled", "missing")
 ID_LIMIT = 1000  # ids kept per listed outcome; the count is always exact
 CHUNK = 2000  # manifest lines per HMGET
-DEAD_CHUNK = 1000  # dead letters per LRANGE
 FINAL = ("succeeded", "failed", "dead")  # receipt statuses after which a job runs no more
 
 
@@ -126,6 +126,7 @@ class Report:
     pools: dict[str, Counter[str]] = field(default_factory=dict)  # pool → final status → jobs
     ids: dict[Outcome, list[str]] = field(default_factory=lambda: {o: [] for o in LISTED})
     usage: PoolUsage = field(default_factory=PoolUsage)  # worker time and cost per pool
+    archive: Path | None = None  # read from this archive: the batch left Redis
 
     def add(self, job_id: str, task: str, outcome: Outcome, receipt: Receipt | None) -> None:
         self.totals[outcome] += 1
@@ -170,6 +171,7 @@ class Report:
             "batch": self.batch,
             "verified_at": time.time(),
             "dispatch": None if self.record is None else vars(self.record),
+            "archive": None if self.archive is None else str(self.archive),
             "settled": self.settled,
             "exit_code": self.exit_code,
             "totals": {**{o: totals[o] for o in OUTCOMES}, "total": totals.total()},
@@ -225,6 +227,7 @@ class Verifier:
         batch: str | None = None,
         max_line_bytes: int = 1_048_576,
         prices: Mapping[str, Price] | None = None,
+        source: BatchSource | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -233,23 +236,26 @@ class Verifier:
         if batch is None and manifest is None:
             raise ValueError("a batch without a manifest must be named")
         self.batch = batch or cast(Path, manifest).stem  # as dispatch names it
+        # Redis, or the batch's archive once the pruner removed it from Redis
+        self.source: BatchSource = source or RedisBatch(redis, keys, self.batch)
         self.max_line_bytes = max_line_bytes
         self.prices: Mapping[str, Price] = prices or {}
         self._digest_checked = False
 
     async def check(self) -> Report:
-        raw = await self.redis.hgetall(self.keys.batch(self.batch))  # type: ignore[misc]
-        record = BatchRecord.parse(raw)
+        record = BatchRecord.parse(await self.source.record())
         # Dead letters are read once, before the receipts: a job that fails for good
         # during the pass shows as failed, not dead-lettered, until the next pass (the
         # exit code is the same).
         dead = await self._dead_ids()
-        report = Report(self.manifest, self.batch, record, usage=PoolUsage(self.prices))
+        report = Report(
+            self.manifest, self.batch, record, usage=PoolUsage(self.prices),
+            archive=self.source.archive,
+        )  # fmt: skip
         if self.manifest is None:
             await self._check_ids(report, dead)
             return report
         queued = record.queued if record is not None else None
-        receipts_key = self.keys.receipts(self.batch)
         # A generator: closing it when a pass ends early closes the manifest file at once.
         lines = cast(
             Generator[ManifestLine, None, None],
@@ -259,7 +265,7 @@ class Verifier:
         with closing(lines):
             while chunk := await anyio.to_thread.run_sync(_take, lines):
                 ids = [line.job_id for line in chunk]
-                found = await self.redis.hmget(receipts_key, ids)  # type: ignore[misc]
+                found = await self.source.receipts(ids)
                 for line, encoded in zip(chunk, found, strict=True):
                     position += 1
                     receipt = cast(Receipt, orjson.loads(encoded)) if encoded else None
@@ -271,33 +277,19 @@ class Verifier:
 
     async def _check_ids(self, report: Report, dead: dict[str, str]) -> None:
         """An ad-hoc batch: every id the conductor took is queued, so none is missing."""
-        receipts_key = self.keys.receipts(self.batch)
-        cursor = 0
-        while True:
-            cursor, members = await self.redis.sscan(
-                self.keys.batch_ids(self.batch), cursor, count=CHUNK
-            )
-            ids = sorted(member.decode() for member in members)
-            found = await self.redis.hmget(receipts_key, ids) if ids else []  # type: ignore[misc]
+        async for ids in self.source.job_ids():
+            found = await self.source.receipts(ids)
             for job_id, encoded in zip(ids, found, strict=True):
                 receipt = cast(Receipt, orjson.loads(encoded)) if encoded else None
                 task = receipt["task"] if receipt else dead.get(job_id) or "(not run yet)"
                 report.add(job_id, task, classify(1, receipt, job_id in dead, 1), receipt)
-            if cursor == 0:
-                return
 
     async def _dead_ids(self) -> dict[str, str]:
         """Ids of this batch's dead letters, with their task where the letter tells it;
         letters naming no batch (a job lost in a pool) are kept too, as their id can only
         match a job of the manifest."""
         found: dict[str, str] = {}
-        start = 0
-        while True:
-            end = start + DEAD_CHUNK - 1
-            letters = await self.redis.lrange(self.keys.dead, start, end)  # type: ignore[misc]
-            if not letters:
-                return found
-            start += len(letters)
+        async for letters in self.source.dead_letters():
             for encoded in letters:
                 try:
                     letter = orjson.loads(encoded)
@@ -308,6 +300,7 @@ class Verifier:
                     payload = letter.get("payload")
                     task = payload.get("task") if isinstance(payload, dict) else None
                     found[job_id] = task if isinstance(task, str) else ""
+        return found
 
     async def _check_digest(self, recorded: str) -> None:
         assert self.manifest is not None  # only dispatched batches have a digest

@@ -77,6 +77,7 @@ from redis.exceptions import RedisError
 from orchestrator import arq_jobs
 from orchestrator.keys import Keys
 from orchestrator.scripts import script
+from orchestrator.worker.full_redis import while_full
 
 # Longest pause between two polls of the pool's queue when no wake-up comes (arq's
 # default period is 0.5 s); a forward wakes the worker at once.
@@ -228,6 +229,17 @@ class WakeableWorker(Worker):
             this.add_done_callback(_seen)
         self._give_back_early(job_id)
         outcome = self._outcomes.pop(job_id, None)
+        # A full Redis refuses the MULTI whole: built afresh and tried again until it
+        # has room, the job and its receipt kept meanwhile (`while_full`).
+        await while_full(partial(self._end, job_id, finish, result_data, result_timeout_s,
+                                 keep_result_forever, incr_score, keep_in_progress, outcome),
+                         arq_job=job_id)  # fmt: skip
+
+    async def _end(
+        self, job_id: str, finish: bool, result_data: bytes | None,
+        result_timeout_s: float | None, keep_result_forever: bool, incr_score: int | None,
+        keep_in_progress: float | None, outcome: Outcome | None,
+    ) -> None:  # fmt: skip
         async with self.pool.pipeline(transaction=True) as tr:
             if outcome is not None:
                 outcome(tr)

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from orchestrator import arq_jobs
 from orchestrator.connection import connect, on_messages, open_arq
 from orchestrator.errors import UserError
+from orchestrator.eviction import check_eviction
 from orchestrator.keys import Keys
 from orchestrator.pools import Executor
 from orchestrator.registry import task_registry
@@ -85,6 +86,10 @@ async def run_worker(
         executor(kind, concurrency, registry, packages, settings.max_jobs_per_child) as runs,
         connect(settings.redis_url, namespace=settings.namespace, name=f"worker-{pool}") as redis,
     ):
+        await check_eviction(
+            redis, settings.redis_url, refuse=False, allowed=True,
+            warn=lambda line: log.warning("redis_may_evict", problem=line),
+        )  # fmt: skip
         functions = [
             func(runner(definition, settings, keys, state, runs), name=name)  # type: ignore[arg-type]
             for name, definition in registry.items()

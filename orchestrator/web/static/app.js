@@ -295,10 +295,11 @@ function batchRow(batch) {
     h("td", { class: "num" }, batch.cancelled),
     h("td", { class: "num" }, batch.pending),
     h("td", {}, h("span", { class: "badge " + batch.state, "data-field": "state" }, batch.state)),
-    h("td", {}, when(batch.created_at)));
+    h("td", {}, when(batch.created_at)),
+    h("td", { "data-field": "expires" }, batch.kept_forever ? "never" : when(batch.expires_at)));
 }
 
-const BATCH_HEADERS = ["batch", "backlog", "progress", "done", "failed", "dead", "cancelled", "pending", "state", "created"];
+const BATCH_HEADERS = ["batch", "backlog", "progress", "done", "failed", "dead", "cancelled", "pending", "state", "created", "leaves Redis"];
 
 function drawOverview(s, refresh) {
   const noWorker = Object.entries(s.no_worker || {});
@@ -420,7 +421,9 @@ function batchPage(id) {
             if (r) { notify("requeued " + r.requeued + " jobs of " + b.id); view.refresh(); }
           }) : null)),
       h("p", { class: "caption" }, "backlog " + b.backlog + " · manifest " + (b.manifest || "–") + " · dispatched ", when(b.created_at),
-        b.cancelled_at ? [" · cancelled ", when(b.cancelled_at)] : null, b.complete ? "" : " · counted from the first receipts only"),
+        b.cancelled_at ? [" · cancelled ", when(b.cancelled_at)] : null,
+        b.expires_at ? [" · leaves Redis for its archive ", when(b.expires_at)] : null,
+        b.complete ? "" : " · counted from the first receipts only"),
       progress([["done", c.succeeded], ["failed", failures], ["cancelled", c.cancelled], ["running", c.running]], Math.max(b.total, b.queued)),
       h("div", { class: "stats" }, STATES.map((s) => stat(s.replace("_", " "), c[s], s)), stat("pending", c.pending, "pending"),
         stat("of", b.total, "total")),
