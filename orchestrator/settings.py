@@ -47,6 +47,7 @@ from orchestrator.pools import PoolSettings as PoolSettings
 from orchestrator.pools import RateLimit as RateLimit
 from orchestrator.pools import RoutingRule as RoutingRule
 from orchestrator.pools import ScalerSettings as ScalerSettings
+from orchestrator.schedules.model import ScheduleSettings
 
 ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
@@ -133,6 +134,8 @@ class Settings(BaseSettings):
     # dashboard on loopback makes one up and prints it in its URL; one bound to any
     # other address refuses to start without it.
     web_token: SecretStr | None = None
+    # Workflows that plan and dispatch themselves on time (orchestrator/schedules).
+    schedules: list[ScheduleSettings] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -193,6 +196,43 @@ class Settings(BaseSettings):
             if not _BUCKET_NAME.match(name):
                 raise ValueError(f"rate limit name {name!r} may not hold spaces, ';' or ','")
         return limits
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedules_consistent(cls, schedules: list[ScheduleSettings]) -> list[ScheduleSettings]:
+        """Names unique, workflows that exist, `after` naming schedules: checked as the
+        settings load, so a conductor never starts with a schedule that cannot fire."""
+        if not schedules:
+            return schedules
+        from orchestrator.workflow import load_workflows
+
+        seen: set[str] = set()
+        workflows, broken = load_workflows()
+        names = {s.name for s in schedules}
+        for index, schedule in enumerate(schedules):
+            if schedule.name in seen:
+                raise SchedulePlaceError(
+                    index, "name", f"schedule name {schedule.name!r} is used twice"
+                )
+            seen.add(schedule.name)
+            if schedule.workflow not in workflows:
+                known = sorted(workflows)
+                close = difflib.get_close_matches(schedule.workflow, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                why = (
+                    f" (it failed to load: {broken[schedule.workflow]})"
+                    if schedule.workflow in broken
+                    else ""
+                )
+                listed = ", ".join(known)
+                message = f"unknown workflow {schedule.workflow!r}{why}{hint} (known: {listed})"
+                raise SchedulePlaceError(index, "workflow", message)
+            for other in schedule.after:
+                if other not in names or other == schedule.name:
+                    raise SchedulePlaceError(
+                        index, "after", f"after names {other!r}, not another schedule"
+                    )
+        return schedules
 
     @model_validator(mode="after")
     def _pools_consistent(self) -> Settings:
@@ -301,9 +341,28 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{before_query}{mark}{query}"
 
 
+class SchedulePlaceError(ValueError):
+    """A problem of one `[[schedules]]` table as a whole (a name used twice, an unknown
+    workflow): which table and key, so the message can name its line."""
+
+    def __init__(self, index: int, key: str, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.key = key
+
+
 def _describe(exc: ValidationError, source: str) -> str:
     problems = []
     for error in exc.errors(include_url=False):
+        place = _schedule_place(error)
+        if place is not None:
+            # One line naming the file, the line, the setting (`schedules[1].cron`).
+            index, key = place
+            line = _schedule_line(Path(source), index, key)
+            where = f"{source}:{line}: " if line else ""
+            message = str(error["msg"]).removeprefix("Value error, ")
+            name = f"schedules[{index}]" + (f".{key}" if key else "")
+            return f"{where}invalid configuration: {name}: {message}"
         loc = [str(part) for part in error["loc"]]
         if loc and loc[0] in _ALIASES:
             loc[0] = _ALIASES[loc[0]]
@@ -312,6 +371,38 @@ def _describe(exc: ValidationError, source: str) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         problems.append(f"{field}: {message} (from {variable} or {source})")
     return "invalid configuration: " + "; ".join(problems)
+
+
+def _schedule_place(error: Any) -> tuple[int, str] | None:
+    """Which `[[schedules]]` table (its index) and key an error is about, if any."""
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SchedulePlaceError):
+        return cause.index, cause.key
+    loc = error["loc"]
+    if len(loc) >= 2 and loc[0] == "schedules" and isinstance(loc[1], int):
+        return loc[1], str(loc[2]) if len(loc) > 2 else ""
+    return None
+
+
+def _schedule_line(path: Path, index: int, key: str) -> int | None:
+    """The line of `key` in the `index`th `[[schedules]]` table of the TOML file (that
+    table's header when the key is not written there), or None when not from the file."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    header = re.compile(r"^\s*\[\[\s*schedules\s*\]\]")
+    starts = [n for n, text in enumerate(lines) if header.match(text)]
+    if index >= len(starts):
+        return None
+    start = starts[index]
+    assignment = re.compile(rf"^\s*{re.escape(key)}\s*=") if key else None
+    for n in range(start + 1, len(lines)):
+        if lines[n].lstrip().startswith("["):
+            break
+        if assignment is not None and assignment.match(lines[n]):
+            return n + 1
+    return start + 1
 
 
 def _unknown_variables() -> list[str]:

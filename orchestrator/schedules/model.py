@@ -1,0 +1,142 @@
+"""A schedule's setting (`[[schedules]]` in orchestrator.toml) and its ticks.
+
+Cron expressions are parsed and evaluated by `cronsim` (the evaluator healthchecks.io
+runs on), in the schedule's time zone (`zoneinfo`); across a DST change it behaves as
+cron does (its README: a time skipped by the spring change fires once, right after the
+gap; a time the autumn change repeats fires once, the first time). `every` ticks are
+aligned on the Unix epoch, so every conductor computes the same ticks.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
+from orchestrator.keys import backlog_name
+
+Overlap = Literal["skip", "queue", "cancel_previous"]
+Missed = Literal["run_once", "skip"]
+AfterPolicy = Literal["hold", "run", "cancel"]
+SCHEDULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+_EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ScheduleSettings(BaseModel):
+    """One `[[schedules]]` table: which workflow to plan, with which arguments, onto
+    which backlog, when (`cron` or `every`), and what to do when the last run is late."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=SCHEDULE_NAME)
+    workflow: str
+    args: list[str] = Field(default_factory=list)
+    backlog: str
+    cron: str | None = None
+    every: str | None = None
+    timezone: str = "UTC"
+    # The last run's batch has not settled when a tick comes: `skip` the tick, `queue`
+    # it behind that batch (dispatch --after), or `cancel_previous` and run.
+    overlap: Overlap = "skip"
+    # A tick that passed while no conductor ran (found late at start): `run_once` fires
+    # the latest such tick once (a nightly repair missed during a deploy still runs
+    # that night); `skip` records it as missed and waits for the next one.
+    missed: Missed = "run_once"
+    # Batches the tick's batch waits for (dispatch --after): the latest batch of each
+    # schedule named here, and how a failed one is taken (`after_policy`).
+    after: list[str] = Field(default_factory=list)
+    after_policy: AfterPolicy = "hold"
+    # Longest the planner may run; it is stopped then and the tick's outcome is failed.
+    plan_timeout: PositiveFloat = 600.0
+
+    @field_validator("backlog")
+    @classmethod
+    def _backlog(cls, value: str) -> str:
+        return backlog_name(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronSim(value, datetime.now(UTC))
+            except CronSimError as exc:
+                raise ValueError(f"cron {value!r} does not parse: {exc}") from None
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | None) -> str | None:
+        if value is not None and every_seconds(value) < 1:
+            raise ValueError(f"every {value!r} is below one second")
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleSettings:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError(
+                f"schedule {self.name!r}: give exactly one of cron (e.g. '0 2 * * *') or "
+                "every (e.g. '10m', '5s')"
+            )
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def period(self) -> float | None:
+        """Seconds between ticks of an `every` schedule; None for cron."""
+        return every_seconds(self.every) if self.every is not None else None
+
+    def next_tick(self, after: float) -> float:
+        """The first tick strictly after the Unix time `after`."""
+        if (period := self.period) is not None:
+            return (int(after // period) + 1) * period
+        assert self.cron is not None
+        start = datetime.fromtimestamp(int(after), self.zone)
+        return next(iter(CronSim(self.cron, start))).timestamp()
+
+    def last_tick(self, at: float) -> float:
+        """The latest tick at or before the Unix time `at`."""
+        if (period := self.period) is not None:
+            return (at // period) * period
+        assert self.cron is not None
+        # cronsim's reverse search excludes its start: start one second on
+        start = datetime.fromtimestamp(int(at) + 1, self.zone)
+        return next(iter(CronSim(self.cron, start, reverse=True))).timestamp()
+
+
+def every_seconds(text: str) -> float:
+    """`10m`, `5s`, `2h`, `1d`, `1.5s`, a bare number of seconds: in seconds."""
+    match = _EVERY.match(text)
+    if match is None:
+        raise ValueError(f"every {text!r} is not a duration (e.g. '10m', '5s', '2h', '1d')")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def tick_label(tick: float) -> str:
+    """A tick as it appears in its batch name, in UTC: `2026-12-06T01:00Z`, with
+    seconds when it has any (`…T01:00:05Z`)."""
+    moment = datetime.fromtimestamp(tick, UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S" if moment.second else "%Y-%m-%dT%H:%M")
+    return text + "Z"
+
+
+def batch_name(schedule: str, tick: float) -> str:
+    """The batch of `schedule`'s tick: one name per tick, so a tick is dispatched once."""
+    return f"{schedule}@{tick_label(tick)}"
