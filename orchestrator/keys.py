@@ -270,3 +270,33 @@ class Keys:
     def receipts(self, batch_id: str) -> str:
         """Hash of job id → receipt (JSON) for one batch."""
         return f"{self._root}:receipts:{batch_id}"
+
+    # --- batches that wait for batches (dispatch --after) -----------------------------
+
+    def held(self, batch_id: str, level: int = 0) -> str:
+        """List of a held batch's jobs of priority `level`, waiting for the batches it
+        names in `after` to settle; moved onto its backlog's lists on release
+        (`lua/release_after.lua` builds these names from `root` as here)."""
+        base = f"{self._root}:held:{batch_id}"
+        return base if level == 0 else f"{base}#{level}"
+
+    def held_levels(self, batch_id: str) -> str:
+        """Sorted set of the non-zero priority levels a held batch has jobs on."""
+        return f"{self._root}:held_levels:{batch_id}"
+
+    @property
+    def held_batches(self) -> str:
+        """Set of the batches held until others settle: what the conductors look at."""
+        return f"{self._root}:held_batches"
+
+    # --- schedules -------------------------------------------------------------------
+
+    def schedule(self, name: str) -> str:
+        """Hash of what a schedule did: its last tick (claimed by one conductor), last
+        batch, last outcome and when; see orchestrator/schedules/state.py."""
+        return f"{self._root}:schedule:{name}"
+
+    @property
+    def paused_schedules(self) -> str:
+        """Hash of paused schedule name → the time it was paused: its ticks pass unfired."""
+        return f"{self._root}:paused:schedules"

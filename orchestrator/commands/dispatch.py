@@ -53,6 +53,25 @@ def register(commands: Any) -> None:
             "line's meta.priority, default 0. Each level in use is one more Redis list"
         ),
     )
+    dispatch.add_argument(
+        "--after",
+        action="append",
+        default=[],
+        metavar="BATCH",
+        help=(
+            "hold the batch until batch BATCH has settled (repeatable: until every one "
+            "has); none of its jobs is routed before. `orchestrator release` lets it go"
+        ),
+    )
+    dispatch.add_argument(
+        "--after-policy",
+        choices=["hold", "run", "cancel"],
+        default="hold",
+        help=(
+            "when an awaited batch settles with failures: hold (default: stay held, "
+            "visible, until `orchestrator release` or a cancel), run anyway, or cancel"
+        ),
+    )
     dispatch.add_argument("--dry-run", action="store_true", help="validate only; queue nothing")
     add_common_options(dispatch)
     dispatch.set_defaults(command=_dispatch)
@@ -82,6 +101,8 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 progress=progress,
                 pools=settings.pool_names,
                 priority=options.priority,
+                after=options.after,
+                after_policy=options.after_policy,
             )
 
         if options.dry_run:
@@ -116,6 +137,10 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         print(f"queued {job_count(result.queued)} of {where} on {result.backlog}{at}")
+    if options.after and not result.dry_run:
+        print(
+            f"held until {', '.join(options.after)} settled (--after-policy {options.after_policy})"
+        )
     return EXIT_OK
 
 

@@ -39,6 +39,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.conductor.forwarding import Forwarder
+from orchestrator.conductor.held import HeldBatches
 from orchestrator.conductor.liveness import RELEASE_BATCH, Liveness
 from orchestrator.conductor.wakeup import Wakeup
 from orchestrator.keys import Keys
@@ -117,6 +118,7 @@ class Conductor:
                 tasks.start_soon(self._liveness.heartbeat_forever)
                 tasks.start_soon(self._wakeup.run)
                 tasks.start_soon(self._conduct)
+                tasks.start_soon(HeldBatches(self.redis, self.keys, self.log, self.outage).run)
                 if any(pool.scaler for pool in self.settings.pools):
                     scaler = Scaler(self.settings, self.redis, self.id, self.metrics, self.outage)
                     tasks.start_soon(scaler.run)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
 
+from orchestrator.dispatch.after import check_after, hold
 from orchestrator.errors import UserError, first_leaf
 from orchestrator.job import EnvelopeEncoder, job_count, priority_of
 from orchestrator.keys import BATCH_NAME, Keys
@@ -84,10 +85,13 @@ async def dispatch_manifest(
     progress: Progress | None = None,
     pools: Collection[str] | None = None,
     priority: int | None = None,
+    after: Sequence[str] = (),
+    after_policy: str = "hold",
 ) -> DispatchResult:
     """Validate `path` and queue its jobs on `backlog` as batch `batch` (default: the
     file's stem). With `pools`, a `meta.pool` naming none of them is refused here. With
-    `priority`, every job has that priority, whatever its line's `meta.priority`."""
+    `priority`, every job has that priority, whatever its line's `meta.priority`. With
+    `after`, the batch is held until those batches settle (`dispatch/after.py`)."""
     if batch is not None and not BATCH_NAME.match(batch):
         raise UserError(f"--batch {batch!r}: {_BATCH_RULE}")
     batch = batch if batch is not None else path.stem
@@ -96,6 +100,8 @@ async def dispatch_manifest(
             f"batch name {batch!r} (the file name of {path}): {_BATCH_RULE}; "
             "rename the file or pass --batch NAME"
         )
+    if after and not dry_run:
+        await check_after(redis, keys, batch, after)
     dispatched_at = time.time()
     staging = keys.staging(batch, uuid.uuid4().hex)
     send, receive = anyio.create_memory_object_stream[list[bytes]](CHUNKS_IN_FLIGHT)
@@ -126,7 +132,11 @@ async def dispatch_manifest(
         await _claim(redis, keys, batch, backlog, path, resolved, total, digest, dispatched_at)
         # --priority N: every job on level N's list; else each on its own level's.
         targets = [priority or 0] if priority is not None or not levels else [0, *levels]
-        queued = await _commit(redis, keys, batch, backlog, staging, total, progress, targets)
+        queued = await _commit(
+            redis, keys, batch, backlog, staging, total, progress, targets, held=bool(after)
+        )
+        if after:
+            await hold(redis, keys, batch, after, after_policy)
     finally:
         if not dry_run:
             with anyio.CancelScope(shield=True):
@@ -246,14 +256,23 @@ async def _commit(
     total: int,
     progress: Progress | None,
     levels: list[int],
+    *,
+    held: bool = False,
 ) -> int:
     """Move the staging list onto the backlog behind the batch's cursor: all onto the
-    list of the one level given, or each job onto its own level's (the first given is 0)."""
+    list of the one level given, or each job onto its own level's (the first given is 0).
+    A `held` batch's jobs go onto its own held lists instead, levels kept."""
     commit = script(redis, "commit_staged")
-    script_keys = [
-        staging, keys.batch(batch), keys.backlog_levels(backlog), keys.doorbell,
-        *(keys.backlog_level(backlog, level) for level in levels),
-    ]  # fmt: skip
+    if held:
+        script_keys = [
+            staging, keys.batch(batch), keys.held_levels(batch), keys.doorbell,
+            *(keys.held(batch, level) for level in levels),
+        ]  # fmt: skip
+    else:
+        script_keys = [
+            staging, keys.batch(batch), keys.backlog_levels(backlog), keys.doorbell,
+            *(keys.backlog_level(backlog, level) for level in levels),
+        ]  # fmt: skip
     mode = "one" if len(levels) == 1 else "marked"
     moved = queued = 0
     while moved < total:

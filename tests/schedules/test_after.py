@@ -1,0 +1,93 @@
+"""`dispatch --after`: a held batch waits for the batches it names, against real
+conductors and workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import StackFactory
+from tests.live_stack import write_manifest
+
+pytestmark = pytest.mark.serial
+
+
+def _sleepers(path: Path, count: int, seconds: float) -> Path:
+    return write_manifest(path, [{"task": "system.sleep", "args": [seconds]} for _ in range(count)])
+
+
+def test_held_batch_starts_after_the_last_job_of_the_awaited_one_ended(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    """With two conductors, no job of the held batch starts before the last job of the
+    batch it waits for has ended (receipts' start and end), and it is released within a
+    second of that."""
+    live = stack()
+    live.worker("metal", 4)
+    live.conductor()
+    live.conductor()
+    scan = _sleepers(tmp_path / "scan.jsonl", 6, 1.5)
+    repair = _sleepers(tmp_path / "repair.jsonl", 4, 0.05)
+    assert live.command("dispatch", str(scan), "--backlog", "backlog:a").returncode == 0
+    held = live.command("dispatch", str(repair), "--backlog", "backlog:a", "--after", "scan")
+    assert held.returncode == 0, held.stderr
+    assert "held until scan settled" in held.stdout
+    status = live.redis.hgetall(live.keys.batch("repair"))
+    assert status.get(b"held") == b"waiting", status
+    scan_receipts = live.wait_for_receipts("scan", 6)
+    repair_receipts = live.wait_for_receipts("repair", 4)
+    last_end = max(r["ended_at"] for r in scan_receipts)
+    first_start = min(r["started_at"] for r in repair_receipts)
+    assert first_start >= last_end
+    released_at = float(live.redis.hget(live.keys.batch("repair"), "released_at") or 0)
+    assert released_at - last_end < 1.0
+    assert all(r["status"] == "succeeded" for r in repair_receipts)
+
+
+def test_unknown_batch_and_cycle_are_refused(stack: StackFactory, tmp_path: Path) -> None:
+    """An awaited batch that does not exist is refused with a did-you-mean; a cycle
+    names its batches; nothing is queued either way."""
+    live = stack()
+    scan = _sleepers(tmp_path / "scan.jsonl", 1, 0.01)
+    repair = _sleepers(tmp_path / "repair.jsonl", 1, 0.01)
+    assert live.command("dispatch", str(scan), "--backlog", "a").returncode == 0
+    typo = live.command("dispatch", str(repair), "--backlog", "a", "--after", "scna")
+    assert typo.returncode == 2
+    assert "--after scna: no such batch; did you mean scan?" in typo.stderr
+    assert not live.redis.exists(live.keys.batch("repair"))
+    assert (
+        live.command("dispatch", str(repair), "--backlog", "a", "--after", "scan").returncode == 0
+    )
+    again = live.command("dispatch", str(scan), "--backlog", "a", "--after", "repair")
+    assert again.returncode == 2
+    assert "a cycle: scan after repair after scan" in again.stderr
+
+
+def test_failed_input_holds_until_release(stack: StackFactory, tmp_path: Path) -> None:
+    """Under the default policy a batch whose input failed stays held, saying why,
+    until `orchestrator release`; `--after-policy run` runs anyway."""
+    live = stack(max_tries=1)
+    live.worker("metal", 2)
+    live.conductor()
+    scan = write_manifest(tmp_path / "scan.jsonl", [{"task": "image.broken", "args": []}])
+    repair = _sleepers(tmp_path / "repair.jsonl", 2, 0.01)
+    anyway = _sleepers(tmp_path / "anyway.jsonl", 1, 0.01)
+    assert live.command("dispatch", str(scan), "--backlog", "a").returncode == 0
+    assert (
+        live.command("dispatch", str(repair), "--backlog", "a", "--after", "scan").returncode == 0
+    )
+    run = live.command(
+        "dispatch", str(anyway), "--backlog", "a", "--after", "scan", "--after-policy", "run"
+    )
+    assert run.returncode == 0, run.stderr
+    live.wait_for_receipts("anyway", 1)
+    live.wait_for(
+        lambda: live.redis.hget(live.keys.batch("repair"), "held") == b"blocked", "repair blocked"
+    )
+    reason = live.redis.hget(live.keys.batch("repair"), "waiting_for") or b""
+    assert b"batch scan settled with 1 not succeeded" in reason
+    assert live.redis.hlen(live.keys.receipts("repair")) == 0
+    released = live.command("release", "repair")
+    assert released.returncode == 0, released.stderr
+    assert all(r["status"] == "succeeded" for r in live.wait_for_receipts("repair", 2))
