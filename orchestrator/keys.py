@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 BACKLOG_PREFIX = "backlog:"
 _BACKLOG_NAME = re.compile(r"^backlog:[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}\Z")
-# What a batch may be called (`dispatch --batch`, a manifest's stem, `meta.batch`).
-BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,149}\Z")
+# What a batch may be called (`dispatch --batch`, a manifest's stem, `meta.batch`); `@`
+# joins a schedule's name and its tick (`nightly-gap-fill@2026-12-06T01:00Z`).
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,149}\Z")
 
 
 def backlog_name(raw: str) -> str:

@@ -70,6 +70,22 @@ class Metrics:
             "orchestrator_job_duration_seconds", "Run time of jobs.", ["pool", "task", "status"],
             buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
+        self.schedule_ticks = Counter(
+            "orchestrator_schedule_ticks",
+            "Schedule ticks this conductor fired, by outcome (dispatched, nothing, failed, "
+            "skipped, missed, paused).",
+            ["schedule", "outcome"], registry=r,
+        )  # fmt: skip
+        self.schedule_outcome = Gauge(
+            "orchestrator_schedule_last_outcome",
+            "1 for the outcome of a schedule's last tick this conductor fired, 0 for the others.",
+            ["schedule", "outcome"], registry=r,
+        )  # fmt: skip
+        self.schedule_lateness = Gauge(
+            "orchestrator_schedule_lateness_seconds",
+            "Seconds between a schedule's last tick this conductor fired and its firing.",
+            ["schedule"], registry=r,
+        )  # fmt: skip
         # A finished job's counter and histogram children, by (pool, task, status):
         # `labels()` looks them up under a lock on every call, this once.
         self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
@@ -89,6 +105,15 @@ class Metrics:
             self._finished[(pool, task, status)] = children
         children[0].inc()
         children[1].observe(duration)
+
+    def schedule_fired(self, schedule: str, outcome: str, lateness: float) -> None:
+        """A schedule's tick was fired (or passed unfired) with this outcome."""
+        from orchestrator.schedules.state import OUTCOMES
+
+        self.schedule_ticks.labels(schedule, outcome).inc()
+        for each in OUTCOMES:
+            self.schedule_outcome.labels(schedule, each).set(1 if each == outcome else 0)
+        self.schedule_lateness.labels(schedule).set(lateness)
 
     def beat(self) -> None:
         """A heartbeat reached Redis."""

@@ -204,6 +204,7 @@ class Settings(BaseSettings):
         settings load, so a conductor never starts with a schedule that cannot fire."""
         if not schedules:
             return schedules
+        from orchestrator.schedules.planner import ArgumentsError, parse_plan_args
         from orchestrator.workflow import load_workflows
 
         seen: set[str] = set()
@@ -227,6 +228,12 @@ class Settings(BaseSettings):
                 listed = ", ".join(known)
                 message = f"unknown workflow {schedule.workflow!r}{why}{hint} (known: {listed})"
                 raise SchedulePlaceError(index, "workflow", message)
+            try:
+                parse_plan_args(workflows[schedule.workflow], schedule.args)
+            except ArgumentsError as exc:
+                raise SchedulePlaceError(
+                    index, "args", f"the {schedule.workflow} planner refuses them: {exc}"
+                ) from None
             for other in schedule.after:
                 if other not in names or other == schedule.name:
                     raise SchedulePlaceError(

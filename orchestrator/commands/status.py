@@ -57,6 +57,7 @@ def _status(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.status.watch import watch
 
     console = Console()
+    extra: dict[str, Any] = {}
 
     async def read() -> Snapshot | None:
         async with connect(
@@ -71,14 +72,50 @@ def _status(options: argparse.Namespace, settings: Settings) -> int:
             if options.watch:
                 await watch(reader, console, options.interval)
                 return None
+            extra.update(await _schedules_and_held(redis, settings))
             return await reader.read_exact()
 
     snapshot = run_async(read)
     if options.json:
-        print(to_json(snapshot).decode())
+        import orjson
+
+        document = {**orjson.loads(to_json(snapshot)), **extra}
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     elif snapshot is not None:
         console.print(render(snapshot, width=console.width))
+        for line in _extra_lines(extra):
+            console.print(line, markup=False, highlight=False)
     return EXIT_OK
+
+
+async def _schedules_and_held(redis: Any, settings: Settings) -> dict[str, Any]:
+    """The schedules (orchestrator/schedules) and held batches (dispatch --after),
+    beside the snapshot: read apart from its script, as neither is part of routing."""
+    import time
+
+    from orchestrator.dispatch.after import held_batches
+    from orchestrator.keys import Keys
+    from orchestrator.schedules.state import ScheduleStore
+
+    keys = Keys(settings.namespace)
+    states = await ScheduleStore(redis, keys).states(list(settings.schedules), time.time())
+    return {
+        "schedules": [state.as_json() for state in states],
+        "held": await held_batches(redis, keys),
+    }
+
+
+def _extra_lines(extra: dict[str, Any]) -> list[str]:
+    lines = []
+    for held in extra.get("held", []):
+        why = held["waiting_for"] or "waiting"
+        lines.append(f"held {held['batch']} ({held['held']}, on {held['backlog']}): {why}")
+    for schedule in extra.get("schedules", []):
+        outcome = schedule["outcome"] or "not fired yet"
+        batch = f" {schedule['last_batch']}" if schedule["last_batch"] else ""
+        paused = " (paused)" if schedule["paused"] else ""
+        lines.append(f"schedule {schedule['name']}{paused}: last{batch} {outcome}")
+    return lines
 
 
 def _seconds(text: str) -> float:

@@ -119,6 +119,13 @@ class Conductor:
                 tasks.start_soon(self._wakeup.run)
                 tasks.start_soon(self._conduct)
                 tasks.start_soon(HeldBatches(self.redis, self.keys, self.log, self.outage).run)
+                if self.settings.schedules:
+                    from orchestrator.schedules.scheduler import Scheduler
+
+                    scheduler = Scheduler(
+                        self.settings, self.redis, self.id, self.metrics, self.outage
+                    )
+                    tasks.start_soon(scheduler.run)
                 if any(pool.scaler for pool in self.settings.pools):
                     scaler = Scaler(self.settings, self.redis, self.id, self.metrics, self.outage)
                     tasks.start_soon(scaler.run)

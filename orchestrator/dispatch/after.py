@@ -90,3 +90,18 @@ async def release(redis: Redis, keys: Keys, batch: str) -> Release:
     if not await redis.hexists(keys.batch(batch), "held"):  # type: ignore[misc]
         raise UserError(f"batch {batch!r} is not held (nothing to release)")
     return await look(redis, keys, batch, force=True)
+
+
+async def held_batches(redis: Redis, keys: Keys) -> list[dict[str, str]]:
+    """Each held batch: its name, state (`waiting` or `blocked`), what it waits for, its
+    policy and backlog — as `status` and `verify` show them."""
+    names = sorted(b.decode() for b in await redis.smembers(keys.held_batches))  # type: ignore[misc]
+    found = []
+    for name in names:
+        fields = ("held", "after", "after_policy", "waiting_for", "backlog")
+        values = await redis.hmget(keys.batch(name), list(fields))  # type: ignore[misc]
+        if values[0] is None:
+            continue
+        record = {f: (v or b"").decode() for f, v in zip(fields, values, strict=True)}
+        found.append({"batch": name, **record})
+    return found

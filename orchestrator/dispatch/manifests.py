@@ -48,7 +48,7 @@ CHUNKS_IN_FLIGHT = 4  # between the validating thread and the uploading loop
 COMMIT_SLICE = 20_000  # jobs moved per commit script call: bounded time inside Redis
 STAGING_TTL = 3600  # seconds: a crashed dispatch's staging list expires on its own
 _BATCH_RULE = (
-    "a batch name is 1-150 letters, digits and _ . : -, starting with a letter or digit "
+    "a batch name is 1-150 letters, digits and _ . : - @, starting with a letter or digit "
     "(it is part of Redis keys and of job ids)"
 )
 

@@ -1,0 +1,127 @@
+"""The scheduler: inside every conductor, it looks twice a second for schedule ticks
+that are due and fires each once, whichever conductor claims it first.
+
+A tick is claimed by a compare-and-set on the schedule's last tick (`lua/claim_tick.lua`):
+two conductors that see it due together cannot both win, and a conductor that comes
+back after a peer fired it finds it claimed. Ticks before a schedule was first seen are
+not its to fire. The firing itself (planning in a child process, then dispatch) runs
+in a task of its own, so a slow planner never holds up routing or the next look.
+
+Missed ticks: a tick found more than `MISSED_AFTER` seconds late (no conductor ran at
+the time) is fired once, the latest of them only, under `missed = "run_once"` (the
+default: a nightly repair that a deploy made miss still runs that night, once), and
+recorded as `missed` without firing under `missed = "skip"`. A paused schedule's ticks
+are claimed and recorded as `paused`, so resuming fires no backlog of them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator.keys import Keys
+from orchestrator.logs import RedisOutage
+from orchestrator.metrics import Metrics
+from orchestrator.schedules.firing import fire
+from orchestrator.schedules.model import ScheduleSettings, batch_name
+from orchestrator.schedules.state import ScheduleStore
+from orchestrator.settings import Settings
+
+log = structlog.get_logger("orchestrator.schedules")
+LOOK_EVERY = 0.5  # seconds between looks: a tick fires within this of its time
+MISSED_AFTER = 30.0  # seconds late a tick counts as missed (no conductor ran then)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        conductor_id: str,
+        metrics: Metrics,
+        outage: RedisOutage | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.id = conductor_id
+        self.metrics = metrics
+        self.store = ScheduleStore(redis, Keys(settings.namespace))
+        self.log = log.bind(conductor=conductor_id)
+        self.outage = outage or RedisOutage(self.log)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as firing:
+            while True:
+                try:
+                    await self.look_once(firing)
+                except (RedisError, OSError) as exc:
+                    self.outage.failed(exc, during="schedules")
+                await anyio.sleep(LOOK_EVERY)
+
+    async def look_once(self, firing: anyio.abc.TaskGroup) -> None:
+        now = time.time()
+        paused = await self.store.paused()
+        for schedule in self.settings.schedules:
+            await self._look(schedule, now, schedule.name in paused, firing)
+
+    async def _look(
+        self, schedule: ScheduleSettings, now: float, paused: bool, firing: anyio.abc.TaskGroup
+    ) -> None:
+        fields = await self.store.fields(schedule.name)
+        since = await self.store.first_seen(schedule.name, now)
+        anchor = max(float(fields.get("last_tick", "-1")), since)
+        due = schedule.last_tick(now)
+        if due <= anchor:
+            return
+        if not await self.store.claim(schedule.name, due, self.id, now):
+            return  # a peer fired it
+        late = now - due
+        skipped_before = _ticks_between(schedule, anchor, due)
+        bound = self.log.bind(schedule=schedule.name, tick=due)
+        if skipped_before:
+            bound.warning("schedule_ticks_missed", count=skipped_before, policy=schedule.missed)
+        if paused:
+            await self._record(schedule, "paused", "the schedule is paused", late)
+        elif late > MISSED_AFTER and schedule.missed == "skip":
+            detail = (
+                f"{batch_name(schedule.name, due)} not fired: {late:.0f} s late (missed = skip)"
+            )
+            await self._record(schedule, "missed", detail, late)
+        else:
+            firing.start_soon(self._fire, schedule, due, late)
+
+    async def _fire(self, schedule: ScheduleSettings, tick: float, late: float) -> None:
+        # A stop lets a tick in progress finish within the grace period: its batch and
+        # its outcome are then recorded together, not one without the other.
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._grace(schedule)):
+                await fire(
+                    self.settings, self.redis, schedule, tick, lateness=late,
+                    metrics=self.metrics, logger=self.log,
+                )  # fmt: skip
+        except (RedisError, OSError) as exc:
+            self.outage.failed(exc, during=f"schedule {schedule.name}")
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self._record(schedule, "failed", f"Redis failed while firing: {exc}", late)
+
+    def _grace(self, schedule: ScheduleSettings) -> float:
+        return schedule.plan_timeout + self.settings.grace_period
+
+    async def _record(
+        self, schedule: ScheduleSettings, outcome: str, detail: str, late: float
+    ) -> None:
+        await self.store.record(schedule.name, outcome, detail, lateness=late)
+        self.metrics.schedule_fired(schedule.name, outcome, late)
+        self.log.info(f"schedule_{outcome}", schedule=schedule.name, detail=detail)
+
+
+def _ticks_between(schedule: ScheduleSettings, after: float, before: float) -> int:
+    """Ticks strictly between two times (at most 1000 counted): the ones never fired."""
+    count, tick = 0, schedule.next_tick(after)
+    while tick < before and count < 1000:
+        count, tick = count + 1, schedule.next_tick(tick)
+    return count
