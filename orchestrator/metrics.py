@@ -108,7 +108,7 @@ class Metrics:
 
     def schedule_fired(self, schedule: str, outcome: str, lateness: float) -> None:
         """A schedule's tick was fired (or passed unfired) with this outcome."""
-        from orchestrator.schedules.state import OUTCOMES
+        from orchestrator.schedule import OUTCOMES
 
         self.schedule_ticks.labels(schedule, outcome).inc()
         for each in OUTCOMES:

@@ -47,7 +47,7 @@ from orchestrator.pools import PoolSettings as PoolSettings
 from orchestrator.pools import RateLimit as RateLimit
 from orchestrator.pools import RoutingRule as RoutingRule
 from orchestrator.pools import ScalerSettings as ScalerSettings
-from orchestrator.schedules.model import ScheduleSettings
+from orchestrator.schedule import ScheduleSettings, check_schedules, describe_schedule_error
 
 ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
@@ -200,46 +200,9 @@ class Settings(BaseSettings):
     @field_validator("schedules")
     @classmethod
     def _schedules_consistent(cls, schedules: list[ScheduleSettings]) -> list[ScheduleSettings]:
-        """Names unique, workflows that exist, `after` naming schedules: checked as the
-        settings load, so a conductor never starts with a schedule that cannot fire."""
-        if not schedules:
-            return schedules
-        from orchestrator.schedules.planner import ArgumentsError, parse_plan_args
-        from orchestrator.workflow import load_workflows
-
-        seen: set[str] = set()
-        workflows, broken = load_workflows()
-        names = {s.name for s in schedules}
-        for index, schedule in enumerate(schedules):
-            if schedule.name in seen:
-                raise SchedulePlaceError(
-                    index, "name", f"schedule name {schedule.name!r} is used twice"
-                )
-            seen.add(schedule.name)
-            if schedule.workflow not in workflows:
-                known = sorted(workflows)
-                close = difflib.get_close_matches(schedule.workflow, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                why = (
-                    f" (it failed to load: {broken[schedule.workflow]})"
-                    if schedule.workflow in broken
-                    else ""
-                )
-                listed = ", ".join(known)
-                message = f"unknown workflow {schedule.workflow!r}{why}{hint} (known: {listed})"
-                raise SchedulePlaceError(index, "workflow", message)
-            try:
-                parse_plan_args(workflows[schedule.workflow], schedule.args)
-            except ArgumentsError as exc:
-                raise SchedulePlaceError(
-                    index, "args", f"the {schedule.workflow} planner refuses them: {exc}"
-                ) from None
-            for other in schedule.after:
-                if other not in names or other == schedule.name:
-                    raise SchedulePlaceError(
-                        index, "after", f"after names {other!r}, not another schedule"
-                    )
-        return schedules
+        """Checked as the settings load, so a conductor never starts with a schedule that
+        cannot fire (orchestrator/schedule.py)."""
+        return check_schedules(schedules)
 
     @model_validator(mode="after")
     def _pools_consistent(self) -> Settings:
@@ -348,28 +311,11 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{before_query}{mark}{query}"
 
 
-class SchedulePlaceError(ValueError):
-    """A problem of one `[[schedules]]` table as a whole (a name used twice, an unknown
-    workflow): which table and key, so the message can name its line."""
-
-    def __init__(self, index: int, key: str, message: str) -> None:
-        super().__init__(message)
-        self.index = index
-        self.key = key
-
-
 def _describe(exc: ValidationError, source: str) -> str:
     problems = []
     for error in exc.errors(include_url=False):
-        place = _schedule_place(error)
-        if place is not None:
-            # One line naming the file, the line, the setting (`schedules[1].cron`).
-            index, key = place
-            line = _schedule_line(Path(source), index, key)
-            where = f"{source}:{line}: " if line else ""
-            message = str(error["msg"]).removeprefix("Value error, ")
-            name = f"schedules[{index}]" + (f".{key}" if key else "")
-            return f"{where}invalid configuration: {name}: {message}"
+        if (said := describe_schedule_error(error, source)) is not None:
+            return said  # one line naming the file, the line and the setting
         loc = [str(part) for part in error["loc"]]
         if loc and loc[0] in _ALIASES:
             loc[0] = _ALIASES[loc[0]]
@@ -378,38 +324,6 @@ def _describe(exc: ValidationError, source: str) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         problems.append(f"{field}: {message} (from {variable} or {source})")
     return "invalid configuration: " + "; ".join(problems)
-
-
-def _schedule_place(error: Any) -> tuple[int, str] | None:
-    """Which `[[schedules]]` table (its index) and key an error is about, if any."""
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, SchedulePlaceError):
-        return cause.index, cause.key
-    loc = error["loc"]
-    if len(loc) >= 2 and loc[0] == "schedules" and isinstance(loc[1], int):
-        return loc[1], str(loc[2]) if len(loc) > 2 else ""
-    return None
-
-
-def _schedule_line(path: Path, index: int, key: str) -> int | None:
-    """The line of `key` in the `index`th `[[schedules]]` table of the TOML file (that
-    table's header when the key is not written there), or None when not from the file."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    header = re.compile(r"^\s*\[\[\s*schedules\s*\]\]")
-    starts = [n for n, text in enumerate(lines) if header.match(text)]
-    if index >= len(starts):
-        return None
-    start = starts[index]
-    assignment = re.compile(rf"^\s*{re.escape(key)}\s*=") if key else None
-    for n in range(start + 1, len(lines)):
-        if lines[n].lstrip().startswith("["):
-            break
-        if assignment is not None and assignment.match(lines[n]):
-            return n + 1
-    return start + 1
 
 
 def _unknown_variables() -> list[str]:

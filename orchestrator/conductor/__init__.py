@@ -3,9 +3,9 @@
 `rounds` is the loop; `wakeup` what wakes it (it never polls); `forwarding` parses,
 routes and forwards a round's jobs (one Lua script); `ratelimits` which token buckets a
 job passes; `liveness` its heartbeat and the recovery of dead peers and workers. The
-scaler runs inside it, and it reads the bare lines producers push.
+scaler and the scheduler run inside it, and it reads the bare lines producers push.
 
-May import: the core, dispatch, scaling.
+May import: the core, dispatch, scaling, schedules.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ import orjson
 from redis.asyncio import Redis
 
 from orchestrator import arq_jobs
-from orchestrator.dispatch.after import look
+from orchestrator.dispatch.after import release_if_cancelled
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.scripts import script
@@ -127,11 +127,7 @@ class Canceller:
                 pipe.hsetnx(self.keys.batch(name), "cancelled_at", f"{now:.6f}")
             marked = await pipe.execute()
         report.already = [name for name, new in zip(names, marked, strict=True) if not new]
-        for name in names:
-            # A held batch's jobs go back on its backlog behind the mark, where the
-            # sweep finds them (dispatch/after.py).
-            if await self.redis.hexists(self.keys.batch(name), "held"):  # type: ignore[misc]
-                await look(self.redis, self.keys, name)
+        await release_if_cancelled(self.redis, self.keys, names)
         await self._sweep(target, report, now)
         stops = dict.fromkeys(names, f"{now:.6f}") if running else {}
         await self._settle(target, report, stops, wait=wait)

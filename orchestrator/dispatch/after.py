@@ -105,3 +105,11 @@ async def held_batches(redis: Redis, keys: Keys) -> list[dict[str, str]]:
         record = {f: (v or b"").decode() for f, v in zip(fields, values, strict=True)}
         found.append({"batch": name, **record})
     return found
+
+
+async def release_if_cancelled(redis: Redis, keys: Keys, batches: Sequence[str]) -> None:
+    """`cancel`: a held batch's jobs go back on its backlog behind the cancel mark, where
+    the cancel's sweep finds them and gives each its `cancelled` receipt."""
+    for batch in batches:
+        if await redis.hexists(keys.batch(batch), "held"):  # type: ignore[misc]
+            await look(redis, keys, batch)

@@ -22,7 +22,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
-from orchestrator.schedules.model import ScheduleSettings, batch_name
+from orchestrator.schedule import ScheduleSettings, batch_name
 from orchestrator.schedules.state import ScheduleStore
 from orchestrator.scripts import script
 from orchestrator.settings import Settings

@@ -10,28 +10,11 @@ workflow or task code.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
-
-
-class ArgumentsError(ValueError):
-    """A schedule's `args` the workflow's planner does not take."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise ArgumentsError(message)
-
-
-def parse_plan_args(workflow: Any, args: list[str]) -> argparse.Namespace:
-    """`args` as `orchestrator plan WORKFLOW ARGS` reads them; ArgumentsError if not."""
-    parser = _Parser(prog=f"orchestrator plan {workflow.name}", add_help=False)
-    workflow.configure(parser)
-    return parser.parse_args(args)
 
 
 def main() -> int:
@@ -42,6 +25,7 @@ def main() -> int:
     from orchestrator.errors import UserError
     from orchestrator.keys import Keys
     from orchestrator.registry import task_registry
+    from orchestrator.schedule import parse_plan_args
     from orchestrator.workflow import NothingToPlan, discover_workflows
 
     request = orjson.loads(sys.stdin.buffer.read())

@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
+from orchestrator.schedule import ScheduleSettings, batch_name
 from orchestrator.schedules.firing import fire
-from orchestrator.schedules.model import ScheduleSettings, batch_name
 from orchestrator.schedules.state import ScheduleStore
 from orchestrator.settings import Settings
 

@@ -17,10 +17,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from orchestrator.keys import Keys
-from orchestrator.schedules.model import ScheduleSettings
+from orchestrator.schedule import ScheduleSettings
 from orchestrator.scripts import script
-
-OUTCOMES = ("dispatched", "nothing", "failed", "skipped", "missed", "paused")
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,8 @@ def test_failed_input_holds_until_release(stack: StackFactory, tmp_path: Path) -
     assert run.returncode == 0, run.stderr
     live.wait_for_receipts("anyway", 1)
     live.wait_for(
-        lambda: live.redis.hget(live.keys.batch("repair"), "held") == b"blocked", "repair blocked"
+        lambda: bytes(live.redis.hget(live.keys.batch("repair"), "held") or b"") == b"blocked",
+        "repair blocked",
     )
     reason = live.redis.hget(live.keys.batch("repair"), "waiting_for") or b""
     assert b"batch scan settled with 1 not succeeded" in reason

@@ -1,4 +1,4 @@
-"""A schedule's setting (`[[schedules]]` in orchestrator.toml) and its ticks.
+"""A schedule's setting (`[[schedules]]` in orchestrator.toml), its checks, and its ticks.
 
 Cron expressions are parsed and evaluated by `cronsim` (the evaluator healthchecks.io
 runs on), in the schedule's time zone (`zoneinfo`); across a DST change it behaves as
@@ -9,9 +9,12 @@ aligned on the Unix epoch, so every conductor computes the same ticks.
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import re
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -22,6 +25,8 @@ from orchestrator.keys import backlog_name
 Overlap = Literal["skip", "queue", "cancel_previous"]
 Missed = Literal["run_once", "skip"]
 AfterPolicy = Literal["hold", "run", "cancel"]
+# What a tick can end in: `schedules`, `status` and the metrics show the last one.
+OUTCOMES = ("dispatched", "nothing", "failed", "skipped", "missed", "paused")
 SCHEDULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -140,3 +145,117 @@ def tick_label(tick: float) -> str:
 def batch_name(schedule: str, tick: float) -> str:
     """The batch of `schedule`'s tick: one name per tick, so a tick is dispatched once."""
     return f"{schedule}@{tick_label(tick)}"
+
+
+class SchedulePlaceError(ValueError):
+    """A problem of one `[[schedules]]` table as a whole (a name used twice, an unknown
+    workflow): which table and key, so the message can name its line."""
+
+    def __init__(self, index: int, key: str, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.key = key
+
+
+class ArgumentsError(ValueError):
+    """A schedule's `args` the workflow's planner does not take."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentsError(message)
+
+
+def parse_plan_args(workflow: Any, args: list[str]) -> argparse.Namespace:
+    """`args` as `orchestrator plan WORKFLOW ARGS` reads them; ArgumentsError if not."""
+    parser = _Parser(prog=f"orchestrator plan {workflow.name}", add_help=False)
+    workflow.configure(parser)
+    return parser.parse_args(args)
+
+
+def check_schedules(schedules: list[ScheduleSettings]) -> list[ScheduleSettings]:
+    """Names unique, workflows that exist and take the `args`, `after` naming other
+    schedules; the first problem raises `SchedulePlaceError`."""
+    if not schedules:
+        return schedules
+    from orchestrator.workflow import load_workflows
+
+    seen: set[str] = set()
+    workflows, broken = load_workflows()
+    names = {s.name for s in schedules}
+    for index, schedule in enumerate(schedules):
+        if schedule.name in seen:
+            raise SchedulePlaceError(
+                index, "name", f"schedule name {schedule.name!r} is used twice"
+            )
+        seen.add(schedule.name)
+        if schedule.workflow not in workflows:
+            known = sorted(workflows)
+            close = difflib.get_close_matches(schedule.workflow, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            why = (
+                f" (it failed to load: {broken[schedule.workflow]})"
+                if schedule.workflow in broken
+                else ""
+            )
+            listed = ", ".join(known)
+            message = f"unknown workflow {schedule.workflow!r}{why}{hint} (known: {listed})"
+            raise SchedulePlaceError(index, "workflow", message)
+        try:
+            parse_plan_args(workflows[schedule.workflow], schedule.args)
+        except ArgumentsError as exc:
+            raise SchedulePlaceError(
+                index, "args", f"the {schedule.workflow} planner refuses them: {exc}"
+            ) from None
+        for other in schedule.after:
+            if other not in names or other == schedule.name:
+                raise SchedulePlaceError(
+                    index, "after", f"after names {other!r}, not another schedule"
+                )
+    return schedules
+
+
+def describe_schedule_error(error: Any, source: str) -> str | None:
+    """A pydantic error about a `[[schedules]]` table as one line naming the file, the
+    line and the setting (`orchestrator.toml:12: … schedules[1].cron: …`); None for an
+    error about anything else."""
+    place = _schedule_place(error)
+    if place is None:
+        return None
+    index, key = place
+    line = _schedule_line(Path(source), index, key)
+    where = f"{source}:{line}: " if line else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    name = f"schedules[{index}]" + (f".{key}" if key else "")
+    return f"{where}invalid configuration: {name}: {message}"
+
+
+def _schedule_place(error: Any) -> tuple[int, str] | None:
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SchedulePlaceError):
+        return cause.index, cause.key
+    loc = error["loc"]
+    if len(loc) >= 2 and loc[0] == "schedules" and isinstance(loc[1], int):
+        return loc[1], str(loc[2]) if len(loc) > 2 else ""
+    return None
+
+
+def _schedule_line(path: Path, index: int, key: str) -> int | None:
+    """The line of `key` in the `index`th `[[schedules]]` table of the TOML file (that
+    table's header when the key is not written there), or None when not from the file."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    header = re.compile(r"^\s*\[\[\s*schedules\s*\]\]")
+    starts = [n for n, text in enumerate(lines) if header.match(text)]
+    if index >= len(starts):
+        return None
+    start = starts[index]
+    assignment = re.compile(rf"^\s*{re.escape(key)}\s*=") if key else None
+    for n in range(start + 1, len(lines)):
+        if lines[n].lstrip().startswith("["):
+            break
+        if assignment is not None and assignment.match(lines[n]):
+            return n + 1
+    return start + 1
