@@ -113,3 +113,13 @@ async def release_if_cancelled(redis: Redis, keys: Keys, batches: Sequence[str])
     for batch in batches:
         if await redis.hexists(keys.batch(batch), "held"):  # type: ignore[misc]
             await look(redis, keys, batch)
+
+
+async def held_line(redis: Redis, keys: Keys, batch: str) -> str | None:
+    """The line `verify` shows of a held batch (`held, waiting for batch X: 12 of 40
+    pending`), or None when the batch is not held."""
+    state, waiting, after = await redis.hmget(keys.batch(batch), ["held", "waiting_for", "after"])  # type: ignore[misc]
+    if state is None:
+        return None
+    said = waiting.decode() if waiting else f"waiting for {after.decode().replace(',', ', ')}"
+    return f"held ({state.decode()}): {said}"

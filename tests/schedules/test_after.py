@@ -3,6 +3,7 @@ conductors and workers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,11 @@ def test_held_batch_starts_after_the_last_job_of_the_awaited_one_ended(
     assert "held until scan settled" in held.stdout
     status = live.redis.hgetall(live.keys.batch("repair"))
     assert status.get(b"held") == b"waiting", status
+    shown = live.command("verify", "--batch", "repair")
+    assert shown.returncode == 3
+    assert "held (waiting): waiting for batch scan: " in shown.stdout
+    status = json.loads(live.command("status", "--json").stdout)
+    assert [held["batch"] for held in status["held"]] == ["repair"]
     scan_receipts = live.wait_for_receipts("scan", 6)
     repair_receipts = live.wait_for_receipts("repair", 4)
     last_end = max(r["ended_at"] for r in scan_receipts)
