@@ -46,6 +46,12 @@ async def check_after(redis: Redis, keys: Keys, batch: str, after: Sequence[str]
     for awaited in after:
         if (cycle := await _path_back(redis, keys, awaited, batch, [batch, awaited])) is not None:
             raise UserError(f"--after {awaited}: a cycle: {' after '.join(cycle)}")
+    state = await redis.hmget(keys.batch(batch), ["complete", "after"])  # type: ignore[misc]
+    if state[0] is not None and state[1] is None:
+        raise UserError(
+            f"batch {batch!r} was dispatched already, not held: --after cannot hold it now; "
+            "pass --batch NAME to dispatch it as new work"
+        )
 
 
 async def _path_back(
@@ -71,11 +77,11 @@ async def hold(redis: Redis, keys: Keys, batch: str, after: Sequence[str], polic
     return bool(held)
 
 
-async def look(redis: Redis, keys: Keys, batch: str, *, force: bool = False) -> Release:
-    """Release `batch` if what it waits for has settled (or `force`), atomically."""
+async def look(redis: Redis, keys: Keys, batch: str, *, mode: str = "check") -> Release:
+    """Release `batch` if what it waits for has settled, atomically; `mode` "force":
+    whatever it waits for, "cancel": it was marked cancelled (see release_after.lua)."""
     state, detail = await script(redis, "release_after")(
-        keys=[keys.held_batches, keys.doorbell],
-        args=[keys.root, batch, "force" if force else "check", time.time()],
+        keys=[keys.held_batches, keys.doorbell], args=[keys.root, batch, mode, time.time()]
     )
     return Release(state.decode(), detail.decode())
 
@@ -89,7 +95,7 @@ async def release(redis: Redis, keys: Keys, batch: str) -> Release:
         raise UserError(f"no such batch {batch!r}{hint}")
     if not await redis.hexists(keys.batch(batch), "held"):  # type: ignore[misc]
         raise UserError(f"batch {batch!r} is not held (nothing to release)")
-    return await look(redis, keys, batch, force=True)
+    return await look(redis, keys, batch, mode="force")
 
 
 async def held_batches(redis: Redis, keys: Keys) -> list[dict[str, str]]:
@@ -107,12 +113,22 @@ async def held_batches(redis: Redis, keys: Keys) -> list[dict[str, str]]:
     return found
 
 
+async def held_lists(redis: Redis, keys: Keys) -> list[str]:
+    """The lists the held batches' jobs wait in: places `cancel` sweeps."""
+    lists = []
+    for raw in sorted(await redis.smembers(keys.held_batches)):  # type: ignore[misc]
+        batch = raw.decode()
+        levels = await redis.zrange(keys.held_levels(batch), 0, -1)
+        lists += [keys.held(batch, level) for level in (0, *(int(n) for n in levels))]
+    return lists
+
+
 async def release_if_cancelled(redis: Redis, keys: Keys, batches: Sequence[str]) -> None:
-    """`cancel`: a held batch's jobs go back on its backlog behind the cancel mark, where
-    the cancel's sweep finds them and gives each its `cancelled` receipt."""
+    """`cancel`, after its sweep took the held batches' jobs (each with its `cancelled`
+    receipt): the batches are held no more (anything left goes behind the mark)."""
     for batch in batches:
         if await redis.hexists(keys.batch(batch), "held"):  # type: ignore[misc]
-            await look(redis, keys, batch)
+            await look(redis, keys, batch, mode="cancel")
 
 
 async def held_line(redis: Redis, keys: Keys, batch: str) -> str | None:

@@ -13,13 +13,15 @@
 -- A held batch that was cancelled itself is released likewise, for the same reason.
 --
 -- KEYS[1] held batches set, KEYS[2] doorbell
--- ARGV[1] root (hash-tagged prefix), ARGV[2] the held batch, ARGV[3] "check" or
---   "force" (`orchestrator release`), ARGV[4] now (unix seconds)
+-- ARGV[1] root (hash-tagged prefix), ARGV[2] the held batch, ARGV[3] "check" (the
+--   conductors), "force" (`orchestrator release`) or "cancel" (`orchestrator cancel`,
+--   once the batch is marked cancelled), ARGV[4] now (unix seconds)
 -- Returns {state, detail}: state `released`, `waiting`, `blocked`, `cancelled`, or
 -- `not_held`; detail says what it waits for (`batch X: 12 of 40 pending`), or why.
 --#include doorbell
 --#include settled
 local root, batch, mode, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local CANCEL_GRACE = 5  -- seconds
 local hash = root .. ':batch:' .. batch
 local state, after, policy, backlog, cancelled_at = unpack(redis.call(
   'HMGET', hash, 'held', 'after', 'after_policy', 'backlog', 'cancelled_at'))
@@ -61,8 +63,13 @@ if mode == 'force' then
   return {'released', 'by orchestrator release'}
 end
 if cancelled_at then
-  release('cancelled')
-  return {'cancelled', 'the batch was cancelled'}
+  -- `cancel` releases it itself ("cancel"), so that its sweep finds and counts the jobs;
+  -- a conductor does only if that cancel did not get so far within CANCEL_GRACE.
+  if mode == 'cancel' or tonumber(now) - tonumber(cancelled_at) > CANCEL_GRACE then
+    release('cancelled')
+    return {'cancelled', 'the batch was cancelled'}
+  end
+  return {'waiting', 'being cancelled'}
 end
 if state == 'blocked' then
   return {'blocked', redis.call('HGET', hash, 'waiting_for') or ''}

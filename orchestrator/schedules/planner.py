@@ -26,10 +26,19 @@ def main() -> int:
     from orchestrator.keys import Keys
     from orchestrator.registry import task_registry
     from orchestrator.schedule import parse_plan_args
-    from orchestrator.workflow import NothingToPlan, discover_workflows
+    from orchestrator.workflow import NothingToPlan, describe_error, load_workflows
 
     request = orjson.loads(sys.stdin.buffer.read())
-    workflow = discover_workflows()[request["workflow"]]
+    workflows, broken = load_workflows()
+    if request["workflow"] not in workflows:
+        why = broken.get(request["workflow"])
+        said = describe_error(why) if why else "unknown"
+        print(
+            f"workflow {request['workflow']} not loaded: {said}",
+            file=sys.stderr,
+        )
+        return 1
+    workflow = workflows[request["workflow"]]
     options = parse_plan_args(workflow, request["args"])
     registry = task_registry(tuple(request["task_packages"]))
     directory = options.manifests_dir or Path(request["manifests_dir"])

@@ -25,10 +25,8 @@ def test_held_batch_starts_after_the_last_job_of_the_awaited_one_ended(
     batch it waits for has ended (receipts' start and end), and it is released within a
     second of that."""
     live = stack()
-    live.worker("metal", 4)
-    live.conductor()
-    live.conductor()
-    scan = _sleepers(tmp_path / "scan.jsonl", 6, 1.5)
+    conductors = [live.conductor(), live.conductor()]
+    scan = _sleepers(tmp_path / "scan.jsonl", 6, 0.5)
     repair = _sleepers(tmp_path / "repair.jsonl", 4, 0.05)
     assert live.command("dispatch", str(scan), "--backlog", "backlog:a").returncode == 0
     held = live.command("dispatch", str(repair), "--backlog", "backlog:a", "--after", "scan")
@@ -41,6 +39,7 @@ def test_held_batch_starts_after_the_last_job_of_the_awaited_one_ended(
     assert "held (waiting): waiting for batch scan: " in shown.stdout
     status = json.loads(live.command("status", "--json").stdout)
     assert [held["batch"] for held in status["held"]] == ["repair"]
+    live.worker("metal", 4)
     scan_receipts = live.wait_for_receipts("scan", 6)
     repair_receipts = live.wait_for_receipts("repair", 4)
     last_end = max(r["ended_at"] for r in scan_receipts)
@@ -49,6 +48,10 @@ def test_held_batch_starts_after_the_last_job_of_the_awaited_one_ended(
     released_at = float(live.redis.hget(live.keys.batch("repair"), "released_at") or 0)
     assert released_at - last_end < 1.0
     assert all(r["status"] == "succeeded" for r in repair_receipts)
+    for conductor in conductors:
+        live.stop_process(conductor)
+    released = [e for c in conductors for e in live.events(c, "batch_released")]
+    assert [e["batch"] for e in released] == ["repair"]
 
 
 def test_unknown_batch_and_cycle_are_refused(stack: StackFactory, tmp_path: Path) -> None:
@@ -98,3 +101,46 @@ def test_failed_input_holds_until_release(stack: StackFactory, tmp_path: Path) -
     released = live.command("release", "repair")
     assert released.returncode == 0, released.stderr
     assert all(r["status"] == "succeeded" for r in live.wait_for_receipts("repair", 2))
+
+
+def test_cancelling_a_held_batch_cancels_its_jobs(stack: StackFactory, tmp_path: Path) -> None:
+    """`cancel` of a held batch finds its jobs (each gets its `cancelled` receipt) and
+    the batch is held no more; the awaited batch runs on untouched."""
+    live = stack()
+    live.worker("metal", 2)
+    live.conductor()
+    scan = _sleepers(tmp_path / "scan.jsonl", 2, 6.0)
+    repair = _sleepers(tmp_path / "repair.jsonl", 3, 0.01)
+    assert live.command("dispatch", str(scan), "--backlog", "a").returncode == 0
+    assert (
+        live.command("dispatch", str(repair), "--backlog", "a", "--after", "scan").returncode == 0
+    )
+    cancelled = live.command("cancel", "repair")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled 3 jobs (held by --after 3)" in cancelled.stdout
+    assert sorted(r["status"] for r in live.receipts("repair")) == ["cancelled"] * 3
+    assert not live.redis.sismember(live.keys.held_batches, "repair")
+    assert all(r["status"] == "succeeded" for r in live.wait_for_receipts("scan", 2))
+
+
+def test_after_policy_cancel_and_a_batch_queued_before(stack: StackFactory, tmp_path: Path) -> None:
+    """`--after-policy cancel`: a failed input cancels the held batch. A batch already
+    queued without --after cannot be held afterwards: refused, one line."""
+    live = stack(max_tries=1)
+    live.worker("metal", 2)
+    live.conductor()
+    scan = write_manifest(tmp_path / "scan.jsonl", [{"task": "image.broken", "args": []}])
+    repair = _sleepers(tmp_path / "repair.jsonl", 2, 0.01)
+    assert live.command("dispatch", str(scan), "--backlog", "a").returncode == 0
+    held = live.command(
+        "dispatch", str(repair), "--backlog", "a", "--after", "scan", "--after-policy", "cancel"
+    )
+    assert held.returncode == 0, held.stderr
+    live.wait_for(lambda: len(live.receipts("repair")) == 2, "repair's receipts")
+    receipts = live.receipts("repair")
+    assert sorted(r["status"] for r in receipts) == ["cancelled", "cancelled"]
+    other = _sleepers(tmp_path / "other.jsonl", 1, 0.01)
+    assert live.command("dispatch", str(other), "--backlog", "a").returncode == 0
+    late = live.command("dispatch", str(other), "--backlog", "a", "--after", "scan")
+    assert late.returncode == 2
+    assert "was dispatched already, not held" in late.stderr
