@@ -70,6 +70,7 @@ def test_pause_resume_and_run_now(stack: StackFactory) -> None:
     assert live.command("verify", "--batch", batch, "--wait", "--timeout", "30").returncode == 0
     text = live.command("schedules").stdout
     assert f"last: batch {batch}, dispatched" in text
+    assert f"schedule tick: last {batch} dispatched" in live.command("status").stdout
     status = json.loads(live.command("status", "--json").stdout)
     assert status["schedules"][0]["last_batch"] == batch
     assert status["schedules"][0]["outcome"] == "dispatched"

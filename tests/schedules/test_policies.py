@@ -105,3 +105,55 @@ def test_settings_model_is_what_the_tests_use() -> None:
     """The dicts above are valid schedules (a typo here would test nothing)."""
     for schedule in (_daily("a", "skip"), _daily("b", "run_once")):
         assert ScheduleSettings.model_validate(schedule).period == DAY
+
+
+def test_a_planner_over_its_time_is_stopped(stack: StackFactory) -> None:
+    """A planner still running at `plan_timeout` is stopped: outcome failed, saying so."""
+    slow = {**_daily("slow", "skip"), "plan_timeout": 0.05}
+    live = stack(schedules=[slow])
+    done = live.command("schedules", "run", "slow")
+    assert done.returncode == 1
+    assert done.stdout.startswith("failed: the planner ran over plan_timeout (0.05 s)")
+    assert live.redis.zcard(live.keys.batches) == 0
+
+
+def test_a_schedule_after_another_waits_for_its_latest_batch(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    """`after = ["scan"]`: the repair tick's batch is held until the scan's latest batch
+    settled, and none of its jobs starts before the scan's last one ended."""
+    scan = {**_daily("scan", "skip"), "args": ["--mode", "stress_supervisor", "--count", "2",
+            "--min-seconds", "2", "--max-seconds", "2"]}  # fmt: skip
+    repair = {**_daily("repair", "skip"), "after": ["scan"]}
+    live = stack(schedules=[scan, repair])
+    live.worker("metal", 2)
+    live.conductor()
+    first = live.command("schedules", "run", "scan")
+    assert first.returncode == 0, first.stderr
+    second = live.command("schedules", "run", "repair")
+    assert second.returncode == 0, second.stderr
+    scan_batch = first.stdout.split("(batch ")[1].rstrip(")\n")
+    repair_batch = second.stdout.split("(batch ")[1].rstrip(")\n")
+    assert f"held until {scan_batch} settled" in second.stdout
+    scan_runs = live.wait_for_receipts(scan_batch, 2)
+    repair_runs = live.wait_for_receipts(repair_batch, 1)
+    assert min(r["started_at"] for r in repair_runs) >= max(r["ended_at"] for r in scan_runs)
+
+
+def test_cancel_previous_cancels_the_running_batch(stack: StackFactory) -> None:
+    """`overlap = "cancel_previous"`: a tick that finds the last batch running cancels
+    it (its running job stopped, receipt `cancelled`) and dispatches its own."""
+    long = {**_daily("long", "skip"), "overlap": "cancel_previous",
+            "args": ["--mode", "stress_supervisor", "--count", "1", "--min-seconds", "60",
+                     "--max-seconds", "60"]}  # fmt: skip
+    live = stack(schedules=[long])
+    live.worker("metal", 2)
+    live.conductor()
+    first = live.command("schedules", "run", "long")
+    batch = first.stdout.split("(batch ")[1].rstrip(")\n")
+    live.wait_running(batch, 1)
+    time.sleep(1.1)  # the next run's batch is named for the next second
+    second = live.command("schedules", "run", "long")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith("dispatched: ")
+    assert [r["status"] for r in live.receipts(batch)] == ["cancelled"]
