@@ -297,6 +297,12 @@ class Keys:
         batch, last outcome and when; see orchestrator/schedules/state.py."""
         return f"{self._root}:schedule:{name}"
 
+    def schedule_turns(self, name: str) -> str:
+        """Sorted set of the schedule's ticks claimed and not yet fired to an end (member
+        and score: the tick): they fire one at a time, in tick order, so each sees the
+        last one's batch when it applies its overlap."""
+        return f"{self._root}:schedule_turns:{name}"
+
     @property
     def paused_schedules(self) -> str:
         """Hash of paused schedule name → the time it was paused: its ticks pass unfired."""

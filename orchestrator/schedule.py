@@ -134,17 +134,21 @@ def every_seconds(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
 
 
-def tick_label(tick: float) -> str:
-    """A tick as it appears in its batch name, in UTC: `2026-12-06T01:00Z`, with
-    seconds when it has any (`…T01:00:05Z`)."""
+def tick_label(tick: float, *, seconds: bool = False) -> str:
+    """A tick as it appears in its batch name, in UTC: `2026-12-06T01:00Z`, or with
+    `seconds` `2026-12-06T01:00:05Z`."""
     moment = datetime.fromtimestamp(tick, UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S" if moment.second else "%Y-%m-%dT%H:%M")
-    return text + "Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ" if seconds else "%Y-%m-%dT%H:%MZ")
 
 
-def batch_name(schedule: str, tick: float) -> str:
-    """The batch of `schedule`'s tick: one name per tick, so a tick is dispatched once."""
-    return f"{schedule}@{tick_label(tick)}"
+def batch_name(schedule: ScheduleSettings, tick: float, *, manual: bool = False) -> str:
+    """The batch of `schedule`'s tick: one name per tick, so a tick is dispatched once.
+    Seconds are shown for an `every` schedule whose period is not whole minutes, for
+    every tick alike, so that a schedule's batch names sort as its ticks do, and for a
+    `manual` run (`schedules run`), which may come any second."""
+    period = schedule.period
+    seconds = manual or (period is not None and period % 60 != 0)
+    return f"{schedule.name}@{tick_label(tick, seconds=seconds)}"
 
 
 class SchedulePlaceError(ValueError):

@@ -68,7 +68,7 @@ def _schedules(options: argparse.Namespace, settings: Settings) -> int:
                 return await store.resume(schedule.name)
             from orchestrator.schedules.firing import fire
 
-            return await fire(settings, redis, schedule, float(int(now)))
+            return await fire(settings, redis, schedule, float(int(now)), manual=True)
 
     done = run_async(run)
     if options.action == "list":

@@ -3,7 +3,8 @@ second and releases each once the batches it waits for have settled.
 
 The look and the release are one script (`lua/release_after.lua`), so however many
 conductors look, one releases, and a batch's jobs reach the backlog within a look's
-interval of the last awaited receipt. A look costs one SMEMBERS while nothing is held.
+interval of the last awaited receipt. While nothing is held a look is one SMEMBERS a
+second (a batch held after what it waits for settled goes within that second).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from orchestrator.dispatch.after import look
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 
-LOOK_EVERY = 0.2  # seconds between looks: a release comes within this of its cause
+LOOK_EVERY = 0.2  # seconds between looks while batches are held
+IDLE_LOOK_EVERY = 1.0  # … while none is
 
 
 class HeldBatches:
@@ -32,13 +34,15 @@ class HeldBatches:
 
     async def run(self) -> None:
         while True:
+            held = True
             try:
-                await self.look_once()
+                held = await self.look_once()
             except (RedisError, OSError) as exc:
                 self.outage.failed(exc, during="held batches")
-            await anyio.sleep(LOOK_EVERY)
+            await anyio.sleep(LOOK_EVERY if held else IDLE_LOOK_EVERY)
 
-    async def look_once(self) -> None:
+    async def look_once(self) -> bool:
+        """Look at every held batch; False when there is none."""
         held = [b.decode() for b in await self.redis.smembers(self.keys.held_batches)]  # type: ignore[misc]
         for batch in held:
             found = await look(self.redis, self.keys, batch)
@@ -53,3 +57,4 @@ class HeldBatches:
                 self._said[batch] = "waiting"
         for gone in set(self._said) - set(held):
             del self._said[gone]
+        return bool(held)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -23,12 +25,13 @@ from structlog.typing import FilteringBoundLogger
 from orchestrator.keys import Keys
 from orchestrator.metrics import Metrics
 from orchestrator.schedule import ScheduleSettings, batch_name
-from orchestrator.schedules.state import ScheduleStore
+from orchestrator.schedules.state import ScheduleStore, turn_member
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.schedules")
 OUTPUT_LIMIT = 2000  # characters of a planner's output kept in the log line
+TURN_MARGIN = 30.0  # seconds beyond its time limit a tick may hold up the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,25 +50,70 @@ async def fire(
     lateness: float = 0.0,
     metrics: Metrics | None = None,
     logger: FilteringBoundLogger | None = None,
+    manual: bool = False,
 ) -> Outcome:
-    """Plan and dispatch `schedule`'s `tick`; the outcome is recorded, logged, counted."""
+    """Plan and dispatch `schedule`'s `tick` (`manual`: a `schedules run`); the outcome
+    is recorded, logged, counted."""
     bound = (logger or log).bind(schedule=schedule.name, tick=tick, lateness=round(lateness, 3))
     keys = Keys(settings.namespace)
     store = ScheduleStore(redis, keys)
-    batch = batch_name(schedule.name, tick)
-    after, policy, skip = await _overlap(settings, redis, keys, store, schedule, batch, bound)
-    if skip is not None:
-        outcome = skip
-    else:
-        outcome = await _plan_and_dispatch(settings, schedule, batch, after, policy, bound)
-    await store.record(
-        schedule.name, outcome.outcome, outcome.detail, batch=outcome.batch, lateness=lateness
-    )
+    batch = batch_name(schedule, tick, manual=manual)
+    async with _one_at_a_time(redis, keys, schedule, tick) as turn:
+        # Once its turn came, a stop lets the tick finish (its planner is bounded): its
+        # batch and its outcome are recorded together, not one without the other.
+        with anyio.CancelScope(shield=True):
+            if not turn:
+                detail = "the schedule's previous tick was still planning past plan_timeout"
+                outcome = Outcome("skipped", detail)
+            else:
+                after, policy, skip = await _overlap(
+                    settings, redis, keys, store, schedule, batch, bound
+                )
+                if skip is not None:
+                    outcome = skip
+                else:
+                    outcome = await _plan_and_dispatch(
+                        settings, schedule, batch, after, policy, bound
+                    )
+            await store.record(
+                schedule.name, outcome.outcome, outcome.detail, batch=outcome.batch,
+                lateness=lateness,
+            )  # fmt: skip
     if metrics is not None:
         metrics.schedule_fired(schedule.name, outcome.outcome, lateness)
     level = bound.warning if outcome.outcome == "failed" else bound.info
     level(f"schedule_{outcome.outcome}", batch=outcome.batch, detail=outcome.detail)
     return outcome
+
+
+@asynccontextmanager
+async def _one_at_a_time(
+    redis: Redis, keys: Keys, schedule: ScheduleSettings, tick: float
+) -> AsyncIterator[bool]:
+    """Wait for the tick's turn: the ticks of one schedule fire one at a time, in tick
+    order (a slow planner, two conductors), so that each finds the last one's batch when
+    it applies its overlap. A tick ahead of it for longer than its time limit belonged
+    to a conductor that died: it is dropped. Yields False when the wait ran out."""
+    turns, member = keys.schedule_turns(schedule.name), turn_member(tick)
+    await redis.zadd(turns, {member: tick}, nx=True)  # a `schedules run` joins here
+    patience = schedule.plan_timeout + TURN_MARGIN
+    seen: dict[bytes, float] = {}
+    try:
+        while True:
+            ahead = await redis.zrangebyscore(turns, "-inf", f"({tick}")
+            if not ahead:
+                yield True
+                return
+            now = time.monotonic()
+            for stale in [m for m in ahead if now - seen.setdefault(m, now) > patience]:
+                await redis.zrem(turns, stale)
+            if now - seen.setdefault(b"", now) > 2 * patience:
+                yield False
+                return
+            await anyio.sleep(0.1)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.zrem(turns, member)
 
 
 async def _overlap(

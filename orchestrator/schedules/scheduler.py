@@ -7,8 +7,10 @@ back after a peer fired it finds it claimed. Ticks before a schedule was first s
 not its to fire. The firing itself (planning in a child process, then dispatch) runs
 in a task of its own, so a slow planner never holds up routing or the next look.
 
-Missed ticks: a tick found more than `MISSED_AFTER` seconds late (no conductor ran at
-the time) is fired once, the latest of them only, under `missed = "run_once"` (the
+Every tick less than `MISSED_AFTER` seconds late is fired, each once and in order (a
+look delayed by a busy machine catches up). Missed ticks: ticks found more than
+`MISSED_AFTER` seconds late (no conductor ran at the time) are fired once, the latest
+of them only, under `missed = "run_once"` (the
 default: a nightly repair that a deploy made miss still runs that night, once), and
 recorded as `missed` without firing under `missed = "skip"`. A paused schedule's ticks
 are claimed and recorded as `paused`, so resuming fires no backlog of them.
@@ -34,6 +36,7 @@ from orchestrator.settings import Settings
 log = structlog.get_logger("orchestrator.schedules")
 LOOK_EVERY = 0.5  # seconds between looks: a tick fires within this of its time
 MISSED_AFTER = 30.0  # seconds late a tick counts as missed (no conductor ran then)
+CATCH_UP = 100  # ticks a look fires at most, each less than MISSED_AFTER late
 
 
 class Scheduler:
@@ -74,42 +77,53 @@ class Scheduler:
         fields = await self.store.fields(schedule.name)
         since = await self.store.first_seen(schedule.name, now)
         anchor = max(float(fields.get("last_tick", "-1")), since)
-        due = schedule.last_tick(now)
-        if due <= anchor:
-            return
-        if not await self.store.claim(schedule.name, due, self.id, now):
-            return  # a peer fired it
-        late = now - due
-        skipped_before = _ticks_between(schedule, anchor, due)
-        bound = self.log.bind(schedule=schedule.name, tick=due)
-        if skipped_before:
-            bound.warning("schedule_ticks_missed", count=skipped_before, policy=schedule.missed)
+        for _ in range(CATCH_UP):
+            due = schedule.next_tick(anchor)
+            if due > now:
+                return
+            skipped = 0
+            if now - due > MISSED_AFTER:
+                # Missed while no conductor ran: the latest only (see the docstring).
+                latest = schedule.last_tick(now)
+                skipped, due = _ticks_between(schedule, anchor, latest), latest
+            if not await self.store.claim(schedule.name, due, self.id, now):
+                return  # a peer fired it
+            anchor = due
+            await self._act(schedule, due, now - due, skipped, paused, firing)
+
+    async def _act(
+        self,
+        schedule: ScheduleSettings,
+        due: float,
+        late: float,
+        skipped: int,
+        paused: bool,
+        firing: anyio.abc.TaskGroup,
+    ) -> None:
+        """What a claimed tick does: fired, or recorded as paused or missed."""
+        if skipped:
+            self.log.warning(
+                "schedule_ticks_missed", schedule=schedule.name, tick=due, count=skipped,
+                policy=schedule.missed,
+            )  # fmt: skip
         if paused:
             await self._record(schedule, "paused", "the schedule is paused", late)
         elif late > MISSED_AFTER and schedule.missed == "skip":
-            detail = (
-                f"{batch_name(schedule.name, due)} not fired: {late:.0f} s late (missed = skip)"
-            )
+            detail = f"{batch_name(schedule, due)} not fired: {late:.0f} s late (missed = skip)"
             await self._record(schedule, "missed", detail, late)
         else:
             firing.start_soon(self._fire, schedule, due, late)
 
     async def _fire(self, schedule: ScheduleSettings, tick: float, late: float) -> None:
-        # A stop lets a tick in progress finish within the grace period: its batch and
-        # its outcome are then recorded together, not one without the other.
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self._grace(schedule)):
-                await fire(
-                    self.settings, self.redis, schedule, tick, lateness=late,
-                    metrics=self.metrics, logger=self.log,
-                )  # fmt: skip
+            await fire(
+                self.settings, self.redis, schedule, tick, lateness=late, metrics=self.metrics,
+                logger=self.log,
+            )  # fmt: skip
         except (RedisError, OSError) as exc:
             self.outage.failed(exc, during=f"schedule {schedule.name}")
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await self._record(schedule, "failed", f"Redis failed while firing: {exc}", late)
-
-    def _grace(self, schedule: ScheduleSettings) -> float:
-        return schedule.plan_timeout + self.settings.grace_period
 
     async def _record(
         self, schedule: ScheduleSettings, outcome: str, detail: str, late: float

@@ -66,7 +66,10 @@ class ScheduleStore:
         return float(await self.redis.hget(key, "since"))  # type: ignore[misc]
 
     async def claim(self, name: str, tick: float, conductor: str, now: float) -> bool:
-        won = await self._claim(keys=[self.keys.schedule(name)], args=[tick, conductor, now])
+        won = await self._claim(
+            keys=[self.keys.schedule(name), self.keys.schedule_turns(name)],
+            args=[turn_member(tick), conductor, now],
+        )
         return bool(won)
 
     async def record(
@@ -122,6 +125,11 @@ class ScheduleStore:
                 )
             )
         return found
+
+
+def turn_member(tick: float) -> str:
+    """A tick as a member of the turns set (and the claim's compare-and-set)."""
+    return f"{tick:.3f}"
 
 
 def timing(schedule: ScheduleSettings) -> str:

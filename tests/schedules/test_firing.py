@@ -31,7 +31,9 @@ def test_two_conductors_fire_one_batch_per_tick_each_verified(
     """A schedule ticking every 2 s under two conductors: each tick is one batch (named
     for the tick, 2 s apart, none twice), every batch verifies, and the two
     conductors' logs together say `schedule_dispatched` once per batch."""
-    live = stack(schedules=[_schedule()])
+    # queue, not skip: a tick that finds the last batch unsettled under load still counts
+    # (a look delayed by the load catches up: every tick fires)
+    live = stack(schedules=[_schedule(overlap="queue")])
     live.worker("metal", 2)
     first, second = live.conductor(), live.conductor()
     live.wait_for(lambda: len(_batches(live)) >= 4, "4 ticks", timeout=30)
@@ -44,11 +46,12 @@ def test_two_conductors_fire_one_batch_per_tick_each_verified(
     seconds = [time.mktime(time.strptime(label, "%Y-%m-%dT%H:%M:%SZ")) for label in labels]
     assert all(b - a == 2 for a, b in itertools.pairwise(seconds)), labels
     assert ticks == sorted(ticks)
+    fired = [e["batch"] for p in (first, second) for e in live.events(p, "schedule_dispatched")]
+    assert sorted(fired) == sorted(batches)
+    live.conductor()  # the last batch may be held behind the one before: let it run
     for batch in batches:
         done = live.command("verify", "--batch", batch, "--wait", "--timeout", "30")
         assert done.returncode == 0, done.stdout + done.stderr
-    fired = [e["batch"] for p in (first, second) for e in live.events(p, "schedule_dispatched")]
-    assert sorted(fired) == sorted(batches)
 
 
 def test_pause_resume_and_run_now(stack: StackFactory) -> None:

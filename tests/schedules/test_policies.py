@@ -42,7 +42,7 @@ def test_missed_ticks_fire_once_or_are_skipped(stack: StackFactory) -> None:
         live.redis.hset(live.keys.schedule(name), mapping={"since": earlier, "last_tick": earlier})
     live.worker("metal", 1)
     conductor = live.conductor()
-    fired = batch_name("once", due)
+    fired = batch_name(ScheduleSettings.model_validate(schedules[0]), due)
     live.wait_for(lambda: live.redis.exists(live.keys.batch(fired)) == 1, fired)
     live.wait_for(
         lambda: _outcome(live, "skipper") == "missed" and _outcome(live, "once") == "dispatched",
@@ -156,4 +156,9 @@ def test_cancel_previous_cancels_the_running_batch(stack: StackFactory) -> None:
     second = live.command("schedules", "run", "long")
     assert second.returncode == 0, second.stderr
     assert second.stdout.startswith("dispatched: ")
-    assert [r["status"] for r in live.receipts(batch)] == ["cancelled"]
+    live.wait_for(
+        lambda: [r["status"] for r in live.receipts(batch)] == ["cancelled"],
+        f"{batch}'s job cancelled",
+        timeout=30,
+        explain=lambda: f"receipts {live.receipts(batch)}; {second.stderr}",
+    )

@@ -63,14 +63,22 @@ def test_last_tick_and_next_tick_agree_across_the_gap() -> None:
 
 def test_every_is_aligned_on_the_epoch_and_names_each_tick() -> None:
     """`every = "5s"` ticks on multiples of 5 s, the same for every conductor, and each
-    tick's batch name carries its UTC time (seconds only when it has any)."""
+    tick's batch name carries its UTC time (with seconds when the period has them, for
+    every tick of the schedule, so that its batch names sort as its ticks)."""
     schedule = _nightly(cron=None, every="5s")
     assert schedule.next_tick(1_000_002.5) == 1_000_005
     assert schedule.last_tick(1_000_004.9) == 1_000_000
     tick = datetime(2026, 12, 6, 1, 20, 5, tzinfo=UTC).timestamp()
-    assert batch_name("tick", tick) == "tick@2026-12-06T01:20:05Z"
+    assert batch_name(schedule, tick) == "nightly-gap-fill@2026-12-06T01:20:05Z"
+    assert batch_name(schedule, tick - 5) == "nightly-gap-fill@2026-12-06T01:20:00Z"
     nightly = datetime(2026, 12, 6, 2, 0, tzinfo=BERLIN).timestamp()
-    assert batch_name("nightly-gap-fill", nightly) == "nightly-gap-fill@2026-12-06T01:00Z"
+    cron = _nightly(timezone="Europe/Berlin")
+    assert batch_name(cron, nightly) == "nightly-gap-fill@2026-12-06T01:00Z"
+    assert batch_name(cron, nightly, manual=True) == "nightly-gap-fill@2026-12-06T01:00:00Z"
+    assert (
+        batch_name(_nightly(cron=None, every="10m"), nightly)
+        == "nightly-gap-fill@2026-12-06T01:00Z"
+    )
 
 
 CASES = [
