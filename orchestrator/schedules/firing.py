@@ -58,23 +58,17 @@ async def fire(
     keys = Keys(settings.namespace)
     store = ScheduleStore(redis, keys)
     batch = batch_name(schedule, tick, manual=manual)
-    async with _one_at_a_time(redis, keys, schedule, tick) as turn:
+    async with _one_at_a_time(redis, keys, schedule, tick):
         # Once its turn came, a stop lets the tick finish (its planner is bounded): its
         # batch and its outcome are recorded together, not one without the other.
         with anyio.CancelScope(shield=True):
-            if not turn:
-                detail = "the schedule's previous tick was still planning past plan_timeout"
-                outcome = Outcome("skipped", detail)
+            after, policy, skip = await _overlap(
+                settings, redis, keys, store, schedule, batch, bound
+            )
+            if skip is not None:
+                outcome = skip
             else:
-                after, policy, skip = await _overlap(
-                    settings, redis, keys, store, schedule, batch, bound
-                )
-                if skip is not None:
-                    outcome = skip
-                else:
-                    outcome = await _plan_and_dispatch(
-                        settings, schedule, batch, after, policy, bound
-                    )
+                outcome = await _plan_and_dispatch(settings, schedule, batch, after, policy, bound)
             await store.record(
                 schedule.name, outcome.outcome, outcome.detail, batch=outcome.batch,
                 lateness=lateness,
@@ -89,28 +83,21 @@ async def fire(
 @asynccontextmanager
 async def _one_at_a_time(
     redis: Redis, keys: Keys, schedule: ScheduleSettings, tick: float
-) -> AsyncIterator[bool]:
+) -> AsyncIterator[None]:
     """Wait for the tick's turn: the ticks of one schedule fire one at a time, in tick
     order (a slow planner, two conductors), so that each finds the last one's batch when
-    it applies its overlap. A tick ahead of it for longer than its time limit belonged
-    to a conductor that died: it is dropped. Yields False when the wait ran out."""
+    it applies its overlap. The first tick in line that stays first for longer than its
+    time limit belonged to a conductor that died: it is dropped."""
     turns, member = keys.schedule_turns(schedule.name), turn_member(tick)
     await redis.zadd(turns, {member: tick}, nx=True)  # a `schedules run` joins here
     patience = schedule.plan_timeout + TURN_MARGIN
-    seen: dict[bytes, float] = {}
+    first_since: dict[bytes, float] = {}
     try:
-        while True:
-            ahead = await redis.zrangebyscore(turns, "-inf", f"({tick}")
-            if not ahead:
-                yield True
-                return
-            now = time.monotonic()
-            for stale in [m for m in ahead if now - seen.setdefault(m, now) > patience]:
-                await redis.zrem(turns, stale)
-            if now - seen.setdefault(b"", now) > 2 * patience:
-                yield False
-                return
+        while ahead := await redis.zrangebyscore(turns, "-inf", f"({tick}", start=0, num=1):
+            if time.monotonic() - first_since.setdefault(ahead[0], time.monotonic()) > patience:
+                await redis.zrem(turns, ahead[0])
             await anyio.sleep(0.1)
+        yield
     finally:
         with anyio.CancelScope(shield=True):
             await redis.zrem(turns, member)
@@ -134,7 +121,9 @@ async def _overlap(
     policy: str = schedule.after_policy
     previous = (await store.fields(schedule.name)).get("last_batch")
     if previous and previous != batch:
-        pending, _, total = await script(redis, "settled")(keys=[], args=[keys.root, previous])
+        pending, _, total = await script(redis, "settled")(
+            keys=[keys.batch(previous)], args=[keys.root, previous]
+        )
         if int(pending) > 0:
             said = f"batch {previous} has not settled ({pending} of {total} pending)"
             if schedule.overlap == "skip":

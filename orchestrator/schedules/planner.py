@@ -3,7 +3,7 @@
 Run as `python -m orchestrator.schedules.planner` with a JSON request on stdin; prints
 one JSON line (`{"outcome": "dispatched", "batch": …, "manifest": …, "queued": …}` or
 `{"outcome": "nothing", "detail": …}`) and exits 0, or says why on stderr and exits
-non-zero. A child, so that a slow planner (a large bible.db) never stalls a
+non-zero. A child, so that a slow planner (a large database to scan) never stalls a
 conductor's routing, can be stopped at its time limit, and the conductor never imports
 workflow or task code.
 """

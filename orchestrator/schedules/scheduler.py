@@ -107,8 +107,10 @@ class Scheduler:
                 policy=schedule.missed,
             )  # fmt: skip
         if paused:
+            await self.store.drop_turn(schedule.name, due)
             await self._record(schedule, "paused", "the schedule is paused", late)
         elif late > MISSED_AFTER and schedule.missed == "skip":
+            await self.store.drop_turn(schedule.name, due)
             detail = f"{batch_name(schedule, due)} not fired: {late:.0f} s late (missed = skip)"
             await self._record(schedule, "missed", detail, late)
         else:

@@ -72,6 +72,10 @@ class ScheduleStore:
         )
         return bool(won)
 
+    async def drop_turn(self, name: str, tick: float) -> None:
+        """A claimed tick that is not fired (paused, missed) leaves the turns at once."""
+        await self.redis.zrem(self.keys.schedule_turns(name), turn_member(tick))
+
     async def record(
         self,
         name: str,

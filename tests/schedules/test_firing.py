@@ -116,3 +116,23 @@ def test_nothing_to_do_and_failure_are_outcomes(stack: StackFactory, tmp_path: P
 
 def _batches(live: Any) -> list[str]:
     return [b.decode() for b in live.redis.zrange(live.keys.batches, 0, -1)]
+
+
+def test_paused_ticks_pass_unfired_and_resume_fires_the_next(stack: StackFactory) -> None:
+    """Ticks of a paused schedule are recorded `paused`, none dispatched; once resumed,
+    the next tick fires (a paused tick holds up no later one)."""
+    live = stack(schedules=[_schedule()])
+    assert live.command("schedules", "pause", "tick").returncode == 0
+    live.worker("metal", 2)
+    conductor = live.conductor()
+    live.wait_for(lambda: _outcome(live) == "paused", "a paused tick", timeout=30)
+    time.sleep(2.5)  # another tick passes paused
+    assert _batches(live) == []
+    assert live.command("schedules", "resume", "tick").returncode == 0
+    live.wait_for(lambda: len(_batches(live)) >= 1, "a tick after resume", timeout=15)
+    live.stop_process(conductor)
+    assert len(live.events(conductor, "schedule_paused")) >= 2
+
+
+def _outcome(live: Any) -> str:
+    return (live.redis.hget(live.keys.schedule("tick"), "outcome") or b"").decode()
