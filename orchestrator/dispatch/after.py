@@ -132,10 +132,20 @@ async def release_if_cancelled(redis: Redis, keys: Keys, batches: Sequence[str])
 
 
 async def held_line(redis: Redis, keys: Keys, batch: str) -> str | None:
-    """The line `verify` shows of a held batch (`held, waiting for batch X: 12 of 40
-    pending`), or None when the batch is not held."""
+    """The line `verify` shows of a held batch (`held (waiting): waiting for batch X: 12
+    of 40 pending`), read now, or None when the batch is not held."""
     state, waiting, after = await redis.hmget(keys.batch(batch), ["held", "waiting_for", "after"])  # type: ignore[misc]
     if state is None:
         return None
-    said = waiting.decode() if waiting else f"waiting for {after.decode().replace(',', ', ')}"
-    return f"held ({state.decode()}): {said}"
+    if state == b"waiting" and after:
+        parts = []
+        for awaited in after.decode().split(","):
+            pending, bad, total = await script(redis, "settled")(
+                keys=[keys.batch(awaited)], args=[keys.root, awaited]
+            )
+            if int(pending):
+                parts.append(f"batch {awaited}: {pending} of {total} pending")
+            else:
+                parts.append(f"batch {awaited}: settled ({bad} not succeeded)")
+        return f"held (waiting): waiting for {'; '.join(parts)}"
+    return f"held ({state.decode()}): {(waiting or b'').decode()}"
