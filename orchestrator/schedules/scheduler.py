@@ -19,12 +19,14 @@ are claimed and recorded as `paused`, so resuming fires no backlog of them.
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orchestrator.errors import UserError
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
@@ -32,6 +34,7 @@ from orchestrator.schedule import ScheduleSettings, batch_name
 from orchestrator.schedules.firing import fire
 from orchestrator.schedules.state import ScheduleStore
 from orchestrator.settings import Settings
+from orchestrator.workflow import describe_error
 
 log = structlog.get_logger("orchestrator.schedules")
 LOOK_EVERY = 0.5  # seconds between looks: a tick fires within this of its time
@@ -63,6 +66,8 @@ class Scheduler:
                     await self.look_once(firing)
                 except (RedisError, OSError) as exc:
                     self.outage.failed(exc, during="schedules")
+                except Exception:  # a bug must stop the schedules, not the routing
+                    self.log.exception("schedules_error")
                 await anyio.sleep(LOOK_EVERY)
 
     async def look_once(self, firing: anyio.abc.TaskGroup) -> None:
@@ -117,15 +122,25 @@ class Scheduler:
             firing.start_soon(self._fire, schedule, due, late)
 
     async def _fire(self, schedule: ScheduleSettings, tick: float, late: float) -> None:
+        """Fire a tick in a task of its own: whatever goes wrong costs this tick (a
+        `failed` outcome), never the conductor's routing."""
         try:
             await fire(
                 self.settings, self.redis, schedule, tick, lateness=late, metrics=self.metrics,
                 logger=self.log,
             )  # fmt: skip
+            return
         except (RedisError, OSError) as exc:
             self.outage.failed(exc, during=f"schedule {schedule.name}")
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await self._record(schedule, "failed", f"Redis failed while firing: {exc}", late)
+            said = f"Redis failed while firing: {exc}"
+        except UserError as exc:  # e.g. cancel_previous refused
+            said = exc.message
+        except Exception as exc:  # a bug: logged with its traceback, the conductor goes on
+            self.log.exception("schedule_error", schedule=schedule.name, tick=tick)
+            said = describe_error(exc)
+        with suppress(RedisError, OSError), anyio.CancelScope(shield=True):
+            with anyio.move_on_after(2):
+                await self._record(schedule, "failed", said, late)
 
     async def _record(
         self, schedule: ScheduleSettings, outcome: str, detail: str, late: float
