@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 BACKLOG_PREFIX = "backlog:"
 _BACKLOG_NAME = re.compile(r"^backlog:[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}\Z")
-# What a batch may be called (`dispatch --batch`, a manifest's stem, `meta.batch`).
-BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,149}\Z")
+# What a batch may be called (`dispatch --batch`, a manifest's stem, `meta.batch`); `@`
+# joins a schedule's name and its tick (`nightly-gap-fill@2026-12-06T01:00Z`).
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,149}\Z")
 
 
 def backlog_name(raw: str) -> str:
@@ -303,3 +304,39 @@ class Keys:
         """Where a pruned batch's key `part` (receipts, batch, cancelled, batch_ids,
         running) waits to be deleted in bounded steps, out of every reader's sight."""
         return f"{self._root}:trash:{batch_id}:{part}"
+
+    # --- batches that wait for batches (dispatch --after) -----------------------------
+
+    def held(self, batch_id: str, level: int = 0) -> str:
+        """List of a held batch's jobs of priority `level`, waiting for the batches it
+        names in `after` to settle; moved onto its backlog's lists on release
+        (`lua/release_after.lua` builds these names from `root` as here)."""
+        base = f"{self._root}:held:{batch_id}"
+        return base if level == 0 else f"{base}#{level}"
+
+    def held_levels(self, batch_id: str) -> str:
+        """Sorted set of the non-zero priority levels a held batch has jobs on."""
+        return f"{self._root}:held_levels:{batch_id}"
+
+    @property
+    def held_batches(self) -> str:
+        """Set of the batches held until others settle: what the conductors look at."""
+        return f"{self._root}:held_batches"
+
+    # --- schedules -------------------------------------------------------------------
+
+    def schedule(self, name: str) -> str:
+        """Hash of what a schedule did: its last tick (claimed by one conductor), last
+        batch, last outcome and when; see orchestrator/schedules/state.py."""
+        return f"{self._root}:schedule:{name}"
+
+    def schedule_turns(self, name: str) -> str:
+        """Sorted set of the schedule's ticks claimed and not yet fired to an end (member
+        and score: the tick): they fire one at a time, in tick order, so each sees the
+        last one's batch when it applies its overlap."""
+        return f"{self._root}:schedule_turns:{name}"
+
+    @property
+    def paused_schedules(self) -> str:
+        """Hash of paused schedule name → the time it was paused: its ticks pass unfired."""
+        return f"{self._root}:paused:schedules"

@@ -85,6 +85,22 @@ class Metrics:
             "sampled by the conductor that prunes, each prune_interval.",
             ["part"], registry=r,
         )  # fmt: skip
+        self.schedule_ticks = Counter(
+            "orchestrator_schedule_ticks",
+            "Schedule ticks this conductor fired, by outcome (dispatched, nothing, failed, "
+            "skipped, missed, paused).",
+            ["schedule", "outcome"], registry=r,
+        )  # fmt: skip
+        self.schedule_outcome = Gauge(
+            "orchestrator_schedule_last_outcome",
+            "1 for the outcome of a schedule's last tick this conductor fired, 0 for the others.",
+            ["schedule", "outcome"], registry=r,
+        )  # fmt: skip
+        self.schedule_lateness = Gauge(
+            "orchestrator_schedule_lateness_seconds",
+            "Seconds between a schedule's last tick this conductor fired and its firing.",
+            ["schedule"], registry=r,
+        )  # fmt: skip
         # A finished job's counter and histogram children, by (pool, task, status):
         # `labels()` looks them up under a lock on every call, this once.
         self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
@@ -109,6 +125,15 @@ class Metrics:
         """A settled batch was archived and removed, freeing `freed` bytes of Redis."""
         self.pruned_batches.inc()
         self.pruned_bytes.inc(freed)
+
+    def schedule_fired(self, schedule: str, outcome: str, lateness: float) -> None:
+        """A schedule's tick was fired (or passed unfired) with this outcome."""
+        from orchestrator.schedule import OUTCOMES
+
+        self.schedule_ticks.labels(schedule, outcome).inc()
+        for each in OUTCOMES:
+            self.schedule_outcome.labels(schedule, each).set(1 if each == outcome else 0)
+        self.schedule_lateness.labels(schedule).set(lateness)
 
     def beat(self) -> None:
         """A heartbeat reached Redis."""

@@ -49,6 +49,7 @@ from orchestrator.pools import PoolSettings as PoolSettings
 from orchestrator.pools import RateLimit as RateLimit
 from orchestrator.pools import RoutingRule as RoutingRule
 from orchestrator.pools import ScalerSettings as ScalerSettings
+from orchestrator.schedule import ScheduleSettings, check_schedules, describe_schedule_error
 
 ENV_PREFIX = "ORCHESTRATOR_"
 CONFIG_ENV = "ORCHESTRATOR_CONFIG"
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
     # (default: <data_dir>/archive).
     archive_dir: Path | None = None
     prune_interval: PositiveFloat = 60.0  # seconds between the conductors' looks
+    # Workflows that plan and dispatch themselves on time (orchestrator/schedules).
+    schedules: list[ScheduleSettings] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -212,6 +215,13 @@ class Settings(BaseSettings):
             if not _BUCKET_NAME.match(name):
                 raise ValueError(f"rate limit name {name!r} may not hold spaces, ';' or ','")
         return limits
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedules_consistent(cls, schedules: list[ScheduleSettings]) -> list[ScheduleSettings]:
+        """Checked as the settings load, so a conductor never starts with a schedule that
+        cannot fire (orchestrator/schedule.py)."""
+        return check_schedules(schedules)
 
     @model_validator(mode="after")
     def _pools_consistent(self) -> Settings:
@@ -328,6 +338,8 @@ def redact_url(url: str) -> str:
 def _describe(exc: ValidationError, source: str) -> str:
     problems = []
     for error in exc.errors(include_url=False):
+        if (said := describe_schedule_error(error, source)) is not None:
+            return said  # one line naming the file, the line and the setting
         loc = [str(part) for part in error["loc"]]
         if loc and loc[0] in _ALIASES:
             loc[0] = _ALIASES[loc[0]]

@@ -146,6 +146,12 @@ class Stack:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr.decode()
 
+    def stop_process(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM one process and wait for it to exit."""
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(15)
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 ORDER = 62
 WHERE = {
+    "held": "held by --after",
     "backlog": "backlog",
     "waiting": "waiting for a full pool",
     "no_worker": "waiting for a worker",

@@ -60,6 +60,25 @@ def register(commands: Any) -> None:
         help="keep the batch in Redis this long once settled (30d, 12h, 5s, or never), "
         "over the batch_retention setting; then it is archived and removed",
     )
+    dispatch.add_argument(
+        "--after",
+        action="append",
+        default=[],
+        metavar="BATCH",
+        help=(
+            "hold the batch until batch BATCH has settled (repeatable: until every one "
+            "has); none of its jobs is routed before. `orchestrator release` lets it go"
+        ),
+    )
+    dispatch.add_argument(
+        "--after-policy",
+        choices=["hold", "run", "cancel"],
+        default="hold",
+        help=(
+            "when an awaited batch settles with failures: hold (default: stay held, "
+            "visible, until `orchestrator release` or a cancel), run anyway, or cancel"
+        ),
+    )
     dispatch.add_argument("--dry-run", action="store_true", help="validate only; queue nothing")
     add_common_options(dispatch)
     dispatch.set_defaults(command=_dispatch)
@@ -115,6 +134,8 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
                 pools=settings.pool_names,
                 priority=options.priority,
                 keep=options.keep,
+                after=options.after,
+                after_policy=options.after_policy,
             )
 
         if options.dry_run:
@@ -153,6 +174,10 @@ def _dispatch(options: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         print(f"queued {job_count(result.queued)} of {where} on {result.backlog}{at}")
+    if options.after and not result.dry_run:
+        print(
+            f"held until {', '.join(options.after)} settled (--after-policy {options.after_policy})"
+        )
     return EXIT_OK
 
 

@@ -52,11 +52,13 @@ def _status(options: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
     from orchestrator.connection import connect
+    from orchestrator.schedules.overview import schedules_and_held
     from orchestrator.status.snapshot import Snapshot, StatusReader, to_json
     from orchestrator.status.view import render
     from orchestrator.status.watch import watch
 
     console = Console()
+    extra: dict[str, Any] = {}
 
     async def read() -> Snapshot | None:
         async with connect(
@@ -71,14 +73,33 @@ def _status(options: argparse.Namespace, settings: Settings) -> int:
             if options.watch:
                 await watch(reader, console, options.interval)
                 return None
+            extra.update(await schedules_and_held(redis, settings))
             return await reader.read_exact()
 
     snapshot = run_async(read)
     if options.json:
-        print(to_json(snapshot).decode())
+        import orjson
+
+        document = {**orjson.loads(to_json(snapshot)), **extra}
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     elif snapshot is not None:
         console.print(render(snapshot, width=console.width))
+        for line in _extra_lines(extra):
+            console.print(line, markup=False, highlight=False)
     return EXIT_OK
+
+
+def _extra_lines(extra: dict[str, Any]) -> list[str]:
+    lines = []
+    for held in extra.get("held", []):
+        why = held["waiting_for"] or "waiting"
+        lines.append(f"held {held['batch']} ({held['held']}, on {held['backlog']}): {why}")
+    for schedule in extra.get("schedules", []):
+        outcome = schedule["outcome"] or "not fired yet"
+        batch = f" {schedule['last_batch']}" if schedule["last_batch"] else ""
+        paused = " (paused)" if schedule["paused"] else ""
+        lines.append(f"schedule {schedule['name']}{paused}: last{batch} {outcome}")
+    return lines
 
 
 def _seconds(text: str) -> float:

@@ -122,7 +122,12 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
                     )
             else:
                 report = await verifier.check()
+            from orchestrator.dispatch.after import held_line
+
+            held = await held_line(redis, keys, report.batch)
         document = report.to_json()
+        if held is not None:
+            document["held"] = held
         if options.manifest is None:
             return report, document, None
         try:
@@ -150,6 +155,8 @@ def _verify(options: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write("\n")
     else:
         render_report(report, written)
+        if held := document.get("held"):
+            print(held)
     return report.exit_code
 
 

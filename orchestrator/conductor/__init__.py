@@ -3,10 +3,10 @@
 `rounds` is the loop; `wakeup` what wakes it (it never polls); `forwarding` parses,
 routes and forwards a round's jobs (one Lua script); `ratelimits` which token buckets a
 job passes; `liveness` its heartbeat and the recovery of dead peers and workers. The
-scaler and the retention pruner run inside it, and it reads the bare lines producers
-push.
+scaler, the retention pruner and the scheduler run inside it, and it reads the bare
+lines producers push.
 
-May import: the core, dispatch, retention, scaling.
+May import: the core, dispatch, retention, scaling, schedules.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator.conductor.forwarding import Forwarder
+from orchestrator.conductor.held import HeldBatches
 from orchestrator.conductor.liveness import RELEASE_BATCH, Liveness
 from orchestrator.conductor.wakeup import Wakeup
 from orchestrator.eviction import FULL_HINT, is_oom
@@ -123,6 +124,14 @@ class Conductor:
                 # Settled batches archived and removed, dead letters bounded (`retention`).
                 pruner = Pruner(self.settings, self.redis, self.id, self.metrics, self.outage)
                 tasks.start_soon(pruner.run)
+                tasks.start_soon(HeldBatches(self.redis, self.keys, self.log, self.outage).run)
+                if self.settings.schedules:
+                    from orchestrator.schedules.scheduler import Scheduler
+
+                    scheduler = Scheduler(
+                        self.settings, self.redis, self.id, self.metrics, self.outage
+                    )
+                    tasks.start_soon(scheduler.run)
                 if any(pool.scaler for pool in self.settings.pools):
                     self._scaler = Scaler(
                         self.settings, self.redis, self.id, self.metrics, self.outage

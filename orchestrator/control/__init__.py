@@ -4,5 +4,5 @@
 purge). Every change is one atomic step in Redis, safe against conductors and workers
 moving the same jobs.
 
-May import: the core.
+May import: the core, dispatch.
 """

@@ -41,6 +41,7 @@ from orchestrator.control.lookup import (
     receipts_of,
     unknown_batch,
 )
+from orchestrator.dispatch.after import held_lists, release_if_cancelled
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.scripts import script
@@ -50,7 +51,7 @@ QUEUED_CHUNK = 200  # jobs per cancel_queued call
 SWEEP_PASSES = 3  # sweeps of the conductor-side places, until one finds nothing
 POLL = 0.05  # seconds between looks while waiting for workers
 # Where a cancelled job was found, as `cancel` reports it.
-PLACES = ("backlog", "waiting", "no_worker", "deferred", "ready", "taken", "pool_queue")
+PLACES = ("held", "backlog", "waiting", "no_worker", "deferred", "ready", "taken", "pool_queue")
 FINAL = ("succeeded", "failed", "dead")
 _QUEUED_ERROR = "cancelled before it started"
 
@@ -132,6 +133,7 @@ class Canceller:
             marked = await pipe.execute()
         report.already = [name for name, new in zip(names, marked, strict=True) if not new]
         await self._sweep(target, report, now)
+        await release_if_cancelled(self.redis, self.keys, names)
         stops = dict.fromkeys(names, f"{now:.6f}") if running else {}
         await self._settle(target, report, stops, wait=wait)
         await self._count_on_the_way(target, report, before)
@@ -198,7 +200,7 @@ class Canceller:
         places += [("no_worker", "list", keys.no_worker(m.decode())) for m in parked]
         places += [("deferred", "zset", keys.deferred), ("ready", "list", keys.ready)]
         places += [("taken", "list", keys.processing(c.decode())) for c in sorted(conductors)]
-        return places
+        return places + [("held", "list", key) for key in await held_lists(self.redis, keys)]
 
     async def _sweep(self, target: Target, report: CancelReport, now: float) -> None:
         """Jobs do not flow one way: a conductor takes a job off a backlog into its

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from orchestrator import tracing
+from orchestrator.dispatch.after import check_after, hold
 from orchestrator.errors import ServiceUnavailable, UserError, first_leaf
 from orchestrator.eviction import FULL_HINT, is_oom
 from orchestrator.job import EnvelopeEncoder, job_count, priority_of
@@ -50,7 +51,7 @@ CHUNKS_IN_FLIGHT = 4  # between the validating thread and the uploading loop
 COMMIT_SLICE = 20_000  # jobs moved per commit script call: bounded time inside Redis
 STAGING_TTL = 3600  # seconds: a crashed dispatch's staging list expires on its own
 _BATCH_RULE = (
-    "a batch name is 1-150 letters, digits and _ . : -, starting with a letter or digit "
+    "a batch name is 1-150 letters, digits and _ . : - @, starting with a letter or digit "
     "(it is part of Redis keys and of job ids)"
 )
 
@@ -88,12 +89,15 @@ async def dispatch_manifest(
     pools: Collection[str] | None = None,
     priority: int | None = None,
     keep: float | None = None,
+    after: Sequence[str] = (),
+    after_policy: str = "hold",
 ) -> DispatchResult:
     """Validate `path` and queue its jobs on `backlog` as batch `batch` (default: the
     file's stem). With `pools`, a `meta.pool` naming none of them is refused here. With
     `priority`, every job has that priority, whatever its line's `meta.priority`. With
     `keep` (seconds, infinity: never), the batch stays that long in Redis once settled,
-    whatever `batch_retention` says (`retention.pruner`)."""
+    whatever `batch_retention` says (`retention.pruner`). With `after`, the batch is held
+    until those batches settle (`dispatch/after.py`)."""
     if batch is not None and not BATCH_NAME.match(batch):
         raise UserError(f"--batch {batch!r}: {_BATCH_RULE}")
     batch = batch if batch is not None else path.stem
@@ -102,6 +106,8 @@ async def dispatch_manifest(
             f"batch name {batch!r} (the file name of {path}): {_BATCH_RULE}; "
             "rename the file or pass --batch NAME"
         )
+    if after and not dry_run:
+        await check_after(redis, keys, batch, after)
     dispatched_at = time.time()
     staging = keys.staging(batch, uuid.uuid4().hex)
     send, receive = anyio.create_memory_object_stream[list[bytes]](CHUNKS_IN_FLIGHT)
@@ -136,7 +142,11 @@ async def dispatch_manifest(
             await redis.hset(keys.batch(batch), mapping=carrier)  # type: ignore[misc]
         # --priority N: every job on level N's list; else each on its own level's.
         targets = [priority or 0] if priority is not None or not levels else [0, *levels]
-        queued = await _commit(redis, keys, batch, backlog, staging, total, progress, targets)
+        queued = await _commit(
+            redis, keys, batch, backlog, staging, total, progress, targets, held=bool(after)
+        )
+        if after:
+            await hold(redis, keys, batch, after, after_policy)
         finished: dict[str, str | float] = {"dispatched_at": time.time(), "complete": 1}
         if keep is not None:
             finished["keep"] = repr(keep)  # "inf" for never: float() reads it back
@@ -280,14 +290,23 @@ async def _commit(
     total: int,
     progress: Progress | None,
     levels: list[int],
+    *,
+    held: bool = False,
 ) -> int:
     """Move the staging list onto the backlog behind the batch's cursor: all onto the
-    list of the one level given, or each job onto its own level's (the first given is 0)."""
+    list of the one level given, or each job onto its own level's (the first given is 0).
+    A `held` batch's jobs go onto its own held lists instead, levels kept."""
     commit = script(redis, "commit_staged")
-    script_keys = [
-        staging, keys.batch(batch), keys.backlog_levels(backlog), keys.doorbell,
-        *(keys.backlog_level(backlog, level) for level in levels),
-    ]  # fmt: skip
+    if held:
+        script_keys = [
+            staging, keys.batch(batch), keys.held_levels(batch), keys.doorbell,
+            *(keys.held(batch, level) for level in levels),
+        ]  # fmt: skip
+    else:
+        script_keys = [
+            staging, keys.batch(batch), keys.backlog_levels(backlog), keys.doorbell,
+            *(keys.backlog_level(backlog, level) for level in levels),
+        ]  # fmt: skip
     mode = "one" if len(levels) == 1 else "marked"
     moved = queued = 0
     while moved < total:

@@ -35,11 +35,12 @@ from orchestrator.control.retry import retry_batch
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.logs import RedisOutage
+from orchestrator.schedules.overview import schedules_and_held
 from orchestrator.settings import Settings, redact_url
 from orchestrator.status import waiting
 from orchestrator.status.batch_detail import JOB_STATES, BatchDetail, read_again
 from orchestrator.status.model import document
-from orchestrator.status.snapshot import Snapshot, StatusReader, to_json
+from orchestrator.status.snapshot import Snapshot, StatusReader
 from orchestrator.web.guard import HostGuard, action_refusal, refusal
 from orchestrator.web.hub import Shared, SharedByKey
 from orchestrator.web.timing import ServerTiming
@@ -136,8 +137,10 @@ class Dashboard:
         return Response("ok\n", media_type="text/plain")
 
     async def status(self, request: Request) -> Response:
+        """The document `orchestrator status --json` prints, the same keys and values."""
         frame = await self.snapshot.get()
-        return _json_bytes(to_json(frame.value))
+        extra = await schedules_and_held(self.redis, self.settings)
+        return _json_bytes(orjson.dumps({**document(frame.value), **extra}))
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: the status document at every refresh, until the page goes."""
