@@ -43,6 +43,7 @@ from orchestrator.status.model import document
 from orchestrator.status.snapshot import Snapshot, StatusReader
 from orchestrator.web.guard import HostGuard, action_refusal, refusal
 from orchestrator.web.hub import Shared, SharedByKey
+from orchestrator.web.schedule_views import ScheduleViews
 from orchestrator.web.timing import ServerTiming
 from orchestrator.web.views import Views, read_body
 
@@ -96,6 +97,7 @@ class Dashboard:
             self._pending_reader, interval, size=8
         )
         self.views = Views(redis, settings, self.snapshot.get, self._acted)
+        self.schedules = ScheduleViews(redis, settings, self._acted)
 
     def _batch_reader(self, batch: str) -> Callable[[], Awaitable[BatchDetail | None]]:
         """A batch's reads: a settled batch is read whole only when it changed."""
@@ -292,6 +294,7 @@ class Dashboard:
             Route("/jobs/{job:path}", shell),
             Route("/queues", shell),
             Route("/workers", shell),
+            Route("/schedules", shell),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/healthz", self.health),
             Route("/api/status", self.status),
@@ -303,6 +306,7 @@ class Dashboard:
             Route("/api/batches/{batch:path}/retry", guarded(self.retry), methods=["POST"]),
             Route("/api/batches/{batch:path}", self.batch),
             Route("/api/history", self.views.history),
+            *self.schedules.routes(guarded),
             Route("/api/jobs/{job:path}", self.views.job),
             Route("/api/queues", self.views.queues),
             Route("/api/workers", self.views.workers),

@@ -309,3 +309,31 @@ async def test_a_job_cancelled_before_it_started_has_no_duration(
     reply = await client.get("/api/batches/gone")
     rows = reply.json()["jobs"]["rows"]
     assert [(row["state"], row["duration"]) for row in rows] == [("cancelled", None)] * 2
+
+
+async def test_schedules_are_read_without_the_token_and_acted_on_with_it(
+    async_redis: redis.asyncio.Redis, keys: Keys
+) -> None:
+    from orchestrator.settings import load_settings
+    from orchestrator.web.app import Dashboard
+    from tests.web.conftest import TOKEN
+
+    schedule = {"name": "nightly", "workflow": "system_test", "backlog": "backlog:default",
+                "args": ["--mode", "debug"], "cron": "0 2 * * *"}  # fmt: skip
+    settings = load_settings(schedules=[schedule], namespace=keys.namespace)
+    app = Dashboard(async_redis, settings, token=TOKEN, interval=0.2).app(loopback_only=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as c:
+        listed = (await c.get("/api/schedules")).json()
+        assert [s["name"] for s in listed["schedules"]] == ["nightly"]
+        assert listed["held"] == []
+        refused = await c.post("/api/schedules/nightly/pause", json={})
+        assert refused.status_code == 403
+        assert not await async_redis.hexists(keys.paused_schedules, "nightly")
+        headers = {"x-orchestrator-token": TOKEN, "origin": "http://127.0.0.1:8765"}
+        paused = await c.post("/api/schedules/nightly/pause", json={}, headers=headers)
+        assert paused.status_code == 200, paused.text
+        assert await async_redis.hexists(keys.paused_schedules, "nightly")
+        unknown = await c.post("/api/schedules/nightlly/pause", json={}, headers=headers)
+        assert unknown.status_code == 400
+        assert "unknown schedule 'nightlly'" in unknown.text

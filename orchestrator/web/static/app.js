@@ -617,6 +617,43 @@ function workersPage() {
   });
 }
 
+// --- schedules and held batches ------------------------------------------------------
+
+function schedulesPage() {
+  const view = poll("/api/schedules", (reply) => {
+    const refresh = () => view.refresh();
+    replace(main,
+      section("Schedules",
+        reply.schedules.length ? table(["schedule", "workflow", "onto", "when", "next tick", "last tick", "last batch", "outcome", ""],
+          reply.schedules.map((s) => h("tr", { "data-schedule": s.name },
+            h("td", { class: "mono" }, s.name), h("td", {}, s.workflow), h("td", {}, s.backlog), h("td", {}, s.timing),
+            h("td", { "data-field": "next" }, s.paused ? "paused" : when(s.next_tick)), h("td", {}, when(s.last_tick)),
+            h("td", {}, s.last_batch ? link("/batches/" + enc(s.last_batch), s.last_batch) : "–"),
+            h("td", { "data-field": "outcome", title: s.detail || "" }, s.outcome ? s.outcome + (s.detail ? ": " + s.detail : "") : "not fired yet"),
+            h("td", {},
+              button("Run now", async () => {
+                const r = await act("/api/schedules/" + enc(s.name) + "/run", {}, "Run " + s.name + " now? It plans and dispatches a batch at once.");
+                if (r) { notify(s.name + ": " + r.outcome + (r.batch ? " (batch " + r.batch + ")" : "")); refresh(); }
+              }, "small"),
+              button(s.paused ? "Resume" : "Pause", async () => {
+                const r = await act("/api/schedules/" + enc(s.name) + (s.paused ? "/resume" : "/pause"), {},
+                  s.paused ? null : "Pause " + s.name + "? Its ticks pass unfired until it is resumed.");
+                if (r) { notify((s.paused ? "resumed " : "paused ") + s.name); refresh(); }
+              }, "small"))))) :
+          h("p", {}, "No schedules: add [[schedules]] to orchestrator.toml.")),
+      section("Held batches (dispatch --after)",
+        reply.held.length ? table(["batch", "state", "waiting for", "if one fails", "backlog", ""],
+          reply.held.map((b) => h("tr", { "data-held": b.batch },
+            h("td", {}, link("/batches/" + enc(b.batch), b.batch)), h("td", {}, b.held),
+            h("td", {}, b.waiting_for || b.after), h("td", {}, b.after_policy), h("td", {}, b.backlog),
+            h("td", {}, button("Release", async () => {
+              const r = await act("/api/held/" + enc(b.batch) + "/release", {}, "Release " + b.batch + " now, whatever it waits for?");
+              if (r) { notify(b.batch + ": " + r.state); refresh(); }
+            }, "small"))))) :
+          h("p", {}, "No batch waits for another.")));
+  });
+}
+
 // --- start ---------------------------------------------------------------------------
 
 function start() {
@@ -640,6 +677,7 @@ function start() {
   else if ((match = /^\/jobs\/(.+)$/.exec(path))) jobPage(decodeURIComponent(match[1]));
   else if (path === "/queues") queues();
   else if (path === "/workers") workersPage();
+  else if (path === "/schedules") schedulesPage();
   else replace(main, h("p", {}, "No such page. ", link("/", "Overview")));
 }
 
