@@ -5,5 +5,5 @@ browser, live, with the control actions behind a token.
 the token, CSRF and host checks; `access` where it listens and its token; `server` the
 socket and uvicorn; `timing` the `Server-Timing` header; `static/` the page.
 
-May import: the core, control, schedules, status.
+May import: the core, control, dispatch, schedules, status.
 """
