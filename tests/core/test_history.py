@@ -49,7 +49,10 @@ async def test_three_days_of_minutes_leave_at_most_a_day_of_buckets(
             pipe.hlen(key)
         replies = await pipe.execute()
     ttls, sizes = replies[::2], replies[1::2]
-    assert all(0 < ttl <= history.KEEP_SECONDS + history.BUCKET_SECONDS for ttl in ttls)
+    # -2: the oldest bucket expired since it was listed (a slow run); never -1 (no TTL)
+    assert all(
+        ttl == -2 or 0 < ttl <= history.KEEP_SECONDS + history.BUCKET_SECONDS for ttl in ttls
+    )
     assert max(sizes) == 5  # succeeded:metal, failed:cloud, spend:cloud, two depths
 
 

@@ -406,5 +406,6 @@ def test_an_odd_dispatch_time_neither_crashes_nor_stalls_the_conductor(
         dead = {orjson.loads(raw)["job_id"] for raw in run.redis.lrange(run.keys.dead, 0, -1)}
         return "odd:2" in ran and "odd:1" in ran | dead and not leftovers(run)
 
-    run.wait_for(settled, "the later job run and the odd one settled", timeout=3)
+    # a stall is for good; 15 s is only a loaded machine's slowness
+    run.wait_for(settled, "the later job run and the odd one settled", timeout=15)
     assert conductor.poll() is None
