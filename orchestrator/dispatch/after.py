@@ -43,6 +43,11 @@ async def check_after(redis: Redis, keys: Keys, batch: str, after: Sequence[str]
             close = difflib.get_close_matches(awaited, known, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise UserError(f"--after {awaited}: no such batch{hint}")
+        if await redis.hget(keys.batch(awaited), "adhoc"):  # type: ignore[misc]
+            raise UserError(
+                f"--after {awaited}: a batch of bare lines a producer pushes is never done "
+                "(more may come), so nothing could wait for it; wait for a dispatched batch"
+            )
     for awaited in after:
         if (cycle := await _path_back(redis, keys, awaited, batch, [batch, awaited])) is not None:
             raise UserError(f"--after {awaited}: a cycle: {' after '.join(cycle)}")

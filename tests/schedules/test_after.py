@@ -71,6 +71,15 @@ def test_unknown_batch_and_cycle_are_refused(stack: StackFactory, tmp_path: Path
     again = live.command("dispatch", str(scan), "--backlog", "a", "--after", "repair")
     assert again.returncode == 2
     assert "a cycle: scan after repair after scan" in again.stderr
+    # a batch of a producer's bare lines (as the conductor records one) is never done
+    live.redis.hset(live.keys.batch("adhoc:a:2026-12-06"), mapping={
+        "created_at": "1.0", "backlog": "backlog:a", "adhoc": "1", "complete": "1",
+    })  # fmt: skip
+    other = _sleepers(tmp_path / "other.jsonl", 1, 0.01)
+    adhoc = live.command("dispatch", str(other), "--backlog", "a", "--after", "adhoc:a:2026-12-06")
+    assert adhoc.returncode == 2
+    assert "a batch of bare lines a producer pushes is never done" in adhoc.stderr
+    assert not live.redis.exists(live.keys.batch("other"))
 
 
 def test_failed_input_holds_until_release(stack: StackFactory, tmp_path: Path) -> None:
