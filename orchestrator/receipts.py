@@ -125,3 +125,15 @@ def stage(
         pipe.expire(running.key, running.ttl)  # never a heartbeat without its TTL
     if finished:
         pipe.publish(keys.events, receipt["pool"])
+
+
+def receipt_status(raw: bytes | None) -> str | None:
+    """The status of a receipt as stored, or None for none or what is not one."""
+    if raw is None:
+        return None
+    try:
+        receipt = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    status = receipt.get("status") if isinstance(receipt, dict) else None
+    return status if isinstance(status, str) else None

@@ -37,13 +37,13 @@ from orchestrator import arq_jobs
 from orchestrator.control.lookup import (
     envelope_ids,
     items,
-    receipt_status,
     receipts_of,
     unknown_batch,
 )
 from orchestrator.dispatch.after import held_lists, release_if_cancelled
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
+from orchestrator.receipts import receipt_status
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
 

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from orchestrator.errors import UserError
 from orchestrator.keys import Keys
+from orchestrator.receipts import receipt_status
 
 SCAN_CHUNK = 5000  # items read per call while looking for a job by id
 
@@ -58,17 +59,6 @@ async def receipts_of(redis: Redis, keys: Keys, ids: Sequence[str]) -> dict[str,
                 found[job_id] = (batch, status)
                 break
     return found
-
-
-def receipt_status(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        receipt = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    status = receipt.get("status") if isinstance(receipt, dict) else None
-    return status if isinstance(status, str) else None
 
 
 def envelope_ids(item: bytes) -> dict[str, str] | None:

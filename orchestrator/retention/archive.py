@@ -30,6 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from orchestrator.keys import Keys
+from orchestrator.receipts import receipt_status
 
 FORMAT = 1
 SUFFIX = ".jsonl.gz"
@@ -165,14 +166,6 @@ async def _hash_chunks(redis: Redis, key: str) -> AsyncIterator[list[tuple[bytes
             yield list(found.items())
         if cursor == 0:
             return
-
-
-def receipt_status(receipt: bytes) -> str | None:
-    try:
-        status = orjson.loads(receipt).get("status")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return status if isinstance(status, str) else None
 
 
 @dataclass

@@ -37,12 +37,12 @@ from orchestrator.durations import NEVER
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
+from orchestrator.receipts import receipt_status
 from orchestrator.retention.archive import (
     CHUNK,
     FINAL,
     Written,
     archive_file,
-    receipt_status,
     write_archive,
 )
 from orchestrator.retention.dead_letters import (

@@ -57,8 +57,8 @@ def command(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def ready(cwd: Path) -> redis.Redis:
-    """A client on the stack's Redis once both pools have a live worker."""
+def ready(cwd: Path, pools: tuple[str, ...] = ("metal", "cloud")) -> redis.Redis:
+    """A client on the stack's Redis once each of `pools` has a live worker."""
 
     def running() -> StackRecord | None:  # a stopped stack leaves its record behind
         record = read_record(cwd / "data")
@@ -68,7 +68,7 @@ def ready(cwd: Path) -> redis.Redis:
     record = running()
     assert record is not None
     client = redis.Redis.from_url(record.redis_url)
-    wait_until(lambda: client.scard("{orc}:workers:metal") and client.scard("{orc}:workers:cloud"))
+    wait_until(lambda: all(client.scard(f"{{orc}}:workers:{pool}") for pool in pools))
     return client
 
 
@@ -207,6 +207,18 @@ def assert_no_traceback(tmp_path: Path) -> None:
     assert '"exception"' not in text
 
 
+def ctrl_c_twice(up: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    """Two SIGINTs to `up`'s group, as a hurried person: it exits 0 well before a drain
+    of GRACE could end, without a traceback."""
+    os.killpg(up.pid, signal.SIGINT)
+    time.sleep(0.5)
+    interrupted = time.monotonic()
+    os.killpg(up.pid, signal.SIGINT)
+    assert up.wait(15) == 0
+    assert time.monotonic() - interrupted < GRACE - 1.5  # the drain would have waited GRACE
+    assert_no_traceback(tmp_path)
+
+
 def persisted_receipts(tmp_path: Path, batch: str) -> list[dict[str, object]]:
     """The receipts the stopped stack's append-only file kept (Redis stopped last)."""
     data = tmp_path / "data" / "redis"
@@ -264,13 +276,7 @@ def test_a_second_ctrl_c_stops_at_once_and_running_jobs_go_back_in_line(tmp_path
     manifest = sleepers(tmp_path / "hurry_01.jsonl", 10.0)
     assert command(tmp_path, "dispatch", str(manifest), "--backlog", "default").returncode == 0
     wait_until(lambda: running(client) == 8)
-    os.killpg(up.pid, signal.SIGINT)
-    time.sleep(0.5)
-    interrupted = time.monotonic()
-    os.killpg(up.pid, signal.SIGINT)
-    assert up.wait(15) == 0
-    assert time.monotonic() - interrupted < GRACE - 1.5  # the drain would have waited GRACE
-    assert_no_traceback(tmp_path)
+    ctrl_c_twice(up, tmp_path)
     client.close()
     assert persisted_receipts(tmp_path, "hurry_01") == []
     finish_after_restart(tmp_path, "hurry_01", {})
@@ -283,23 +289,12 @@ def test_a_second_ctrl_c_reaches_the_workers_the_scaler_launched(tmp_path: Path)
     back at the second SIGINT as `up`'s own workers do (they once ran every job to its
     end, 14-28 s): exit well before the drain could end, and nothing lost."""
     up = start_up(tmp_path, "--metal", "4", "--cloud", "4", "--elastic")
-    record = None
-    while record is None or record.stopped_at is not None:
-        record = read_record(tmp_path / "data")
-        time.sleep(0.1)
-    client = redis.Redis.from_url(record.redis_url)
-    wait_until(lambda: client.scard("{orc}:workers:metal"))
+    client = ready(tmp_path, pools=("metal",))  # cloud has no worker until the spill
     manifest = sleepers(tmp_path / "elastic_01.jsonl", 12.0)
     assert command(tmp_path, "dispatch", str(manifest), "--backlog", "default").returncode == 0
     wait_until(lambda: running(client) == 8, timeout=30)
     assert client.scard("{orc}:workers:cloud"), "the scaler launched no cloud worker"
-    os.killpg(up.pid, signal.SIGINT)
-    time.sleep(0.5)
-    interrupted = time.monotonic()
-    os.killpg(up.pid, signal.SIGINT)
-    assert up.wait(15) == 0
-    assert time.monotonic() - interrupted < GRACE - 1.5  # the drain would have waited GRACE
-    assert_no_traceback(tmp_path)
+    ctrl_c_twice(up, tmp_path)
     client.close()
     assert persisted_receipts(tmp_path, "elastic_01") == []
     finish_after_restart(tmp_path, "elastic_01", {})
