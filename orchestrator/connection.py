@@ -174,11 +174,14 @@ async def on_messages(
             event.set()  # a message may have been missed meanwhile: look once anyway
 
 
-def open_arq(url: str, *, name: str = "orchestrator", namespace: str | None = None) -> ArqRedis:
-    """arq's client on `open_pool`, with JSON for jobs and results (never pickle).
-    Closing it closes the pool: redis-py leaves a pool it was given open, and its
+def open_arq(
+    url: str, *, name: str = "orchestrator", namespace: str | None = None,
+    kind: type[ArqRedis] = ArqRedis,
+) -> ArqRedis:  # fmt: skip
+    """arq's client (`kind`) on `open_pool`, with JSON for jobs and results (never
+    pickle). Closing it closes the pool: redis-py leaves a pool it was given open, and its
     connections would be left for the garbage collector."""
-    client = ArqRedis(open_pool(url, name=name, namespace=namespace), job_serializer=orjson.dumps,
+    client = kind(open_pool(url, name=name, namespace=namespace), job_serializer=orjson.dumps,
                       job_deserializer=orjson.loads)  # fmt: skip
     client.auto_close_connection_pool = True
     return client

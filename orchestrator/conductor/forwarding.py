@@ -61,6 +61,9 @@ PACE_AT_MOST = 0.5
 # Seconds a round goes on pacing in all, should peers keep taking the instants it
 # aims at: then what it still holds takes new instants.
 PACE_FOR = 2.0
+# Outcomes after which a job is nowhere the conductor's next intake looks: forwarded, or
+# refused for good. Any other (deferred, waiting, put back) may be taken again.
+SETTLED = frozenset({"forwarded", "duplicate", "unknown_task", "cancelled", "stale"})
 # A paced job: its instant, on Redis's clock (s), the job as taken and where it came from.
 Paced = tuple[float, bytes, str | None]
 
@@ -85,6 +88,9 @@ class Forwarder:
         self.log = log
         self.router = Router(settings)
         self.limits = RateLimits(settings)
+        # Whether the last `route` left every job it was given where it ends for the
+        # conductor (forwarded, or refused for good): none deferred, waiting or put back.
+        self.settled = True
         self.forwarded = 0
         self._pool_names = settings.pool_names
         self._forward_keys = [
@@ -113,6 +119,7 @@ class Forwarder:
         `hold`: a pool with no live worker holds back the pools after it (see
         forward.lua), while the conductor gives the pools time to announce themselves.
         Paced jobs are routed again, each shortly before its instant, within `PACE_FOR`."""
+        self.settled = True
         hold_until, paced = await self._route_once(taken, sources, now_ms, hold, PACE_AT_MOST)
         give_up = time.monotonic() + PACE_FOR
         while paced:
@@ -220,6 +227,8 @@ class Forwarder:
                 self.log.debug("paced", job_id=job["id"], due=due)
                 continue
             self._report(job, route, outcome, detail)
+            if outcome not in SETTLED:
+                self.settled = False
             if tracing.enabled:
                 self._traces.routed(spans[index], job, route, outcome, detail)
             if outcome == "full":

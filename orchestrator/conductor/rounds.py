@@ -211,8 +211,23 @@ class Conductor:
                 # Some jobs could go nowhere yet and went back to the head of the line:
                 # taking them again at once would spin. Wait for a slot or their time.
                 await self._wakeup.wait(max(hold_until - time.time(), 0.001))
+            elif self._forwarder.settled and len(taken) < self.settings.intake_batch:
+                # The intake took all it could and every job went where it ends: another
+                # one now would only read what this one read (an intake a job, when slots
+                # free one by one). Wait as that intake would; what came meanwhile (a
+                # freed slot, a dispatch) has already woken the wait.
+                room = sum(max(int(n), 0) for n in free) > len(taken)
+                await self._rest(room, stalled, next_due_us, replied)
             return True
-        cap, room = self.settings.idle_block, sum(max(int(n), 0) for n in free) > 0
+        await self._rest(sum(max(int(n), 0) for n in free) > 0, stalled, next_due_us, replied)
+        return False
+
+    async def _rest(self, room: bool, stalled: int, next_due_us: int, replied: float) -> None:
+        """The wait after a round, as long as nothing can change without waking it:
+        `room`, a pool has a free slot (the backlogs are watched meanwhile); `stalled`,
+        jobs wait for pools that are full; the next deferred job is due `next_due_us`
+        after the intake (`replied`: when, on this clock)."""
+        cap = self.settings.idle_block
         if not room:
             cap = min(cap, self.settings.heartbeat_interval)
         elif stalled:
@@ -220,7 +235,6 @@ class Conductor:
         if next_due_us >= 0:
             cap = min(cap, replied + next_due_us / 1e6 - time.monotonic())
         await self._wakeup.wait(cap, idle=room and not stalled)
-        return False
 
     def _note_pauses(self, backlogs: Sequence[bytes], pools: Sequence[bytes]) -> None:
         """Log `paused` and `resumed` as intake sees the state change; the first round

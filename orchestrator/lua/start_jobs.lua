@@ -24,8 +24,13 @@
 --   arq's scores are), pool, arq retry key prefix, 1 when the worker runs nothing
 --   else, key root, arq job key prefix, worker id, the running hashes' key prefix
 --   (Keys.running of ""), then the arq job ids
+-- A claimed job's run also begins here with what arq's `Worker.run_job` reads first
+-- (its payload, and its try counter incremented, kept 88400 s as arq keeps it): returned
+-- with the claim, so the run starts without another round trip.
 -- Returns {per id in order, its queue score when claimed, else false; per id, 1 when
--- begun here, else 0; the position of the suspect claimed (alone), 0 when none}.
+-- begun here, else 0; the position of the suspect claimed (alone), 0 when none; per id,
+-- its payload when claimed (false when gone or not claimed); per id, its try counter
+-- after this claim's increment (0 when not claimed)}.
 --#include cancelling
 local MAX_PAYLOAD = 65536
 local prefix, ttl, now, pool = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -34,10 +39,10 @@ local root, job_prefix, worker, running_prefix = ARGV[7], ARGV[8], ARGV[9], ARGV
 local t = redis.call('TIME')
 local started = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local scores, begun, claimed, alone = {}, {}, 0, 0
+local payloads, counters = {}, {}
 
 -- begin.lua's work for a job that was not cancelled; false: left to begin.lua
-local function begin(arq_id, tries)
-  local payload = redis.call('GET', job_prefix .. arq_id)
+local function begin(payload, tries)
   if not payload or #payload > MAX_PAYLOAD then return false end
   local ok, job = pcall(cjson.decode, payload)
   local envelope = ok and type(job) == 'table' and type(job.a) == 'table' and job.a[1]
@@ -77,7 +82,15 @@ for i = 11, #ARGV do
   else
     due = false
   end
+  local payload, counter = false, 0
+  if due then
+    payload = redis.call('GET', job_prefix .. arq_id)
+    counter = redis.call('INCR', retry_prefix .. arq_id)
+    redis.call('EXPIRE', retry_prefix .. arq_id, 88400)
+  end
   scores[#scores + 1] = due and score or false
-  begun[#begun + 1] = due and begin(arq_id, tries) and 1 or 0
+  begun[#begun + 1] = due and begin(payload, tries) and 1 or 0
+  payloads[#payloads + 1] = payload
+  counters[#counters + 1] = counter
 end
-return {scores, begun, alone}
+return {scores, begun, alone, payloads, counters}

@@ -33,6 +33,8 @@ installed arq):
   reading the queue again: the next job starts while the last one's end is written.
   `lua/lib/queued.lua` (take-back) relies on a claim being atomic with its own check,
   as it is.
+- `Worker.run_job(self, job_id, score)`: wrapped: the transaction it begins with (the
+  payload, the try counter) was done by the claim, which answers it (`claimed_reads`).
 - `Worker.finish_job(self, job_id, finish, result_data, result_timeout_s,
   keep_result_forever, incr_score, keep_in_progress)`: arq's end of a run, one MULTI
   (claim dropped; when `finish`, the result kept and the job deleted and taken out of
@@ -77,38 +79,19 @@ from redis.exceptions import RedisError
 from orchestrator import arq_jobs
 from orchestrator.keys import Keys
 from orchestrator.scripts import script
+from orchestrator.worker.claimed_reads import Read, answer_first_read
 from orchestrator.worker.full_redis import while_full
+from orchestrator.worker.pool_wake import PoolWake
 
 # Longest pause between two polls of the pool's queue when no wake-up comes (arq's
 # default period is 0.5 s); a forward wakes the worker at once.
 POLL_DELAY = 0.5
 # arq's own pause between polls, made negligible: the real pause is WakeableWorker's.
 ARQ_POLL_DELAY = 0.001
+# Seconds a job's end waits for the claim of the job that takes its slot (see finish_job).
+CLAIM_FIRST = 0.05
 # A job's end as its runner staged it, added to the MULTI where arq ends the job.
 Outcome = Callable[[Pipeline], None]
-
-
-class PoolWake:
-    """The pool's wake channel as a worker hears it: an event set on every forward, and
-    the latest instant (ms) a job forwarded ahead of time is due at.
-
-    A rate-limited job may be forwarded a few milliseconds before its instant, scored
-    with it (lua/forward.lua): a worker that polls at the wake-up finds it not due yet.
-    Until that instant has passed, a worker whose poll found nothing due reads when the
-    next job is due and wakes then; otherwise it reads nothing more than arq does."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.due_until = 0.0
-
-    def hear(self, message: bytes) -> None:
-        """A forward's message, "<jobs> <the highest score of a job not due yet, or 0>"."""
-        _, _, due = message.partition(b" ")
-        with suppress(ValueError):
-            self.due_until = max(self.due_until, float(due or 0))
-
-    def set(self) -> None:
-        self.event.set()
 
 
 class WakeableWorker(Worker):
@@ -139,6 +122,7 @@ class WakeableWorker(Worker):
         self._read = 0
         self._full = False  # the last poll left jobs (or read none) for want of a slot
         self._claim: AsyncScript | None = None
+        self._reads: dict[str, Read] = {}  # each claimed job's first read, until it runs
         self._alone: asyncio.Task[None] | None = None  # a suspect: nothing starts beside it
         # Runs whose slot was given back when their end began (`finish_job`), not when
         # their task ended.
@@ -189,10 +173,11 @@ class WakeableWorker(Worker):
                 for _ in batch:
                     self._release_sem_dec_counter_on_complete()
                 raise
-            for job_id, (score, begun) in zip(batch, scores, strict=True):
+            for job_id, (score, begun, read) in zip(batch, scores, strict=True):
                 if score is None:  # claimed elsewhere, taken back, or not due any more
                     self._release_sem_dec_counter_on_complete()
                     continue
+                self._reads[job_id] = read
                 if begun:
                     self._begun.add(job_id)
                 else:  # an earlier claim's mark whose run never came: not this claim's
@@ -207,6 +192,13 @@ class WakeableWorker(Worker):
         if pending:  # left while a suspect runs alone: its end wakes the next poll
             self._full = True
             self._left = pending
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run, its first read answered by the claim (`claimed_reads`)."""
+        read = self._reads.pop(job_id, None)
+        if read is not None:
+            answer_first_read(read)
+        await super().run_job(job_id, score)
 
     async def finish_job(
         self,
@@ -228,6 +220,13 @@ class WakeableWorker(Worker):
         if (this := asyncio.current_task()) is not None:
             this.add_done_callback(_seen)
         self._give_back_early(job_id)
+        if self._starting:
+            # The slot went to a job read before: its claim goes first, so that it is
+            # not queued behind this end in Redis and behind the conductors' work the
+            # end's message starts (on a machine whose cores the jobs keep busy, each
+            # is a wait to be scheduled). The end waits that long at most.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.wait(set(self._starting)), CLAIM_FIRST)
         outcome = self._outcomes.pop(job_id, None)
         # A full Redis refuses the MULTI whole: built afresh and tried again until it
         # has room, the job and its receipt kept meanwhile (`while_full`).
@@ -312,10 +311,10 @@ class WakeableWorker(Worker):
 
     async def _claim_all(
         self, job_ids: list[str], idle: bool
-    ) -> tuple[list[tuple[int | None, bool]], int]:
-        """Each job's queue score when this worker claimed it, else None, and whether
-        the claim began it; and the position (from 1) of the suspect claimed alone, 0
-        when none (see the script)."""
+    ) -> tuple[list[tuple[int | None, bool, Read]], int]:
+        """Each job's queue score when this worker claimed it, else None, whether the
+        claim began it and its run's first read; and the position (from 1) of the
+        suspect claimed alone, 0 when none (see the script)."""
         if self._claim is None:
             self._claim = script(self.pool, "start_jobs")
         # arq's clock for scores, the worker's, rounded as arq's read rounds it: a job
@@ -331,11 +330,13 @@ class WakeableWorker(Worker):
                 self._keys.running(""), *job_ids,
             ],
         )  # fmt: skip
-        scores, begun, alone = replies
+        scores, begun, alone, payloads, tries = replies
         claims = [
-            (None if not score else int(float(score)), bool(began))
-            for score, began in zip(scores, begun, strict=True)
-        ]
+            (None if not score else int(float(score)), bool(began),
+             Read(job_id, payload or None, int(tried)))
+            for job_id, score, began, payload, tried in zip(
+                job_ids, scores, begun, payloads, tries, strict=True)
+        ]  # fmt: skip
         return claims, int(alone)
 
     def _forget_begun(self, job_id: str, task: asyncio.Task[None]) -> None:

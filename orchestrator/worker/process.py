@@ -37,9 +37,11 @@ from orchestrator.registry import task_registry
 from orchestrator.scripts import script
 from orchestrator.settings import Settings
 from orchestrator.telemetry import serve_telemetry
-from orchestrator.worker.arq_hooks import ARQ_POLL_DELAY, PoolWake, WakeableWorker
+from orchestrator.worker.arq_hooks import ARQ_POLL_DELAY, WakeableWorker
+from orchestrator.worker.claimed_reads import ClaimedReads
 from orchestrator.worker.executors import executor
 from orchestrator.worker.heartbeat import announce, beat, heartbeat
+from orchestrator.worker.pool_wake import PoolWake
 from orchestrator.worker.runner import runner
 from orchestrator.worker.state import LAST_TRY, WorkerState, heartbeat_ttl, on_the_way_out
 from orchestrator.worker.stops import watch_for_stops
@@ -94,7 +96,9 @@ async def run_worker(
             func(runner(definition, settings, keys, state, runs), name=name)  # type: ignore[arg-type]
             for name, definition in registry.items()
         ]
-        arq_redis = open_arq(settings.redis_url, namespace=settings.namespace, name=f"arq-{pool}")
+        arq_redis = open_arq(
+            settings.redis_url, namespace=settings.namespace, name=f"arq-{pool}", kind=ClaimedReads
+        )
 
         def make_worker() -> Worker:
             return WakeableWorker(

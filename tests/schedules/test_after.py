@@ -11,13 +11,12 @@ import pytest
 from tests.conftest import StackFactory
 from tests.live_stack import write_manifest
 
-pytestmark = pytest.mark.serial
-
 
 def _sleepers(path: Path, count: int, seconds: float) -> Path:
     return write_manifest(path, [{"task": "system.sleep", "args": [seconds]} for _ in range(count)])
 
 
+@pytest.mark.serial  # timed: ticks 2 s apart or a release within 1 s
 def test_held_batch_starts_after_the_last_job_of_the_awaited_one_ended(
     stack: StackFactory, tmp_path: Path
 ) -> None:

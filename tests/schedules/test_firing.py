@@ -15,8 +15,6 @@ import pytest
 
 from tests.conftest import StackFactory
 
-pytestmark = pytest.mark.serial
-
 
 def _schedule(**extra: Any) -> dict[str, Any]:
     return {
@@ -25,6 +23,7 @@ def _schedule(**extra: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@pytest.mark.serial  # timed: ticks 2 s apart or a release within 1 s
 def test_two_conductors_fire_one_batch_per_tick_each_verified(
     stack: StackFactory, tmp_path: Path
 ) -> None:
@@ -118,6 +117,7 @@ def _batches(live: Any) -> list[str]:
     return [b.decode() for b in live.redis.zrange(live.keys.batches, 0, -1)]
 
 
+@pytest.mark.serial  # timed: ticks 2 s apart or a release within 1 s
 def test_paused_ticks_pass_unfired_and_resume_fires_the_next(stack: StackFactory) -> None:
     """Ticks of a paused schedule are recorded `paused`, none dispatched; once resumed,
     the next tick fires (a paused tick holds up no later one)."""

@@ -15,8 +15,6 @@ import pytest
 from orchestrator.schedule import ScheduleSettings, batch_name
 from tests.conftest import StackFactory
 
-pytestmark = pytest.mark.serial
-
 DAY = 86400.0
 
 
@@ -58,6 +56,7 @@ def test_missed_ticks_fire_once_or_are_skipped(stack: StackFactory) -> None:
     assert sorted((e["schedule"], e["count"]) for e in missed) == [("once", 2), ("skipper", 2)]
 
 
+@pytest.mark.serial  # timed: ticks 2 s apart or a release within 1 s
 def test_overlap_skip_and_queue(stack: StackFactory, tmp_path: Path) -> None:
     """Ticks every 2 s of a 3 s job: `skip` skips the ticks that find the last batch
     running, `queue` holds each new batch behind the last; either way no two batches of

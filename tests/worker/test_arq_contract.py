@@ -20,11 +20,14 @@ import pytest
 from arq import constants
 from arq.jobs import JobDef, deserialize_job
 from arq.worker import Worker, func
+from redis.asyncio import ConnectionPool
 
 from orchestrator import arq_jobs
 from orchestrator.job import Job
 from orchestrator.keys import Keys
-from orchestrator.worker.arq_hooks import PoolWake, WakeableWorker
+from orchestrator.worker.arq_hooks import WakeableWorker
+from orchestrator.worker.claimed_reads import ClaimedReads, Read, answer_first_read
+from orchestrator.worker.pool_wake import PoolWake
 
 TESTED = "0.28.0"  # the arq this contract was last checked against
 INSTALLED = version("arq")
@@ -80,6 +83,22 @@ def test_poll_iteration_still_hands_the_ids_it_read_to_start_jobs() -> None:
     assert "self.finish_job(" in inspect.getsource(Worker.run_job), changed(
         "Worker.run_job no longer calls finish_job (where a job's receipt is written)"
     )
+
+
+def test_run_job_begins_with_the_read_the_claim_answers() -> None:
+    """`claimed_reads` answers run_job's first transaction: its commands must be the
+    ones start_jobs.lua runs for it, in this order, and it must come first."""
+    source = inspect.getsource(Worker.run_job)
+    first = source.index("self.pool.pipeline(")
+    assert "await" not in source[:first].replace("async def", ""), changed(
+        "Worker.run_job awaits something before its first read"
+    )
+    read = source[first : source.index("await pipe.execute()", first)]
+    assert [line.strip() for line in read.splitlines()[1:4]] == [
+        "pipe.get(job_key_prefix + job_id)",
+        "pipe.incr(retry_key_prefix + job_id)",
+        "pipe.expire(retry_key_prefix + job_id, 88400)",
+    ], changed("Worker.run_job's first read changed (what the claim returns for it)")
 
 
 @pytest.mark.parametrize("name", sorted(REPLACED))
@@ -179,3 +198,28 @@ def test_serialize_job_still_raises_serialization_error() -> None:
     serialize: Callable[[Job, int], bytes] = arq_jobs.serialize
     with pytest.raises(arq_jobs.SerializationError):
         serialize(job, 0)
+
+
+async def test_a_claimed_read_answers_only_the_read_it_stands_for() -> None:
+    """The claim's read answers run_job's first transaction once, in the run's own task,
+    and refuses a transaction that is not that read (a new arq's) instead of guessing."""
+    client = ClaimedReads(connection_pool=ConnectionPool.from_url("redis://127.0.0.1:1"))
+    job_id = Keys("contract").arq_job_id("j1")
+
+    async def run(commands: Callable[[Any], None]) -> list[Any]:
+        answer_first_read(Read(job_id, b"payload", 2))
+        async with client.pipeline(transaction=True) as pipe:
+            commands(pipe)
+            replied: list[Any] = await pipe.execute()
+        assert not isinstance(client.pipeline(transaction=True), type(pipe)), "answered twice"
+        return replied
+
+    def arqs_read(pipe: Any) -> None:
+        pipe.get(constants.job_key_prefix + job_id)
+        pipe.incr(constants.retry_key_prefix + job_id)
+        pipe.expire(constants.retry_key_prefix + job_id, 88400)
+
+    assert await asyncio.create_task(run(arqs_read)) == [b"payload", 2, True]
+    with pytest.raises(RuntimeError, match="not the one the claim answers"):
+        await asyncio.create_task(run(lambda pipe: pipe.get(constants.job_key_prefix + job_id)))
+    await client.aclose()
