@@ -211,7 +211,7 @@ def test_conductor_dashboard_and_up_stop_during_a_freeze(
     print(f"\nstopped during a freeze, seconds after SIGTERM: {took}")
 
     assert conductor.returncode == 0
-    assert web.returncode in (0, -signal.SIGTERM)  # uvicorn ends by raising the signal again
+    assert web.returncode == 0  # a stop, not a death by the signal uvicorn raised again
     assert up.returncode == 0
     for process in (conductor, web, up):
         text = log_text(run, process)
