@@ -58,11 +58,20 @@ class Shared(Generic[T]):
             self._frame = Frame(value, time.monotonic(), version)
             return self._frame
 
-    async def stream(self) -> AsyncIterator[Frame[T]]:
+    async def stream(
+        self, failures: tuple[type[Exception], ...] = ()
+    ) -> AsyncIterator[Frame[T] | Exception]:
         """Every refresh, for a live page: sleeps until the current read is due again,
-        so that all open pages ask at the same instant and share one read."""
+        so that all open pages ask at the same instant and share one read. A read that
+        fails with one of `failures` is yielded instead of a frame and tried again an
+        interval later: the page stays open and is told why (anything else ends it)."""
         while True:
-            frame = await self.get()
+            try:
+                frame = await self.get()
+            except failures as exc:
+                yield exc
+                await anyio.sleep(self.interval)
+                continue
             yield frame
             await anyio.sleep(max(0.0, frame.at + self.interval - time.monotonic()))
 
