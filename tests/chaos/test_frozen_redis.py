@@ -6,8 +6,10 @@ Conductors and workers notice it (one `redis_unavailable` each), wait it out and
 once it answers (one `redis_available`), losing nothing and running nothing twice that
 had finished. And a process asked to stop meanwhile stops within a bound, in one line:
 a worker within `grace_period` and a few seconds, its cut-short jobs left to recovery;
-the conductor, the dashboard and `orchestrator up` likewise. Each test freezes a Redis
-of its own, never the session's, which other tests use at the same time.
+the conductor, the dashboard and `orchestrator up` likewise. Started during a freeze, a
+service ends in the one line a refused Redis gives; `up`'s children, which it starts
+with `--wait-for-redis`, wait it out. Each test freezes a Redis of its own, never the
+session's, which other tests use at the same time.
 """
 
 from __future__ import annotations
