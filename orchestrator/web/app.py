@@ -128,6 +128,9 @@ class Dashboard:
         first = (int(page) - 1) * PAGE_SIZE
         return StatusReader(self.redis, self.settings, batches=PAGE_SIZE, first_batch=first).read
 
+    def close(self) -> None:  # the server stops: every live page's stream ends now
+        self.snapshot.close()
+
     # --- pages and reads ---------------------------------------------------------------
 
     async def shell(self, request: Request) -> Response:
@@ -149,8 +152,7 @@ class Dashboard:
         """Server-sent events: the status document at every refresh, until the page goes."""
 
         async def stream() -> AsyncIterator[bytes]:
-            # Too late for a 503 once it has begun: while Redis does not answer the page
-            # gets `unavailable` events, so it can tell that from this server gone.
+            # Too late for a 503 once begun: `unavailable` events tell Redis down from us.
             async for frame in self.snapshot.stream(REDIS_DOWN):
                 if await request.is_disconnected():
                     return

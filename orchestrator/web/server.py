@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import structlog
@@ -84,7 +84,7 @@ async def serve(
             timeout_graceful_shutdown=STOP_WITHIN,
             lifespan="off",
         )
-        server = _Server(config)
+        server = _Server(config, on_stop=dashboard.close)
         log.info(
             "web_started",
             url=access.url,
@@ -102,7 +102,17 @@ class _Server(uvicorn.Server):
 
     uvicorn raises the signal again once it has shut down, so the process dies of it
     (-15 when `orchestrator up` stops its dashboard, as if it had been killed): here its
-    handlers are installed the same way and restored, and the signal is not raised."""
+    handlers are installed the same way and restored, and the signal is not raised.
+    And open pages' streams are ended first (`on_stop`): else uvicorn cancels them at
+    its graceful timeout, each with a traceback in the log."""
+
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_stop()
+        await super().shutdown(sockets=sockets)
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

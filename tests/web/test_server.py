@@ -29,11 +29,16 @@ def start_web(run: Stack) -> tuple[Any, str]:
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_dashboard_with_exit_0(stack: StackFactory, stop: int) -> None:
     """SIGTERM (how `up` stops it) or Ctrl-C is a normal stop: exit 0, one line, no
-    traceback — not uvicorn's re-raised signal (-15)."""
+    traceback — not uvicorn's re-raised signal (-15); an open page's live stream is
+    ended at once, not cancelled at uvicorn's 3 s graceful timeout."""
     run = stack()
-    web, _ = start_web(run)
-    web.send_signal(stop)
-    assert web.wait(15) == 0
+    web, url = start_web(run)
+    with urllib.request.urlopen(url + "api/events", timeout=10) as page:
+        assert page.readline() == b"event: status\n"  # a live page, open
+        signalled = time.monotonic()
+        web.send_signal(stop)
+        assert web.wait(15) == 0
+    assert time.monotonic() - signalled < 2.5
     text = run.logs[web.pid].read_text()
     assert len(run.events(web, "web_stopped")) == 1
     assert "Traceback" not in text
