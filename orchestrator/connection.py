@@ -32,7 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from orchestrator import topology
-from orchestrator.errors import ServiceUnavailable
+from orchestrator.errors import RedisUnreachable, ServiceUnavailable
+from orchestrator.logs import RedisOutage
 from orchestrator.settings import redact_url
 
 MIN_SERVER = (6, 2)  # BLMOVE and SMISMEMBER
@@ -51,6 +52,8 @@ HEALTH_CHECK_INTERVAL = 15
 # SUBSCRIBER_SILENCE seconds as gone.
 SUBSCRIBER_PING = 2.0
 SUBSCRIBER_SILENCE = COMMAND_TIMEOUT + SUBSCRIBER_PING
+# Seconds between tries at most, while a service waits for Redis at its start.
+RETRY_AT_MOST = 5.0
 # Seconds dispatch waits for the replicas to have what it queued (`replicated`).
 REPLICA_WAIT = 2.0
 _READ_BUDGET: ContextVar[float | None] = ContextVar("orchestrator_redis_read", default=None)
@@ -94,17 +97,37 @@ async def connect(
         raise ServiceUnavailable(f"Redis at {shown} refused the credentials: {exc}") from None
     except MasterNotFoundError:
         # redis-py's message is the repr of its sentinel clients: say it in words.
-        raise ServiceUnavailable(
+        raise RedisUnreachable(
             f"cannot reach Redis at {shown}: no sentinel answered with a master for its "
             "service (are the sentinels up, and is the service name right?)"
         ) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise ServiceUnavailable(f"cannot reach Redis at {shown}: {reason}") from None
+        raise RedisUnreachable(f"cannot reach Redis at {shown}: {reason}") from None
     except NoPermissionError as exc:
         raise ServiceUnavailable(
             f"Redis at {shown} denied a command to this user: {exc} (see the README's ACL rule)"
         ) from None
+
+
+async def wait_for_redis(
+    url: str, outage: RedisOutage, *, name: str, namespace: str | None = None
+) -> None:
+    """Until Redis at `url` answers `connect`'s handshake: each miss (refused, timed
+    out, no master named) goes to `outage` (`redis_unavailable` once, with the reason)
+    and is tried again after 0.5 s, doubling up to `RETRY_AT_MOST`; `redis_available`
+    when it answers. Anything else (refused credentials, a server that is not Redis)
+    raises as `connect` does: waiting would not mend it."""
+    backoff = 0.5
+    while True:
+        try:
+            async with connect(url, name=name, namespace=namespace):
+                outage.answered()
+                return
+        except RedisUnreachable as exc:
+            outage.failed(exc, retry_in=backoff)
+        await anyio.sleep(backoff)
+        backoff = min(backoff * 2, RETRY_AT_MOST)
 
 
 async def replicated(redis: Redis, mark: str, within: float = REPLICA_WAIT) -> int | None:

@@ -56,6 +56,11 @@ class ServiceUnavailable(UserError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class RedisUnreachable(ServiceUnavailable):
+    """Redis did not answer (refused, timed out, no master named): it may later, unlike
+    a refusal of our credentials or a server that is not Redis."""
+
+
 def run_cli(command: Callable[[], int]) -> int:
     """Run a CLI command, turning a `UserError` into one stderr line and its exit code."""
     try:

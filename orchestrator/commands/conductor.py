@@ -7,7 +7,12 @@ from typing import Any
 
 import anyio
 
-from orchestrator.commands.common import add_common_options, run_async
+from orchestrator.commands.common import (
+    add_common_options,
+    add_wait_option,
+    run_async,
+    waited_for_redis,
+)
 from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
 
@@ -25,6 +30,7 @@ def register(commands: Any) -> None:
             "decision on stdout."
         ),
     )
+    add_wait_option(conductor)
     add_common_options(conductor)
     conductor.set_defaults(command=_conductor, service=True)
 
@@ -38,6 +44,8 @@ def _conductor(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.telemetry import serve_telemetry
 
     async def conduct() -> None:
+        if not await waited_for_redis(options, settings, "conductor"):
+            return
         async with connect(
             settings.redis_url, namespace=settings.namespace, name="orchestrator-conductor"
         ) as redis:

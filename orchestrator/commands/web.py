@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from orchestrator.commands.common import add_common_options, positive_int, run_async
+from orchestrator.commands.common import (
+    add_common_options,
+    add_wait_option,
+    positive_int,
+    run_async,
+    waited_for_redis,
+)
 from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
 
@@ -58,6 +64,7 @@ def register(commands: Any) -> None:
         metavar="S",
         help="seconds between refreshes of what the pages show (default: 0.5)",
     )
+    add_wait_option(web)
     add_common_options(web)
     web.set_defaults(command=_web, service=True)
 
@@ -67,6 +74,8 @@ def _web(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.web.server import serve
 
     async def run() -> None:
+        if not await waited_for_redis(options, settings, "web"):
+            return
         await serve(
             settings,
             options.host,

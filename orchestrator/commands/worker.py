@@ -6,7 +6,13 @@ import argparse
 import os
 from typing import Any
 
-from orchestrator.commands.common import add_common_options, positive_int, run_async
+from orchestrator.commands.common import (
+    add_common_options,
+    add_wait_option,
+    positive_int,
+    run_async,
+    waited_for_redis,
+)
 from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
 
@@ -53,6 +59,7 @@ def register(commands: Any) -> None:
         help="the scaler launch this worker answers (announced in its heartbeat; default: "
         "$ORCHESTRATOR_LAUNCH_ID)",
     )
+    add_wait_option(worker)
     add_common_options(worker)
     worker.set_defaults(command=_worker, service=True)
 
@@ -60,17 +67,19 @@ def register(commands: Any) -> None:
 def _worker(options: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.worker.process import run_worker
 
-    run_async(
-        lambda: run_worker(
-            settings,
-            options.pool,
-            options.concurrency,
-            burst=options.burst,
-            idle_exit=options.idle_exit,
-            launch_id=options.launch_id,
-            executor_kind=options.executor,
-        )
-    )
+    async def work() -> None:
+        if await waited_for_redis(options, settings, "worker"):
+            await run_worker(
+                settings,
+                options.pool,
+                options.concurrency,
+                burst=options.burst,
+                idle_exit=options.idle_exit,
+                launch_id=options.launch_id,
+                executor_kind=options.executor,
+            )
+
+    run_async(work)
     return EXIT_OK
 
 

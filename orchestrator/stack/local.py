@@ -275,8 +275,10 @@ async def _spawn(
     output: IO[bytes] | None,
     pass_fds: tuple[int, ...] = (),
 ) -> Process:
+    # Redis answered `up` a moment ago: a child that meets it frozen or restarting as it
+    # starts waits for it (`redis_unavailable` once), not exits after `ready` was said.
     return await anyio.open_process(
-        [sys.executable, "-m", "orchestrator", *args],
+        [sys.executable, "-m", "orchestrator", *args, "--wait-for-redis"],
         env=dict(env),
         stdin=None,
         stdout=output,

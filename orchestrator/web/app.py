@@ -36,12 +36,12 @@ from orchestrator.errors import UserError
 from orchestrator.keys import Keys, backlog_name
 from orchestrator.logs import RedisOutage
 from orchestrator.schedules.overview import schedules_and_held
-from orchestrator.settings import Settings, redact_url
+from orchestrator.settings import Settings
 from orchestrator.status import waiting
 from orchestrator.status.batch_detail import JOB_STATES, BatchDetail, read_again
 from orchestrator.status.model import document
 from orchestrator.status.snapshot import Snapshot, StatusReader
-from orchestrator.web.guard import HostGuard, action_refusal, refusal
+from orchestrator.web.guard import HostGuard, action_refusal, refusal, unavailable
 from orchestrator.web.hub import Shared, SharedByKey
 from orchestrator.web.schedule_views import ScheduleViews
 from orchestrator.web.timing import ServerTiming
@@ -56,6 +56,7 @@ REFRESH = 0.5
 DEAD_PAGE = 100  # dead letters per page
 PENDING_LISTED = 1_000  # waiting jobs a batch page finds and lists, at most
 Handler = Callable[[Request], Awaitable[Response]]
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)  # refused, timed out, reset
 log = structlog.get_logger("orchestrator.web")
 
 
@@ -127,6 +128,9 @@ class Dashboard:
         first = (int(page) - 1) * PAGE_SIZE
         return StatusReader(self.redis, self.settings, batches=PAGE_SIZE, first_batch=first).read
 
+    def close(self) -> None:  # the server stops: every live page's stream ends now
+        self.snapshot.close()
+
     # --- pages and reads ---------------------------------------------------------------
 
     async def shell(self, request: Request) -> Response:
@@ -148,16 +152,17 @@ class Dashboard:
         """Server-sent events: the status document at every refresh, until the page goes."""
 
         async def stream() -> AsyncIterator[bytes]:
-            try:
-                async for frame in self.snapshot.stream():
-                    if await request.is_disconnected():
-                        return
-                    body = orjson.dumps(document(frame.value))
-                    yield b"event: status\ndata: " + body + b"\n\n"
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                # Too late for a 503: the stream has begun. Its end is the page's cue
-                # to show it is reconnecting, which EventSource does by itself.
-                self.outage.failed(exc, path=request.url.path)
+            # Too late for a 503 once begun: `unavailable` events tell Redis down from us.
+            async for frame in self.snapshot.stream(REDIS_DOWN):
+                if await request.is_disconnected():
+                    return
+                if isinstance(frame, Exception):
+                    self.outage.failed(frame, path=request.url.path)
+                    body = orjson.dumps(unavailable(self.settings.redis_url, frame))
+                    yield b"event: unavailable\ndata: " + body + b"\n\n"
+                    continue
+                body = orjson.dumps(document(frame.value))
+                yield b"event: status\ndata: " + body + b"\n\n"
 
         return StreamingResponse(
             stream(),
@@ -326,15 +331,14 @@ class Dashboard:
             ],
             exception_handlers={
                 UserError: _user_error,
-                RedisConnectionError: self._unreachable,
-                RedisTimeoutError: self._unreachable,
-                OSError: self._unreachable,
+                **dict.fromkeys(REDIS_DOWN, self._unreachable),
             },
         )
 
     async def _unreachable(self, request: Request, exc: Exception) -> Response:
         self.outage.failed(exc, path=request.url.path)
-        return refusal(f"cannot reach Redis at {redact_url(self.settings.redis_url)}: {exc}", 503)
+        reply = unavailable(self.settings.redis_url, exc)
+        return refusal(reply.pop("error"), 503, **reply)
 
 
 async def _user_error(request: Request, exc: Exception) -> Response:

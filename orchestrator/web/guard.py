@@ -10,6 +10,9 @@
   (DNS rebinding).
 - **Headers.** A content security policy that allows nothing but the app's own files:
   even a payload that slipped past escaping could not run a script or send data out.
+- **Redis down.** A read Redis does not answer is a 503 (and an `unavailable` event on
+  a live page's stream) saying so, so a page tells "Redis unavailable" from "the
+  dashboard is gone".
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from orchestrator.settings import redact_url
 from orchestrator.web.access import is_loopback
 
 TOKEN_HEADER = "x-orchestrator-token"
@@ -36,8 +40,20 @@ SECURITY_HEADERS = {
 }
 
 
-def refusal(why: str, status: int = 403) -> Response:
-    return JSONResponse({"error": why}, status_code=status, headers=SECURITY_HEADERS)
+def refusal(why: str, status: int = 403, **more: str) -> Response:
+    body = {"error": why, **more}
+    return JSONResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+def unavailable(redis_url: str, exc: BaseException) -> dict[str, str]:
+    """What a page is told while Redis does not answer: `redis` says so, `reason` is the
+    failure (what the page shows), `error` the whole line, with the URL (no password)."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return {
+        "error": f"cannot reach Redis at {redact_url(redis_url)}: {reason}",
+        "redis": "unavailable",
+        "reason": reason,
+    }
 
 
 def action_refusal(request: Request, token: str) -> Response | None:

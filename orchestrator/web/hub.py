@@ -10,7 +10,8 @@ nobody looks.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -37,6 +38,8 @@ class Shared(Generic[T]):
         self._frame: Frame[T] | None = None
         self._lock = anyio.Lock()
         self.reads = 0  # how many times `load` ran (the benchmark reads it)
+        self._closed = False
+        self._waits: set[anyio.CancelScope] = set()  # of the streams, `close` cancels them
 
     def expire(self) -> None:
         """Make the next caller read afresh (after an action changed what it shows)."""
@@ -58,13 +61,47 @@ class Shared(Generic[T]):
             self._frame = Frame(value, time.monotonic(), version)
             return self._frame
 
-    async def stream(self) -> AsyncIterator[Frame[T]]:
+    async def stream(
+        self, failures: tuple[type[Exception], ...] = ()
+    ) -> AsyncIterator[Frame[T] | Exception]:
         """Every refresh, for a live page: sleeps until the current read is due again,
-        so that all open pages ask at the same instant and share one read."""
-        while True:
-            frame = await self.get()
-            yield frame
-            await anyio.sleep(max(0.0, frame.at + self.interval - time.monotonic()))
+        so that all open pages ask at the same instant and share one read. A read that
+        fails with one of `failures` is yielded instead of a frame and tried again an
+        interval later: the page stays open and is told why (anything else ends it).
+        Ends at once on `close`."""
+        while not self._closed:
+            found: Frame[T] | Exception | None = None
+            with self._until_closed():
+                try:
+                    found = await self.get()
+                except failures as exc:
+                    found = exc
+            if found is None:
+                return
+            yield found
+            if isinstance(found, Frame):
+                pause = found.at + self.interval - time.monotonic()
+            else:
+                pause = self.interval  # a failed read: try again an interval later
+            with self._until_closed():
+                await anyio.sleep(max(0.0, pause))
+
+    def close(self) -> None:
+        """End every stream now (the server stops): one waiting on a read, even of a
+        Redis that does not answer, or on its next refresh returns at once."""
+        self._closed = True
+        for scope in self._waits:
+            scope.cancel()
+
+    @contextmanager
+    def _until_closed(self) -> Iterator[None]:
+        """No yield inside: a cancel scope must not span an async generator's yield."""
+        with anyio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                yield
+            finally:
+                self._waits.discard(scope)
 
 
 class SharedByKey(Generic[T]):

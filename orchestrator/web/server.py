@@ -6,7 +6,11 @@ clear line rather than uvicorn's own exit.
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import structlog
 import uvicorn
@@ -80,7 +84,7 @@ async def serve(
             timeout_graceful_shutdown=STOP_WITHIN,
             lifespan="off",
         )
-        server = uvicorn.Server(config)
+        server = _Server(config, on_stop=dashboard.close)
         log.info(
             "web_started",
             url=access.url,
@@ -89,4 +93,36 @@ async def serve(
             else "actions ask for ORCHESTRATOR_WEB_TOKEN",
         )
         print(f"dashboard: {access.shown_url}", flush=True)
-        await server.serve(sockets=[sock])  # on a signal, uvicorn re-raises it at the end
+        await server.serve(sockets=[sock])
+        log.info("web_stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a stop on SIGTERM or SIGINT is a normal end (exit 0).
+
+    uvicorn raises the signal again once it has shut down, so the process dies of it
+    (-15 when `orchestrator up` stops its dashboard, as if it had been killed): here its
+    handlers are installed the same way and restored, and the signal is not raised.
+    And open pages' streams are ended first (`on_stop`): else uvicorn cancels them at
+    its graceful timeout, each with a traceback in the log."""
+
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_stop()
+        await super().shutdown(sockets=sockets)
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only (as uvicorn's own)
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -6,8 +6,10 @@ Conductors and workers notice it (one `redis_unavailable` each), wait it out and
 once it answers (one `redis_available`), losing nothing and running nothing twice that
 had finished. And a process asked to stop meanwhile stops within a bound, in one line:
 a worker within `grace_period` and a few seconds, its cut-short jobs left to recovery;
-the conductor, the dashboard and `orchestrator up` likewise. Each test freezes a Redis
-of its own, never the session's, which other tests use at the same time.
+the conductor, the dashboard and `orchestrator up` likewise. Started during a freeze, a
+service ends in the one line a refused Redis gives; `up`'s children, which it starts
+with `--wait-for-redis`, wait it out. Each test freezes a Redis of its own, never the
+session's, which other tests use at the same time.
 """
 
 from __future__ import annotations
@@ -211,7 +213,7 @@ def test_conductor_dashboard_and_up_stop_during_a_freeze(
     print(f"\nstopped during a freeze, seconds after SIGTERM: {took}")
 
     assert conductor.returncode == 0
-    assert web.returncode in (0, -signal.SIGTERM)  # uvicorn ends by raising the signal again
+    assert web.returncode == 0  # a stop, not a death by the signal uvicorn raised again
     assert up.returncode == 0
     for process in (conductor, web, up):
         text = log_text(run, process)
@@ -226,3 +228,108 @@ def read_quietly(url: str) -> None:
     with suppress(Exception), urllib.request.urlopen(url, timeout=60) as reply:
         while reply.read(256):
             pass
+
+
+def test_services_started_during_a_freeze_end_in_the_one_line_a_refused_redis_gives(
+    frozen_stack: Stack, private_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Started while Redis is frozen, a worker, a conductor, the dashboard and `up` (on
+    that external Redis) each end within seconds as they do when Redis refuses: exit
+    69, one `orchestrator: error: cannot reach Redis …` line, no traceback, nothing
+    recorded. Once Redis answers, the same commands start and run a batch."""
+    run = frozen_stack
+    commands = {
+        "worker": ["worker", "--pool", "metal", "--concurrency", "2"],
+        "conductor": ["conductor"],
+        "web": ["web", "--port", str(free_port())],
+        "up": ["up", "--data-dir", str(tmp_path / "up"), "--metal", "1", "--cloud", "1",
+               "--web-port", str(free_port())],
+    }  # fmt: skip
+    with frozen(private_redis):
+        started = {name: run.start(*args) for name, args in commands.items()}
+        took = wait_all_exit(started, 20)  # the 5 s reply timeout, and a start on 2 cores
+    print(f"\nstarted during a freeze, seconds to their one line: {took}")
+
+    refused = run.command("worker", "--pool", "metal", "--redis-url", "redis://127.0.0.1:1/0")
+    assert refused.returncode == 69
+    assert refused.stderr.startswith("orchestrator: error: cannot reach Redis at ")
+    for name, process in started.items():
+        text = log_text(run, process)
+        errors = [line for line in text.splitlines() if line.startswith("orchestrator: error:")]
+        assert process.returncode == 69, (name, text[-2000:])
+        assert errors == [
+            f"orchestrator: error: cannot reach Redis at {private_redis.url}: "
+            f"Timeout reading from 127.0.0.1:{private_redis.port}"
+        ], (name, text[-2000:])
+        assert "Traceback" not in text
+    assert not (tmp_path / "up" / "stack.json").exists()
+
+    run.worker("metal", 2)
+    run.conductor()
+    run.dispatch(
+        write_manifest(tmp_path / "thawed_01.jsonl", [{"task": "system.echo", "args": [1]}] * 4)
+    )
+    receipts = run.wait_for_receipts("thawed_01", 4)
+    assert {r["status"] for r in receipts} == {"succeeded"}
+
+
+def test_up_whose_children_meet_a_freeze_as_they_start_waits_it_out(
+    frozen_stack: Stack, private_redis: RedisServer, tmp_path: Path
+) -> None:
+    """`up` saw its external Redis answer and started its children; Redis froze as they
+    started. Each waits for it (`redis_unavailable` once, then `redis_available`) instead
+    of exiting 69 after `up` said ready; then the stack runs a batch and stops with 0."""
+    run = frozen_stack
+    up = run.start(
+        "up", "--data-dir", str(tmp_path / "up"), "--metal", "1", "--cloud", "1",
+        "--web-port", str(free_port()),
+    )  # fmt: skip
+    run.wait_for(lambda: b'"stack_started"' in run.logs[up.pid].read_bytes(), "up's children")
+    with frozen(private_redis):
+        time.sleep(FREEZE - 4)  # past the 5 s their first try waits for a reply
+    pools = [run.keys.workers("metal"), run.keys.workers("cloud")]
+    run.wait_for(lambda: all(run.redis.scard(pool) for pool in pools), "up's workers", 30)
+    run.dispatch(
+        write_manifest(tmp_path / "later_01.jsonl", [{"task": "system.echo", "args": [1]}] * 4)
+    )
+    assert {r["status"] for r in run.wait_for_receipts("later_01", 4)} == {"succeeded"}
+    assert up.poll() is None
+    run.stop_process(up)
+    assert up.returncode == 0
+    text = log_text(run, up)
+    assert "Traceback" not in text, text[-3000:]
+    assert "orchestrator: error:" not in text, text[-3000:]
+    assert not run.events(up, "child_exited")
+    waited = run.events(up, "redis_unavailable")
+    assert waited
+    assert len(waited) == len(run.events(up, "redis_available")), waited
+
+
+def test_a_service_waiting_for_redis_at_its_start_stops_on_sigterm_with_0(
+    frozen_stack: Stack, private_redis: RedisServer
+) -> None:
+    """`--wait-for-redis` (how `up` starts its children): a stop asked for while it
+    waits ends it at once, exit 0, one line, nothing started."""
+    run = frozen_stack
+    with frozen(private_redis):
+        worker = run.start("worker", "--pool", "metal", "--wait-for-redis")
+        run.wait_for(lambda: bool(run.events(worker, "redis_unavailable")), "the wait", 20)
+        stop_all_within({"the worker": (worker, 3)})
+    assert worker.returncode == 0
+    assert len(run.events(worker, "stopped_waiting_for_redis")) == 1
+    assert not run.events(worker, "worker_started")
+    assert "Traceback" not in log_text(run, worker)
+
+
+def wait_all_exit(processes: dict[str, subprocess.Popen[bytes]], bound: float) -> dict[str, float]:
+    """Seconds each process took to exit by itself, each within `bound`."""
+    begun, took = time.monotonic(), dict[str, float]()
+    while len(took) < len(processes):
+        elapsed = time.monotonic() - begun
+        for name, process in processes.items():
+            if name not in took and process.poll() is not None:
+                took[name] = round(elapsed, 1)
+        if elapsed > bound:
+            pytest.fail(f"still running {bound:g} s into the freeze: {set(processes) - set(took)}")
+        time.sleep(0.05)
+    return took

@@ -7,7 +7,6 @@ nothing exits, and `status` and `verify` answer through the same URL."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -21,15 +20,6 @@ from tests.live_stack import Stack, write_manifest
 
 pytestmark = pytest.mark.chaos
 JOBS = 120
-
-
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
-    made = SentinelSet(tmp_path / "redis")
-    try:
-        yield made.start()
-    finally:
-        made.stop()
 
 
 def test_a_batch_outlives_the_master_through_a_sentinel_url(

@@ -207,14 +207,26 @@ function watchStatus(onStatus) {
     setLive("live", true);
     onStatus(lastStatus);
   });
+  // The server answers but Redis does not: the stream stays open and says why.
+  source.addEventListener("unavailable", (event) => setLive(redisDown(JSON.parse(event.data)), false));
+  // The stream itself broke: this dashboard's server is gone (EventSource retries).
   source.addEventListener("error", () => setLive("reconnecting…", false));
   return source;
 }
 
+function redisDown(body) {
+  return "Redis unavailable" + (body.reason ? ": " + body.reason : "");
+}
+
 async function getJson(path) {
-  const response = await fetch(path, { credentials: "omit" });
+  let response;
+  try {
+    response = await fetch(path, { credentials: "omit" });
+  } catch (error) {
+    throw new Error("reconnecting…"); // no answer from the dashboard's server
+  }
   const body = await response.json().catch(() => ({ error: response.statusText }));
-  if (!response.ok) throw new Error(body.error || response.statusText);
+  if (!response.ok) throw new Error(body.redis === "unavailable" ? redisDown(body) : body.error || response.statusText);
   return body;
 }
 
