@@ -42,7 +42,8 @@ installed arq):
   0.28's that also runs the commands the job's runner staged for its end (its receipt,
   slot, dead letter, wake-up: `receipts.stage`) under the job's id in `outcomes`: one
   round trip where there were two, and no moment when the receipt is written while arq
-  still has the job, or the reverse. The contract test pins the source it copies.
+  still has the job, or the reverse. The contract test pins the source it copies
+  (the copies are in `worker/arq_ends.py`).
 - `Worker.finish_failed_job(self, job_id, result_data)`: arq's end of a job it could not
   run (its payload gone or unreadable), one MULTI. Replaced by a copy of arq 0.28's.
   Both copies leave out arq's `ZREM arq:abort <id>`: that key has no hash tag, so on a
@@ -65,20 +66,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from arq.utils import to_ms
 from arq.worker import Worker
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from orchestrator import arq_jobs
 from orchestrator.keys import Keys
 from orchestrator.scripts import script
+from orchestrator.worker import arq_ends
+from orchestrator.worker.arq_ends import Outcome
 from orchestrator.worker.claimed_reads import Read, answer_first_read
 from orchestrator.worker.full_redis import while_full
 from orchestrator.worker.pool_wake import PoolWake
@@ -90,8 +90,6 @@ POLL_DELAY = 0.5
 ARQ_POLL_DELAY = 0.001
 # Seconds a job's end waits for the claim of the job that takes its slot (see finish_job).
 CLAIM_FIRST = 0.05
-# A job's end as its runner staged it, added to the MULTI where arq ends the job.
-Outcome = Callable[[Pipeline], None]
 
 
 class WakeableWorker(Worker):
@@ -146,6 +144,9 @@ class WakeableWorker(Worker):
 
     async def _start_in_turn(self, pending: list[str]) -> None:
         self._left = []
+        # A job stays in the queue while it runs: what this worker runs now is no claim
+        # to try (a round trip, with a slot held, to learn it is claimed).
+        pending = [job_id for job_id in pending if not self._running(job_id)]
         while pending and self._alone is None:
             await self.sem.acquire()  # waits while every slot is taken, as arq's does
             if not self.allow_pick_jobs:  # a stop began, or this worker was given up
@@ -230,53 +231,17 @@ class WakeableWorker(Worker):
         outcome = self._outcomes.pop(job_id, None)
         # A full Redis refuses the MULTI whole: built afresh and tried again until it
         # has room, the job and its receipt kept meanwhile (`while_full`).
-        await while_full(partial(self._end, job_id, finish, result_data, result_timeout_s,
-                                 keep_result_forever, incr_score, keep_in_progress, outcome),
+        await while_full(partial(arq_ends.end_run, self.pool, self.queue_name, job_id, finish,
+                                 result_data, result_timeout_s, keep_result_forever, incr_score,
+                                 keep_in_progress, outcome),
                          arq_job=job_id)  # fmt: skip
 
-    async def _end(
-        self, job_id: str, finish: bool, result_data: bytes | None,
-        result_timeout_s: float | None, keep_result_forever: bool, incr_score: int | None,
-        keep_in_progress: float | None, outcome: Outcome | None,
-    ) -> None:  # fmt: skip
-        async with self.pool.pipeline(transaction=True) as tr:
-            if outcome is not None:
-                outcome(tr)
-            delete_keys = []
-            in_progress_key = arq_jobs.IN_PROGRESS_KEY_PREFIX + job_id
-            if keep_in_progress is None:
-                delete_keys += [in_progress_key]
-            else:
-                tr.pexpire(in_progress_key, to_ms(keep_in_progress))
-            if finish:
-                if result_data:
-                    expire = None if keep_result_forever else result_timeout_s
-                    tr.set(arq_jobs.RESULT_KEY_PREFIX + job_id, result_data, px=to_ms(expire))
-                delete_keys += [
-                    arq_jobs.RETRY_KEY_PREFIX + job_id,
-                    arq_jobs.JOB_KEY_PREFIX + job_id,
-                ]
-                tr.zrem(self.queue_name, job_id)
-            elif incr_score:
-                tr.zincrby(self.queue_name, incr_score, job_id)
-            if delete_keys:
-                tr.delete(*delete_keys)
-            await tr.execute()
-
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        """arq's end of a job it could not run (a copy of arq 0.28's, without arq:abort)."""
-        async with self.pool.pipeline(transaction=True) as tr:
-            tr.delete(
-                arq_jobs.RETRY_KEY_PREFIX + job_id,
-                arq_jobs.IN_PROGRESS_KEY_PREFIX + job_id,
-                arq_jobs.JOB_KEY_PREFIX + job_id,
-            )
-            tr.zrem(self.queue_name, job_id)
-            keep_result = self.keep_result_forever or self.keep_result_s > 0
-            if result_data is not None and keep_result:
-                expire = 0 if self.keep_result_forever else self.keep_result_s
-                tr.set(arq_jobs.RESULT_KEY_PREFIX + job_id, result_data, px=to_ms(expire))
-            await tr.execute()
+        """arq's end of a job it could not run (a copy of arq 0.28's: `arq_ends`)."""
+        keep_forever, keep = self.keep_result_forever, self.keep_result_s
+        await arq_ends.end_failed(
+            self.pool, self.queue_name, job_id, result_data, keep_forever, keep
+        )
 
     async def _poll_iteration(self) -> None:
         self._wake.event.clear()
@@ -294,6 +259,10 @@ class WakeableWorker(Worker):
             if pause > 0:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.event.wait(), pause)
+
+    def _running(self, job_id: str) -> bool:
+        task = self.tasks.get(job_id)
+        return task is not None and not task.done()
 
     async def _until_next_due(self, read_from: int) -> float:
         """Seconds until arq's clock, rounded to the ms as arq rounds it, reaches the

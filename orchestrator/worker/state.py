@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from orchestrator.logs import RedisOutage
 from orchestrator.metrics import Metrics
-from orchestrator.worker.arq_hooks import Outcome
+from orchestrator.worker.arq_ends import Outcome
 from orchestrator.worker.stops import RunningJob
 
 log = structlog.get_logger("orchestrator.worker")
