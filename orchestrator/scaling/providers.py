@@ -111,6 +111,9 @@ class LocalProvider:
                 sys.executable, "-m", "orchestrator", "worker", "--pool", self._pool,
                 "--concurrency", str(config.slots_per_worker), "--launch-id", launch_id,
                 "--idle-exit", f"{idle_exit:g}",
+                # A Redis that stops answering as it starts is waited out, as by up's
+                # workers: the scaler launched it for work that is still there.
+                "--wait-for-redis",
             ]  # fmt: skip
             try:
                 child = await anyio.open_process(
