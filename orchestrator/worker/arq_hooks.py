@@ -115,6 +115,7 @@ class WakeableWorker(Worker):
         self._keys = keys
         self._worker_id = worker_id
         self._wake = wake
+        wake.can_wait = self._forward_can_wait
         self._holding = keys.holding(worker_id)
         self._pool_name = pool
         self._read = 0
@@ -260,6 +261,14 @@ class WakeableWorker(Worker):
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.event.wait(), pause)
 
+    def _forward_can_wait(self) -> bool:
+        """With every slot busy a poll reads nothing: a forward's wake-up would only cost
+        a poll. The slot given back first reads the queue instead (`_slot_given_back`)."""
+        if self.job_counter < self.max_jobs or not self.allow_pick_jobs:
+            return False
+        self._full = True
+        return True
+
     def _running(self, job_id: str) -> bool:
         task = self.tasks.get(job_id)
         return task is not None and not task.done()
@@ -338,7 +347,7 @@ class WakeableWorker(Worker):
             self._starting.add(starting)
             starting.add_done_callback(self._starting.discard)
         else:
-            self._wake.set()
+            self._wake.wake()
 
     def abandon(self) -> None:
         """This worker is given up (Redis went away; the process starts another): it
@@ -353,7 +362,7 @@ class WakeableWorker(Worker):
         except (RedisError, OSError):
             pass  # the poll this wakes meets the same trouble, and arq's handling of it
         finally:
-            self._wake.set()
+            self._wake.wake()
 
 
 def _seen(task: asyncio.Task[Any]) -> None:

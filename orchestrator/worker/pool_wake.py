@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import suppress
 
 
@@ -18,6 +19,10 @@ class PoolWake:
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.due_until = 0.0
+        # The worker's: whether a forward's wake-up can wait (every slot is busy, so a
+        # poll would read nothing); it then notes that the first slot given back must
+        # read the queue, which wakes the poll itself (`WakeableWorker`).
+        self.can_wait: Callable[[], bool] = lambda: False
 
     def hear(self, message: bytes) -> None:
         """A forward's message, "<jobs> <the highest score of a job not due yet, or 0>"."""
@@ -26,4 +31,10 @@ class PoolWake:
             self.due_until = max(self.due_until, float(due or 0))
 
     def set(self) -> None:
+        """A forward's wake-up (the channel's message)."""
+        if not self.can_wait():
+            self.event.set()
+
+    def wake(self) -> None:
+        """The worker's own wake-up: a slot was given back."""
         self.event.set()

@@ -33,7 +33,7 @@ from orchestrator.stack.redis_server import RedisServer, free_port
 from tests.live_stack import Stack, write_manifest
 
 # Each freezes Redis for 12 s or more and times how processes stop: alone on the machine.
-pytestmark = [pytest.mark.chaos, pytest.mark.serial]
+pytestmark = pytest.mark.chaos
 FREEZE = 12.0  # seconds: past the 5 s reply timeout and the 7 s subscriber silence
 GRACE = 3.0
 JOBS = 160
@@ -134,6 +134,7 @@ def at(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
+@pytest.mark.serial  # timed: noticed and stopped within bounds
 def test_a_frozen_redis_is_waited_out_losing_nothing(
     frozen_stack: Stack, private_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -160,6 +161,7 @@ def test_a_frozen_redis_is_waited_out_losing_nothing(
     print(f"\nRedis frozen {FREEZE:g} s: noticed after {noticed} s")
 
 
+@pytest.mark.serial  # timed: noticed and stopped within bounds
 def test_a_worker_stopped_during_a_freeze_leaves_within_its_grace_period(
     frozen_stack: Stack, private_redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -180,6 +182,7 @@ def test_a_worker_stopped_during_a_freeze_leaves_within_its_grace_period(
     assert staying.poll() is None
 
 
+@pytest.mark.serial  # timed: noticed and stopped within bounds
 def test_conductor_dashboard_and_up_stop_during_a_freeze(
     frozen_stack: Stack, private_redis: RedisServer, tmp_path: Path
 ) -> None:
