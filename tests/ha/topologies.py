@@ -108,6 +108,15 @@ class SentinelSet:
                 return int(address[1])
         return None
 
+    def kill_master(self) -> tuple[float, float]:
+        """SIGKILL the master; return when it was killed and when a sentinel first named
+        the replica master (wall clock, as receipts' times are)."""
+        assert self.replica is not None
+        killed = time.time()
+        self.master.kill()
+        until(lambda: self.master_port() == self.replica.port, "a promotion", 60)
+        return killed, time.time()
+
     def stack(self, namespace: str, directory: Path, settings: dict[str, Any]) -> Stack:
         """A stack whose every process and command knows only the sentinels' URL; the
         test's own client follows the master too."""
