@@ -52,8 +52,9 @@ HEALTH_CHECK_INTERVAL = 15
 # SUBSCRIBER_SILENCE seconds as gone.
 SUBSCRIBER_PING = 2.0
 SUBSCRIBER_SILENCE = COMMAND_TIMEOUT + SUBSCRIBER_PING
-# Seconds between tries at most, while a service waits for Redis at its start.
-RETRY_AT_MOST = 5.0
+# Seconds between a service's tries while Redis does not answer: the first, and at most
+# (doubling in between); the README's "up to 5 s between tries".
+RETRY_FIRST, RETRY_AT_MOST = 0.5, 5.0
 # Seconds dispatch waits for the replicas to have what it queued (`replicated`).
 REPLICA_WAIT = 2.0
 _READ_BUDGET: ContextVar[float | None] = ContextVar("orchestrator_redis_read", default=None)
@@ -103,11 +104,16 @@ async def connect(
         ) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise RedisUnreachable(f"cannot reach Redis at {shown}: {reason}") from None
+        raise RedisUnreachable(cannot_reach(url, reason)) from None
     except NoPermissionError as exc:
         raise ServiceUnavailable(
             f"Redis at {shown} denied a command to this user: {exc} (see the README's ACL rule)"
         ) from None
+
+
+def cannot_reach(url: str, reason: str) -> str:
+    """The one line said of a Redis that does not answer (the URL without its password)."""
+    return f"cannot reach Redis at {redact_url(url)}: {reason}"
 
 
 async def wait_for_redis(
@@ -115,10 +121,10 @@ async def wait_for_redis(
 ) -> None:
     """Until Redis at `url` answers `connect`'s handshake: each miss (refused, timed
     out, no master named) goes to `outage` (`redis_unavailable` once, with the reason)
-    and is tried again after 0.5 s, doubling up to `RETRY_AT_MOST`; `redis_available`
+    and is tried again after `RETRY_FIRST`, doubling up to `RETRY_AT_MOST`; `redis_available`
     when it answers. Anything else (refused credentials, a server that is not Redis)
     raises as `connect` does: waiting would not mend it."""
-    backoff = 0.5
+    backoff = RETRY_FIRST
     while True:
         try:
             async with connect(url, name=name, namespace=namespace):

@@ -42,6 +42,7 @@ from orchestrator.conductor.forwarding import Forwarder
 from orchestrator.conductor.held import HeldBatches
 from orchestrator.conductor.liveness import RELEASE_BATCH, Liveness
 from orchestrator.conductor.wakeup import Wakeup
+from orchestrator.connection import RETRY_AT_MOST
 from orchestrator.eviction import FULL_HINT, is_oom
 from orchestrator.keys import Keys
 from orchestrator.logs import RedisOutage
@@ -53,7 +54,7 @@ from orchestrator.scripts import script
 from orchestrator.settings import Settings
 
 log = structlog.get_logger("orchestrator.conductor")
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = RETRY_AT_MOST  # seconds between tries at most while Redis is away
 # Seconds between rounds while jobs wait for a full pool and another pool idles: a slot
 # freed announces itself on the events channel; this is in case that message is lost.
 STALLED_BLOCK = 0.25

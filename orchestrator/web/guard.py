@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator.settings import redact_url
+from orchestrator.connection import cannot_reach
 from orchestrator.web.access import is_loopback
 
 TOKEN_HEADER = "x-orchestrator-token"
@@ -50,7 +50,7 @@ def unavailable(redis_url: str, exc: BaseException) -> dict[str, str]:
     failure (what the page shows), `error` the whole line, with the URL (no password)."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
     return {
-        "error": f"cannot reach Redis at {redact_url(redis_url)}: {reason}",
+        "error": cannot_reach(redis_url, reason),
         "redis": "unavailable",
         "reason": reason,
     }

@@ -46,9 +46,7 @@ installed arq):
   (the copies are in `worker/arq_ends.py`).
 - `Worker.finish_failed_job(self, job_id, result_data)`: arq's end of a job it could not
   run (its payload gone or unreadable), one MULTI. Replaced by a copy of arq 0.28's.
-  Both copies leave out arq's `ZREM arq:abort <id>`: that key has no hash tag, so on a
-  Redis Cluster it lives in another slot than the job's keys and the MULTI would be
-  refused; the worker never sets `allow_abort_jobs`, so nothing is ever added there.
+  Both copies leave out arq's `ZREM arq:abort <id>` (`worker/arq_ends.py` says why).
 - The attributes these read: `Worker.pool` (the `ArqRedis`), `Worker.queue_read_limit`,
   `Worker.allow_pick_jobs` (false once a stop began: nothing more is claimed).
 

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from orchestrator import arq_jobs
-from orchestrator.connection import connect, on_messages, open_arq
+from orchestrator.connection import RETRY_AT_MOST, RETRY_FIRST, connect, on_messages, open_arq
 from orchestrator.errors import UserError
 from orchestrator.eviction import check_eviction
 from orchestrator.keys import Keys
@@ -50,7 +50,6 @@ log = structlog.get_logger("orchestrator.worker")
 # arq's own ceiling on a job's runs; ours (`max_tries`) is enforced by `runner`,
 # which must get to see a job that ran out of tries so that it can dead-letter it.
 ARQ_MAX_TRIES = 1_000_000
-RETRY_FIRST, RETRY_AT_MOST = 0.5, 5.0  # seconds between tries while Redis is away
 _PENDING: set[asyncio.Task[bool]] = set()  # fire-and-forget tasks, kept from the GC
 
 
