@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Any, Literal, TextIO
 
@@ -47,8 +48,7 @@ def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto",
     stream: TextIO | None = None,
 ) -> None:
-    stream = stream or sys.stdout
-    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    console = fmt == "console" or (fmt == "auto" and (stream or sys.stdout).isatty())
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -66,9 +66,31 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *_: _Lines(stream),
         cache_logger_on_first_use=False,
     )
+
+
+class _Lines:
+    """structlog's output: each event one `write` of the line and its newline, flushed.
+
+    structlog's PrintLogger prints, which writes a line and its newline apart: processes
+    that share one file (`up`'s children) then left two events on one line when they
+    logged at the same moment. `stream` None: the process's stdout as it is then."""
+
+    _lock = threading.Lock()  # the process's threads share the stream
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def _json(event: Any, **_: Any) -> str:
