@@ -46,7 +46,7 @@ class Stack:
         self.logs: dict[int, Path] = {}
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = self.directory / f"{args[0]}-{len(self.processes)}.log"
+        log = self.directory / f"{args[0]}-{len(self.logs)}.log"  # one a process, ever
         with log.open("wb") as out:  # the child writes to its own copy of the descriptor
             process = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator", *args],
