@@ -2,11 +2,13 @@
 compose project per test (down with its volumes afterwards, logs shown on failure).
 
 Every test here is marked `containers`: the default pytest run leaves them out, and
-`.ci/run` runs them after the rest (`pytest -m containers tests/containers`).
+`.ci/run` runs them after the rest (`pytest -m containers -n 2 tests/containers`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,8 +32,12 @@ def engine() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def image(engine: None) -> str:
-    """The project's image, built once per session (cached layers after the first)."""
-    FIGURES["build (this run)"] = f"{harness.build_image():.1f} s"
+    """The project's image, built once per session (cached layers after the first).
+    Sessions of one run (xdist workers) build one at a time: the engine refuses a second
+    prune while one runs, and the second build is the cache's."""
+    with (Path(tempfile.gettempdir()) / "orchestrator-image-build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        FIGURES["build (this run)"] = f"{harness.build_image():.1f} s"
     size = harness.inspect(harness.IMAGE)[0]["Size"]
     FIGURES["image size"] = f"{size / 1e6:.0f} MB"
     return harness.IMAGE
