@@ -19,14 +19,18 @@ async starts no child at all.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
+import socket
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from multiprocessing.context import ForkServerContext
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Protocol
 
 import anyio
@@ -76,47 +80,71 @@ class ThreadExecutor:
 
 
 class _Child:
-    """One child process and the parent's end of its pipe."""
+    """One child process and the parent's end of its pipe, read and written on the event
+    loop: a job's request and reply cost no thread, and the reply wakes the loop
+    directly. The child's end is a plain `multiprocessing` connection; this end speaks its
+    framing (`_frame`) over an asyncio stream."""
 
     def __init__(self, context: ForkServerContext, packages: tuple[str, ...]) -> None:
-        self.conn, theirs = multiprocessing.Pipe(duplex=True)
+        """Blocking (run in a thread): the process started; `open` must follow, on the loop."""
+        ours, theirs = multiprocessing.Pipe(duplex=True)
         self.process = context.Process(
             target=child.serve, args=(theirs, packages, os.getpid()), name="orchestrator-task"
         )
-        self.process.start()
-        theirs.close()
+        try:
+            self.process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        # A socket of our end of the pair, for the loop's streams.
+        self._socket = socket.socket(fileno=os.dup(ours.fileno()))
+        ours.close()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self.jobs = 0
 
-    def wait_ready(self) -> None:
-        """Blocking: the child's first word, once its task modules are imported."""
-        if not self.conn.poll(START_TIMEOUT):
-            self.kill()
+    async def open(self) -> None:
+        """The child's first word, once its task modules are imported."""
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=self._socket)
+        with anyio.move_on_after(START_TIMEOUT) as waiting:
+            reply = await self._reply()
+        if waiting.cancelled_caught:
             raise UserError(f"a task process did not start within {START_TIMEOUT:g} s")
-        try:
-            reply = self.conn.recv()
-        except (EOFError, OSError):
-            reply = ("error", "ChildDied", self.death(), "")
         if reply[0] != "ready":
-            self.kill()
             raise UserError(f"a task process could not import the tasks: {reply[1]}: {reply[2]}")
 
-    def call(
+    async def call(
         self, name: str, args: list[Any], kwargs: dict[str, Any], job: JobContext
     ) -> tuple[Any, ...]:
-        """Blocking: send one request and wait for its reply (run in a thread)."""
+        """Send one request and wait for its reply. Cancelled meanwhile, the child's state
+        is unknown: the caller retires it."""
         try:
-            self.conn.send((name, args, kwargs, job))
-        except (OSError, ValueError):
-            return ("error", "ChildDied", self.death(), "")
+            request = _frame((name, args, kwargs, job))
         except Exception as exc:  # arguments pickle refuses (only a Python caller's)
             return ("error", "UnpicklableArguments", f"cannot send to the task's process: {exc}")
+        assert self._writer is not None
         try:
-            reply: tuple[Any, ...] = self.conn.recv()
-        except (EOFError, OSError):
-            return ("error", "ChildDied", self.death(), "")
+            self._writer.write(request)
+            await self._writer.drain()
+        except OSError:  # the child is gone (its end closed): said by its reply's read
+            pass
+        return await self._reply()
+
+    async def _reply(self) -> tuple[Any, ...]:
+        assert self._reader is not None
+        try:
+            (size,) = _SIZE.unpack(await self._reader.readexactly(_SIZE.size))
+            if size == -1:  # over 2 GiB: multiprocessing's long header follows
+                (size,) = _LONG_SIZE.unpack(await self._reader.readexactly(_LONG_SIZE.size))
+            reply: tuple[Any, ...] = ForkingPickler.loads(await self._reader.readexactly(size))
+        except (asyncio.IncompleteReadError, OSError):
+            return ("error", "ChildDied", await anyio.to_thread.run_sync(self.death), "")
         return reply
 
     def death(self) -> str:
+        """Blocking: what became of the child, once it is gone."""
         self.process.join(1.0)
         code = self.process.exitcode
         if code is not None and code < 0:
@@ -130,22 +158,49 @@ class _Child:
             how = f"exited with code {code}" if code is not None else "stopped answering"
         return f"the task's process (pid {self.process.pid}) {how} during the job"
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
+        """End the child now, whatever it is doing."""
+        self._close()
+        await anyio.to_thread.run_sync(self._kill_process)
+
+    async def stop(self) -> None:
+        """Ask the child to exit; kill it if it does not."""
+        if self._writer is not None:
+            with suppress(OSError):
+                self._writer.write(_frame(None))
+                await self._writer.drain()
+        self._close()
+        await anyio.to_thread.run_sync(self._join_or_kill)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        else:  # never opened: the socket alone
+            self._socket.close()
+
+    def _kill_process(self) -> None:
         # The signal itself, not Process.kill(): that sends nothing once multiprocessing
         # believes the child gone, which a fork server that died makes it believe.
         with suppress(OSError, TypeError):
             os.kill(self.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
         self.process.join(STOP_TIMEOUT)
-        self.conn.close()
 
-    def stop(self) -> None:
-        """Blocking: ask the child to exit; kill it if it does not."""
-        with suppress(OSError, ValueError):
-            self.conn.send(None)
+    def _join_or_kill(self) -> None:
         self.process.join(STOP_TIMEOUT)
         if self.process.is_alive():
-            self.kill()
-        self.conn.close()
+            self._kill_process()
+
+
+# multiprocessing's framing of a message on a connection: a signed 4-byte length, or -1
+# and an unsigned 8-byte one when it does not fit; then the pickle.
+_SIZE, _LONG_SIZE = struct.Struct("!i"), struct.Struct("!Q")
+
+
+def _frame(message: Any) -> bytes:
+    data = bytes(ForkingPickler.dumps(message))
+    if len(data) > 0x7FFFFFFF:
+        return _SIZE.pack(-1) + _LONG_SIZE.pack(len(data)) + data
+    return _SIZE.pack(len(data)) + data
 
 
 class ProcessExecutor:
@@ -171,7 +226,6 @@ class ProcessExecutor:
         self._retire: MemoryObjectReceiveStream[_Child]
         self._retire_send, self._retire = anyio.create_memory_object_stream[_Child](slots)
         self._children: set[_Child] = set()
-        self._limiter = anyio.CapacityLimiter(slots)
 
     async def start(self) -> None:
         async with anyio.create_task_group() as starting:
@@ -182,7 +236,7 @@ class ProcessExecutor:
         """The replacer, run by the worker for as long as the executor lives."""
         async for old in self._retire:
             self._children.discard(old)
-            await anyio.to_thread.run_sync(old.kill)
+            await old.kill()
             delay = 0.5
             while True:
                 try:
@@ -197,11 +251,11 @@ class ProcessExecutor:
         made = await anyio.to_thread.run_sync(_Child, self._context, self._packages)
         self._children.add(made)
         try:
-            await anyio.to_thread.run_sync(made.wait_ready)
+            await made.open()
         except BaseException:
             self._children.discard(made)
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(made.kill)
+                await made.kill()
             raise
         self._idle.append(made)
         self._free.release()
@@ -213,9 +267,7 @@ class ProcessExecutor:
         taken = self._idle.popleft()
         healthy = False
         try:
-            reply = await anyio.to_thread.run_sync(
-                taken.call, name, args, kwargs, job, abandon_on_cancel=True, limiter=self._limiter
-            )
+            reply = await taken.call(name, args, kwargs, job)
             healthy = reply[:2] != ("error", "ChildDied")
         finally:
             # Cancelled (cancel --running, a timeout, a stop) or died: the child is
@@ -236,7 +288,7 @@ class ProcessExecutor:
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as stopping:
                 for each in list(self._children):
-                    stopping.start_soon(anyio.to_thread.run_sync, each.stop)
+                    stopping.start_soon(each.stop)
             self._children.clear()
 
 
