@@ -1,6 +1,7 @@
 """arq's ends of a job, copied from arq 0.28's `Worker.finish_job` and
 `Worker.finish_failed_job` for `WakeableWorker` (see `worker/arq_hooks.py`; the contract
-test pins the sources copied), each one MULTI.
+test pins the sources copied), each one MULTI. `end_run`'s, staged as arq stages it, is
+sent as one script call (`one_call`): a job's end is the worker's busiest step.
 
 `end_run` also runs the commands the job's runner staged for its end (`Outcome`: its
 receipt, slot, dead letter, wake-up) in the same MULTI. Both leave out arq's
@@ -16,20 +17,22 @@ from collections.abc import Callable
 from arq.connections import ArqRedis
 from arq.utils import to_ms
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
-from orchestrator import arq_jobs
+from orchestrator import arq_jobs, one_call
 
 # A job's end as its runner staged it, added to the MULTI where arq ends the job.
 Outcome = Callable[[Pipeline], None]
 
 
 async def end_run(
-    pool: ArqRedis, queue: str, job_id: str, finish: bool, result_data: bytes | None,
-    result_timeout_s: float | None, keep_result_forever: bool, incr_score: int | None,
-    keep_in_progress: float | None, outcome: Outcome | None,
+    pool: ArqRedis, run: AsyncScript, queue: str, job_id: str, finish: bool,
+    result_data: bytes | None, result_timeout_s: float | None, keep_result_forever: bool,
+    incr_score: int | None, keep_in_progress: float | None, outcome: Outcome | None,
 ) -> None:  # fmt: skip
     """arq's end of a run: claim dropped; when `finish`, the result kept and the job
-    deleted and taken out of the queue; when `incr_score`, pushed back for its retry."""
+    deleted and taken out of the queue; when `incr_score`, pushed back for its retry.
+    `run`: `one_call.commands` bound to `pool`."""
     async with pool.pipeline(transaction=True) as tr:
         if outcome is not None:
             outcome(tr)
@@ -49,7 +52,7 @@ async def end_run(
             tr.zincrby(queue, incr_score, job_id)
         if delete_keys:
             tr.delete(*delete_keys)
-        await tr.execute()
+        await one_call.execute(run, tr)
 
 
 async def end_failed(

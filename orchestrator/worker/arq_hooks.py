@@ -72,7 +72,7 @@ from arq.worker import Worker
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from orchestrator import arq_jobs
+from orchestrator import arq_jobs, one_call
 from orchestrator.keys import Keys
 from orchestrator.scripts import script
 from orchestrator.worker import arq_ends
@@ -119,6 +119,7 @@ class WakeableWorker(Worker):
         self._read = 0
         self._full = False  # the last poll left jobs (or read none) for want of a slot
         self._claim: AsyncScript | None = None
+        self._end: AsyncScript | None = None  # a job's end as one call (`one_call`)
         self._reads: dict[str, Read] = {}  # each claimed job's first read, until it runs
         self._alone: asyncio.Task[None] | None = None  # a suspect: nothing starts beside it
         # Runs whose slot was given back when their end began (`finish_job`), not when
@@ -230,9 +231,11 @@ class WakeableWorker(Worker):
         outcome = self._outcomes.pop(job_id, None)
         # A full Redis refuses the MULTI whole: built afresh and tried again until it
         # has room, the job and its receipt kept meanwhile (`while_full`).
-        await while_full(partial(arq_ends.end_run, self.pool, self.queue_name, job_id, finish,
-                                 result_data, result_timeout_s, keep_result_forever, incr_score,
-                                 keep_in_progress, outcome),
+        if self._end is None:
+            self._end = one_call.commands(self.pool)
+        await while_full(partial(arq_ends.end_run, self.pool, self._end, self.queue_name, job_id,
+                                 finish, result_data, result_timeout_s, keep_result_forever,
+                                 incr_score, keep_in_progress, outcome),
                          arq_job=job_id)  # fmt: skip
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
