@@ -35,10 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
+from redis.asyncio import Redis
 
 from orchestrator.connection import connect
 from orchestrator.dispatch.manifests import dispatch_manifest
@@ -181,6 +184,10 @@ def one_run(
     ]
     client = redis.Redis.from_url(url)
     events = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    # `orchestrator dispatch` in this process, as Celery's `.delay()` is in its: its
+    # client connected and its registry read before the clock starts, as Celery's app is.
+    loop, dispatcher = asyncio.new_event_loop(), _Dispatcher(url, keys)
+    loop.run_until_complete(dispatcher.open())
     try:
         while not client.scard(keys.workers("metal")):
             time.sleep(0.05)
@@ -189,32 +196,50 @@ def one_run(
         manifest.write_bytes(line * jobs)
         events.subscribe(keys.events)  # a receipt's slot freed is said there
         started = time.monotonic()
-        asyncio.run(_dispatch(url, keys, manifest, namespace))
+        loop.run_until_complete(dispatcher.dispatch(manifest, namespace))
         # Woken by the workers' messages, as Celery's `.get()` is by its result backend's:
         # a poll loop here would take CPU from the jobs on a machine of two cores. A
-        # receipt is written once a job has ended; a run that will retry writes a
-        # `retrying` one, which the check of every status below sees.
-        while client.hlen(keys.receipts(namespace)) < jobs or not all(
-            orjson.loads(v)["status"] == "succeeded" for v in client.hvals(keys.receipts(namespace))
-        ):
+        # receipt is written once a job has ended (a run that will retry writes a
+        # `retrying` one): counted at each message, read once they are all there.
+        receipts: list[dict[str, Any]] = []
+        while len(receipts) < jobs or any(r["status"] != "succeeded" for r in receipts):
             events.get_message(timeout=0.5)
+            if client.hlen(keys.receipts(namespace)) >= jobs:
+                receipts = [orjson.loads(v) for v in client.hvals(keys.receipts(namespace))]
         elapsed = time.monotonic() - started
-        receipts = [orjson.loads(v) for v in client.hvals(keys.receipts(namespace))]
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)
         for child in children:
             child.wait(30)
+        loop.run_until_complete(dispatcher.close())
+        loop.close()
         events.close()
         client.close()
     return elapsed, {r["attempt"] for r in receipts}
 
 
-async def _dispatch(url: str, keys: Keys, manifest: Path, batch: str) -> None:
-    """`orchestrator dispatch`, called in this process as Celery's `.delay()` is."""
-    registry = task_registry(("bench.sync_tasks",))
-    async with connect(url) as client:
-        await dispatch_manifest(client, keys, manifest, "backlog:default", registry, batch=batch)
+class _Dispatcher:
+    """`orchestrator dispatch`, called in this process as Celery's `.delay()` is in its:
+    connected (`open`) before the clock starts, as Celery's app is by its first ping."""
+
+    def __init__(self, url: str, keys: Keys) -> None:
+        self.url, self.keys = url, keys
+        self.registry = task_registry(("bench.sync_tasks",))
+        self._opened = AsyncExitStack()
+        self._client: Redis | None = None
+
+    async def open(self) -> None:
+        self._client = await self._opened.enter_async_context(connect(self.url))
+
+    async def dispatch(self, manifest: Path, batch: str) -> None:
+        assert self._client is not None, "opened first"
+        await dispatch_manifest(
+            self._client, self.keys, manifest, "backlog:default", self.registry, batch=batch
+        )
+
+    async def close(self) -> None:
+        await self._opened.aclose()
 
 
 if __name__ == "__main__":
