@@ -2,10 +2,10 @@
 
 A batch's receipts live in one hash (job id → JSON), so `verify` reads a batch in a
 few HSCANs and a re-run of the same job overwrites its receipt instead of adding a
-second one. Finishing a job is one MULTI: the receipt, the pool's in-flight slot given
-back, the dead letter when it failed for good, the minute's count for the dashboard's
-history, and a wake-up for the conductors — and,
-in the worker, arq's own end of the job (`stage`).
+second one. Finishing a job is one atomic step: the receipt, the pool's in-flight slot
+given back, the dead letter when it failed for good, the minute's count for the
+dashboard's history, and a wake-up for the conductors — and, in the worker, arq's own
+end of the job (`stage`), staged as a MULTI and sent as one script call (`one_call`).
 """
 
 from __future__ import annotations

@@ -42,8 +42,9 @@ installed arq):
   0.28's that also runs the commands the job's runner staged for its end (its receipt,
   slot, dead letter, wake-up: `receipts.stage`) under the job's id in `outcomes`: one
   round trip where there were two, and no moment when the receipt is written while arq
-  still has the job, or the reverse. The contract test pins the source it copies
-  (the copies are in `worker/arq_ends.py`).
+  still has the job, or the reverse; the MULTI so staged is sent as one script call
+  (`one_call`). The contract test pins the source it copies (the copies are in
+  `worker/arq_ends.py`).
 - `Worker.finish_failed_job(self, job_id, result_data)`: arq's end of a job it could not
   run (its payload gone or unreadable), one MULTI. Replaced by a copy of arq 0.28's.
   Both copies leave out arq's `ZREM arq:abort <id>` (`worker/arq_ends.py` says why).

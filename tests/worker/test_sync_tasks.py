@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from orchestrator import arq_jobs
 from tests.conftest import StackFactory
 from tests.live_stack import REPO, Stack, write_manifest
 from tests.processes import alive, descendants, parent_of
@@ -129,6 +131,27 @@ def test_an_unpicklable_result_is_one_clear_error_not_a_hang(
     assert receipts["lock_01:1"]["status"] == "failed"
     assert receipts["lock_01:1"]["error"].startswith("UnpicklableResult: the task's result")
     assert receipts["lock_01:2"]["status"] == "succeeded"
+
+
+def test_large_arguments_and_results_cross_the_childs_pipe_whole(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    """A 600 KB argument and an 18 MB result: far over a pipe's buffer, so each is sent
+    and read in many pieces on the worker's loop (the child writes the result's length
+    apart from it, as its connection does over 16 KiB); the child serves a small job
+    after it."""
+    run = sync_stack(stack)
+    run.worker("metal", 1)
+    run.conductor()
+    text = "".join(chr(ord("a") + n % 26) for n in range(600_000))
+    manifest = [{"task": "sync.repeat", "args": [text, 30]}, {"task": "sync.where", "args": []}]
+    run.dispatch(write_manifest(tmp_path / "big_01.jsonl", manifest))
+    receipts = {r["job_id"]: r for r in run.wait_for_receipts("big_01", 2, timeout=60)}
+    assert {r["status"] for r in receipts.values()} == {"succeeded"}
+    arq_id = run.keys.arq_job_id("big_01:1")
+    stored = orjson.loads(run.redis.get(arq_jobs.RESULT_KEY_PREFIX + arq_id))
+    assert stored["r"]["text"] == text * 30
+    assert receipts["big_01:2"]["result"]["pid"] == stored["r"]["pid"]  # the same child
 
 
 def test_a_sync_job_over_its_timeout_is_stopped_and_its_slot_comes_back(
