@@ -301,7 +301,9 @@ async def executor(
     if kind == "thread" or not sync:  # with no sync task, nothing is ever started
         yield ThreadExecutor(slots)
         return
-    modules = {definition.function.__module__ for definition in sync}
+    # Every task's module, not only the sync ones': each child builds the whole registry
+    # (`child.serve`), and what the fork server imported first its children share.
+    modules = {"orchestrator.registry"} | {d.function.__module__ for d in registry.values()}
     pool = ProcessExecutor(slots, packages, modules, max_jobs)
     try:
         await pool.start()

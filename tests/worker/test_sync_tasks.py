@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import StackFactory
 from tests.live_stack import REPO, Stack, write_manifest
-from tests.processes import alive, descendants, parent_of
+from tests.processes import alive, descendants, parent_of, pss_bytes
 
 PACKAGES = ["workers.tasks", "tests.fixtures.tasks", "tests.fixtures.sync_tasks"]
 
@@ -116,6 +116,25 @@ def task_processes(worker: int) -> list[int]:
     forked = {pid: parent_of(pid) for pid in below}
     servers = {parent for parent in forked.values() if parent != worker}
     return [pid for pid, parent in forked.items() if parent in servers and alive(pid)]
+
+
+# The bound the README gives for an idle worker of 8 slots with the `process` executor
+# (the worker, its fork server and 8 children, in PSS: shared pages counted once in
+# all), which this test holds it to.
+IDLE_8_SLOTS_MB = 200
+
+
+def test_an_idle_8_slot_process_worker_stays_within_its_documented_memory(
+    stack: StackFactory,
+) -> None:
+    run = sync_stack(stack)
+    worker = run.worker("metal", 8)
+    run.wait_for(lambda: len(task_processes(worker.pid)) == 8, "8 task processes")
+    time.sleep(1.0)  # idle: past the start's imports and first heartbeat
+    pids = [worker.pid, *descendants(worker.pid)]
+    total = sum(pss_bytes(pid) for pid in pids) / 2**20
+    assert 0 < total <= IDLE_8_SLOTS_MB, f"{total:.0f} MB PSS in {len(pids)} processes"
+    assert f"under {IDLE_8_SLOTS_MB} MB" in (REPO / "README.md").read_text()
 
 
 def test_an_unpicklable_result_is_one_clear_error_not_a_hang(
