@@ -110,7 +110,10 @@ def spec(draw: st.DrawFn, index: int) -> dict[str, Any]:
 
 def encode(value: Any, style: int) -> bytes:
     if style == 0:
-        return orjson.dumps(value)
+        try:
+            return orjson.dumps(value)
+        except TypeError:  # an integer past 64 bits (a priority out of range): JSON still
+            return json.dumps(value, separators=(",", ":")).encode()
     if style == 1:
         return json.dumps(value, ensure_ascii=True).encode()
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
