@@ -16,19 +16,26 @@ from orchestrator.job_context import JobContext, serving
 from orchestrator.registry import TaskRegistry
 
 
+def celery_package(
+    root: Path, monkeypatch: pytest.MonkeyPatch, package: str, module: str, tasks: str
+) -> None:
+    """A package `package` under `root`, importable, whose `module` holds Celery's
+    `tasks` (its import of `shared_task` given)."""
+    (root / package).mkdir()
+    (root / package / "__init__.py").write_text("")
+    (root / package / f"{module}.py").write_text("from celery import shared_task\n" + tasks)
+    monkeypatch.syspath_prepend(str(root))
+
+
 def test_delay_is_celerys_own_outside_a_job_and_refused_inside_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    package = tmp_path / "movingtasks"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "image.py").write_text(
-        "from celery import shared_task\n"
+    celery_package(
+        tmp_path, monkeypatch, "movingtasks", "image",
         "@shared_task(name='image.double')\n"
         "def double(x: int) -> int:\n"
-        "    return 2 * x\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+        "    return 2 * x\n",
+    )  # fmt: skip
     app = Celery("moving", set_as_current=True)
     app.conf.task_always_eager = True  # Celery runs .delay() here, with no broker
     registry = TaskRegistry.discover("movingtasks")
@@ -48,19 +55,15 @@ def test_canvas_and_send_task_inside_a_job_are_refused_in_one_line_naming_them(
     would reach for a broker: inside a job each is one line naming it; outside, Celery's."""
     from celery import chain, chord, group
 
-    package = tmp_path / "canvastasks"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "maths.py").write_text(
-        "from celery import shared_task\n"
+    celery_package(
+        tmp_path, monkeypatch, "canvastasks", "maths",
         "@shared_task(name='maths.add')\n"
         "def add(x: int, y: int = 0) -> int:\n"
         "    return x + y\n"
         "@shared_task(name='maths.total')\n"
         "def total(values: list[int]) -> int:\n"
-        "    return sum(values)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+        "    return sum(values)\n",
+    )  # fmt: skip
     app = Celery("canvas", set_as_current=True)
     app.conf.task_always_eager = True
     registry = TaskRegistry.discover("canvastasks")
