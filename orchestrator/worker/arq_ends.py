@@ -4,7 +4,7 @@ test pins the sources copied), each one MULTI. `end_run`'s, staged as arq stages
 sent as one script call (`one_call`): a job's end is the worker's busiest step.
 
 `end_run` also runs the commands the job's runner staged for its end (`Outcome`: its
-receipt, slot, dead letter, wake-up) in the same MULTI. Both leave out arq's
+receipt, slot, dead letter, wake-up) in the same step. Both leave out arq's
 `ZREM arq:abort <id>`: that key has no hash tag, so on a Redis Cluster it lives in another
 slot than the job's keys and the MULTI would be refused; the worker never sets
 `allow_abort_jobs`, so nothing is ever added there.

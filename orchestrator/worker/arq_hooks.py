@@ -230,8 +230,8 @@ class WakeableWorker(Worker):
             with suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.wait(set(self._starting)), CLAIM_FIRST)
         outcome = self._outcomes.pop(job_id, None)
-        # A full Redis refuses the MULTI whole: built afresh and tried again until it
-        # has room, the job and its receipt kept meanwhile (`while_full`).
+        # A full Redis refuses the end whole (`one_call`): built afresh and tried again
+        # until it has room, the job and its receipt kept meanwhile (`while_full`).
         if self._end is None:
             self._end = one_call.commands(self.pool)
         await while_full(partial(arq_ends.end_run, self.pool, self._end, self.queue_name, job_id,
@@ -324,7 +324,7 @@ class WakeableWorker(Worker):
 
     def _give_back_early(self, job_id: str) -> None:
         task = self.tasks.get(job_id)  # this run's: the next run of the id is not claimed
-        if task is not None and task not in self._given_back:  # before this end's MULTI
+        if task is not None and task not in self._given_back:  # before this end is written
             self._given_back.add(task)
             self._slot_given_back(task)
 

@@ -1,9 +1,10 @@
 """A job's end while Redis is full: kept by the worker and written once Redis has room.
 
 A Redis at `maxmemory` under `noeviction` refuses every write with an OOM error, and a
-MULTI whole. The worker then keeps the job (arq's in-progress claim stays) and its
-receipt, and tries the same end again with backoff, said once a job: nothing is lost,
-and everything is written once memory is freed (`tests/chaos/test_full_redis.py`).
+MULTI, or a job's end sent as one script (`one_call`), whole. The worker then keeps the
+job (arq's in-progress claim stays) and its receipt, and tries the same end again with
+backoff, said once a job: nothing is lost, and everything is written once memory is
+freed (`tests/chaos/test_full_redis.py`).
 """
 
 from __future__ import annotations
